@@ -1,0 +1,71 @@
+"""Full self-supervised objectives of the three papers: invariance term + regulariser."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .ops.rdmreg import rdmreg
+from .ops.sigreg import sigreg
+from .ops.visreg import visreg
+from .validation import check_embeddings, check_same_shape
+
+
+def _check_views(global_emb: torch.Tensor, all_emb: torch.Tensor) -> None:
+    for name, t in (("global_emb", global_emb), ("all_emb", all_emb)):
+        check_embeddings(t, name)
+        if t.dim() != 3:
+            raise ValueError(f"{name} must be (V, N, D), got shape {tuple(t.shape)}")
+    if global_emb.shape[1:] != all_emb.shape[1:]:
+        raise ValueError(
+            f"global_emb and all_emb must share (N, D), got {tuple(global_emb.shape)} and {tuple(all_emb.shape)}"
+        )
+
+
+def lejepa_loss(global_emb: torch.Tensor, all_emb: torch.Tensor, lambd: float = 0.05, **sigreg_kwargs) -> torch.Tensor:
+    """LeJEPA (paper Algorithm 2): (1 - lambd) * prediction + lambd * SIGReg.
+
+    global_emb (Vg, N, D): embeddings of the global views; all_emb (V, N, D): of every view.
+    prediction = mean over (V, N, D) of (mean_g global_emb - all_emb)^2; SIGReg is averaged over the
+    V views of all_emb, which share directions. ``sigreg_kwargs`` go to ``fused_sigreg.sigreg``.
+    """
+    _check_views(global_emb, all_emb)
+    centers = global_emb.mean(dim=0)
+    prediction = (centers - all_emb).square().mean()
+    return (1.0 - lambd) * prediction + lambd * sigreg(all_emb, reduction="mean", **sigreg_kwargs)
+
+
+def visreg_loss(proj: torch.Tensor, n_global: int, lamb: float = 0.9, **visreg_kwargs) -> torch.Tensor:
+    """VISReg trainer's objective: lamb * VISReg(proj) + (1 - lamb) * invariance.
+
+    proj (V, N, D) with the n_global global views first; invariance = mean over (V, N, D) of
+    (proj - mean of the global views)^2. ``visreg_kwargs`` go to ``fused_sigreg.visreg``
+    (``gather=True`` all-gathers the batch for the regulariser, as the trainer does).
+    """
+    if isinstance(n_global, bool) or not isinstance(n_global, int) or n_global < 1:
+        raise ValueError(f"n_global must be an int >= 1, got {n_global!r}")
+    _check_views(proj[:n_global], proj)
+    invariance = (proj - proj[:n_global].mean(dim=0, keepdim=True)).square().mean()
+    return lamb * visreg(proj, **visreg_kwargs) + (1.0 - lamb) * invariance
+
+
+def rectified_lpjepa_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    lamb_inv: float = 25.0,
+    lamb_reg: float = 125.0,
+    generator: Optional[torch.Generator] = None,
+    **rdmreg_kwargs,
+) -> torch.Tensor:
+    """Rectified LpJEPA: lamb_inv * mse(z1, z2) + lamb_reg * (RDMReg(z1) + RDMReg(z2)) / 2.
+
+    z1, z2 (N, D) rectified features of two views. Defaults follow the official configs
+    (invariance 25, RDMReg 125, 8192 projections, p = 1, mu = 0, sigma_GN); each view gets its own
+    directions and target samples, as in the official code.
+    """
+    check_embeddings(z1, "z1")
+    check_same_shape(z1, z2, "z1", "z2")
+    invariance = F.mse_loss(z1, z2)
+    reg = 0.5 * (rdmreg(z1, generator=generator, **rdmreg_kwargs) + rdmreg(z2, generator=generator, **rdmreg_kwargs))
+    return lamb_inv * invariance + lamb_reg * reg

@@ -1,0 +1,1 @@
+"""Public ops: argument checks, direction sampling, backend dispatch and the module wrappers."""

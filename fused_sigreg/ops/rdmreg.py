@@ -1,0 +1,76 @@
+"""RDMReg (Rectified LpJEPA): two-sample sliced Wasserstein to a rectified generalized Gaussian."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .. import dispatch
+from ..distributed import all_gather_batch
+from ..rgg import resolve_sigma, sample_rgg
+from ..validation import check_lp_parameter, check_same_shape
+from .common import check_generator, check_input, resolve_directions
+
+DEFAULT_NUM_PROJECTIONS = 8192
+
+
+def rdmreg(
+    z: torch.Tensor,
+    num_projections: Optional[int] = None,
+    directions: Optional[torch.Tensor] = None,
+    target_samples: Optional[torch.Tensor] = None,
+    p: float = 1.0,
+    mu: float = 0.0,
+    sigma=None,
+    generator: Optional[torch.Generator] = None,
+    gather: bool = False,
+    backend: Optional[str] = None,
+    check_finite: bool = False,
+) -> torch.Tensor:
+    """mean over (V, N, M) of (sort(z P^T) - sort(Y P^T))^2, Y ~ ReLU(GN_p(mu, sigma)) fresh per call.
+
+    Args:
+        z: (N, D) or (V, N, D) rectified features (the model ends in ReLU). N >= 2.
+        num_projections: M (default 8192, or the columns of ``directions``).
+        directions: explicit (D, M) unit directions, i.e. the official ``projections`` (M, D) transposed.
+        target_samples: explicit target Y, same shape as (gathered) z; else drawn from the RGG.
+        p, mu, sigma: target GN_p(mu, sigma); sigma a number, "sigma_GN" (default: unit variance before
+            rectification) or "sigma_RGN" (unit variance after).
+        generator: draws the directions (unless given) and then the target samples.
+        gather: all-gather the batch over ranks first (with gradients).
+    Returns: a float32 scalar (float64 for float64 z). Only z gets a gradient.
+    """
+    check_input(z, "z", check_finite)
+    check_lp_parameter(p)
+    check_generator(generator, z.device)
+    # generator also draws the target samples, so it may come together with explicit directions
+    w = resolve_directions(z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None,
+                           generator if directions is None else None)
+    if gather:
+        z = all_gather_batch(z)
+    if target_samples is None:
+        target_samples = sample_rgg(z.shape, p, mu, resolve_sigma(p, mu, sigma), generator, device=z.device)
+    else:
+        check_same_shape(z, target_samples, "z", "target_samples")
+    _, impl = dispatch.select("rdmreg", (z, w, target_samples), backend)
+    return impl(z, w, target_samples)
+
+
+class RDMReg(nn.Module):
+    """RDMReg with Rectified LpJEPA's defaults: 8192 projections, p = 1 (rectified Laplace), mu = 0, sigma_GN.
+
+    Official config names: ``lp_norm_parameter`` = p, ``mean_shift_value`` = mu, ``mode_of_sigma`` = sigma.
+    """
+
+    def __init__(self, num_projections: int = DEFAULT_NUM_PROJECTIONS, p: float = 1.0, mu: float = 0.0,
+                 sigma="sigma_GN", gather: bool = False, backend: Optional[str] = None):
+        super().__init__()
+        check_lp_parameter(p)
+        self.num_projections, self.p, self.mu = num_projections, p, mu
+        self.sigma = resolve_sigma(p, mu, sigma)
+        self.gather, self.backend = gather, backend
+
+    def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return rdmreg(z, self.num_projections, p=self.p, mu=self.mu, sigma=self.sigma, generator=generator,
+                      gather=self.gather, backend=self.backend)

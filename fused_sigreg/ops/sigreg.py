@@ -1,0 +1,107 @@
+"""SIGReg (LeJEPA): the sliced Epps–Pulley test of N(0, 1) marginals.
+
+Two stages, as DESIGN.md §5 prescribes: a backend computes the ECF means (..., K, T) of the
+projections (the expensive part), then the statistic is formed here in eager with the DDP
+average in between, so every backend shares the distributed semantics.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .. import dispatch
+from ..distributed import all_reduce_mean, world_size
+from ..reference import clip_statistics, epps_pulley_from_ecf, reduce_statistics
+from ..slicing import epps_pulley_quadrature
+from ..validation import check_quadrature, check_reduction
+from .common import check_input, resolve_directions
+
+DEFAULT_NUM_SLICES = 256
+
+
+def sigreg(
+    x: torch.Tensor,
+    num_slices: Optional[int] = None,
+    t_max: float = 3.0,
+    n_points: int = 17,
+    step: Optional[int] = None,
+    directions: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    reduction: Optional[str] = "mean",
+    clip_value: Optional[float] = None,
+    backend: Optional[str] = None,
+    check_finite: bool = False,
+) -> torch.Tensor:
+    """SIGReg statistic of embeddings x along K random directions (LeJEPA, Balestriero & LeCun 2025).
+
+    Args:
+        x: (N, D) or (V, N, D), any float dtype; views share directions. N >= 2.
+        num_slices: K (default 256, or the number of columns of ``directions``).
+        t_max, n_points: quadrature on [0, t_max]; (3, 17) is lejepa's default, (5, 9) the paper's Algorithm 1.
+        step: draw lejepa's directions for this step (``SlicingUnivariateTest`` with ``global_step=step``);
+            synchronised to the maximum over ranks under torch.distributed.
+        directions: explicit (D, K) directions, used as given.
+        generator: draw directions from this generator instead (on x's device).
+        reduction: "mean" / "sum" over (V, K), or None for per-slice statistics (K,) or (V, K).
+        clip_value: statistics below it count as 0 (lejepa's ``clip_value``).
+        backend: "auto", "eager", "triton", "cuda" or "cpu"; None reads $FUSED_SIGREG_BACKEND (default auto).
+        check_finite: raise ValueError on NaN/inf in x instead of propagating them like the reference.
+
+    Returns:
+        float32 statistics (float64 for float64 x): a scalar, or (K,) / (V, K) for reduction=None.
+        Each slice's statistic is N_global * sum_j w_j |ECF(t_j) - exp(-t_j^2/2)|^2.
+    """
+    check_input(x, "x", check_finite)
+    check_quadrature(t_max, n_points)
+    check_reduction(reduction)
+    a = resolve_directions(x, num_slices, DEFAULT_NUM_SLICES, directions, step, generator)
+    quad = epps_pulley_quadrature(float(t_max), n_points, device=x.device)
+    _, ecf_means = dispatch.select("ecf_means", (x, a), backend)
+    cos_mean, sin_mean = ecf_means(x, a, quad.t)
+    cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
+    stats = epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2] * world_size())
+    return reduce_statistics(clip_statistics(stats, clip_value), reduction)
+
+
+class SIGReg(nn.Module):
+    """Drop-in for lejepa's ``SlicingUnivariateTest(EppsPulley(t_max, n_points), num_slices)``.
+
+    Holds a ``global_step`` buffer: each call draws the directions of that step (synchronised
+    across ranks) and then increments it, exactly like lejepa, so runs are reproducible.
+    """
+
+    def __init__(
+        self,
+        num_slices: int = DEFAULT_NUM_SLICES,
+        t_max: float = 3.0,
+        n_points: int = 17,
+        reduction: Optional[str] = "mean",
+        clip_value: Optional[float] = None,
+        backend: Optional[str] = None,
+    ):
+        super().__init__()
+        check_quadrature(t_max, n_points)
+        check_reduction(reduction)
+        self.num_slices, self.t_max, self.n_points = num_slices, float(t_max), n_points
+        self.reduction, self.clip_value, self.backend = reduction, clip_value, backend
+        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = sigreg(
+            x,
+            num_slices=self.num_slices,
+            t_max=self.t_max,
+            n_points=self.n_points,
+            step=int(self.global_step.item()),
+            reduction=self.reduction,
+            clip_value=self.clip_value,
+            backend=self.backend,
+        )
+        with torch.no_grad():
+            self.global_step.add_(1)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_slices={self.num_slices}, t_max={self.t_max}, n_points={self.n_points}, reduction={self.reduction!r}"

@@ -1,0 +1,85 @@
+"""Argument checks shared by every op: each failure names what was expected and what arrived."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+REDUCTIONS = ("mean", "sum", None)
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_embeddings(x, name: str = "x") -> None:
+    """x must be a floating tensor (N, D) or (V, N, D) with N >= 2 and no empty dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}")
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{name} must be (N, D) or (V, N, D), got {x.dim()} dims ({_describe(x)})")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got {_describe(x)}")
+    if x.shape[-2] < 2:
+        raise ValueError(f"{name} needs a batch of N >= 2 samples along dim -2, got N={x.shape[-2]} ({_describe(x)})")
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Raise on NaN/inf (opt-in: ``check_finite=True``; the default propagates them like the reference)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} non-finite values ({_describe(x)})")
+
+
+def check_directions(directions, dim: int, device: torch.device, name: str = "directions") -> None:
+    """directions must be a floating (D, K) tensor on ``device`` with D matching the embeddings."""
+    if not isinstance(directions, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(directions).__name__}")
+    if not directions.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {directions.dtype}")
+    if directions.dim() != 2 or directions.shape[0] != dim or directions.shape[1] < 1:
+        raise ValueError(f"{name} must be (D, K) = ({dim}, K >= 1), got {_describe(directions)}")
+    if directions.device != device:
+        raise ValueError(f"{name} must be on the embeddings' device {device}, got {directions.device}")
+
+
+def check_num_slices(num_slices, name: str = "num_slices") -> None:
+    if isinstance(num_slices, bool) or not isinstance(num_slices, int):
+        raise TypeError(f"{name} must be an int, got {type(num_slices).__name__}")
+    if num_slices < 1:
+        raise ValueError(f"{name} must be >= 1, got {num_slices}")
+
+
+def check_quadrature(t_max, n_points) -> None:
+    if isinstance(n_points, bool) or not isinstance(n_points, int):
+        raise TypeError(f"n_points must be an int, got {type(n_points).__name__}")
+    if n_points < 2:
+        raise ValueError(f"n_points must be >= 2 (trapezoid rule), got {n_points}")
+    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
+        raise ValueError(f"t_max must be a finite number > 0, got {t_max!r}")
+
+
+def check_reduction(reduction) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'mean', 'sum', None, got {reduction!r}")
+
+
+def check_lp_parameter(p) -> None:
+    if not (isinstance(p, (int, float)) and math.isfinite(p) and p > 0):
+        raise ValueError(f"p (the generalized Gaussian shape) must be a finite number > 0, got {p!r}")
+
+
+def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if not isinstance(b, torch.Tensor):
+        raise TypeError(f"{name_b} must be a torch.Tensor, got {type(b).__name__}")
+    if a.shape != b.shape or a.device != b.device:
+        raise ValueError(f"{name_b} must match {name_a} ({_describe(a)}), got {_describe(b)}")
+    if not b.is_floating_point():
+        raise TypeError(f"{name_b} must have a floating dtype, got {b.dtype}")
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Statistics accumulate in float32, or float64 when the input is float64."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -1,0 +1,143 @@
+"""Every malformed call raises ValueError/TypeError naming what was expected and what came."""
+import pytest
+import torch
+
+import fused_sigreg as fs
+
+X = torch.randn(16, 4)
+A = torch.nn.functional.normalize(torch.randn(4, 5), dim=0)
+
+OPS = {
+    "sigreg": fs.sigreg,
+    "swd": fs.sliced_wasserstein,
+    "visreg": fs.visreg,
+    "rdmreg": fs.rdmreg,
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("x,exc,match", [
+    (torch.randn(4), ValueError, r"\(N, D\) or \(V, N, D\), got 1 dims"),
+    (torch.randn(2, 2, 3, 4), ValueError, r"\(N, D\) or \(V, N, D\), got 4 dims"),
+    (torch.randn(1, 4), ValueError, "N >= 2.*got N=1"),
+    (torch.randn(3, 1, 4), ValueError, "N >= 2.*got N=1"),
+    (torch.randn(0, 4), ValueError, "must not be empty"),
+    (torch.randn(5, 0), ValueError, "must not be empty"),
+    (torch.ones(5, 4, dtype=torch.int64), TypeError, "floating dtype.*got torch.int64"),
+    (torch.ones(5, 4, dtype=torch.bool), TypeError, "floating dtype.*got torch.bool"),
+    ([[1.0, 2.0], [3.0, 4.0]], TypeError, "torch.Tensor, got list"),
+])
+def test_bad_embeddings(op, x, exc, match):
+    with pytest.raises(exc, match=match):
+        OPS[op](x)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("directions,exc,match", [
+    (torch.randn(3, 5), ValueError, r"\(D, K\) = \(4, K >= 1\), got shape \(3, 5\)"),
+    (torch.randn(4), ValueError, r"\(D, K\) = \(4, K >= 1\), got shape \(4,\)"),
+    (torch.randn(4, 0), ValueError, r"K >= 1"),
+    (torch.ones(4, 5, dtype=torch.int32), TypeError, "floating dtype"),
+    (torch.randn(4, 5, device="meta"), ValueError, "device cpu, got meta"),
+    ("directions", TypeError, "torch.Tensor, got str"),
+])
+def test_bad_directions(op, directions, exc, match):
+    with pytest.raises(exc, match=match):
+        OPS[op](X, directions=directions)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_mismatched_num_slices_and_directions(op):
+    with pytest.raises(ValueError, match="does not match the 5 columns"):
+        OPS[op](X, 7, directions=A)
+
+
+def test_one_direction_source_only():
+    with pytest.raises(ValueError, match="at most one of directions=, step=, generator="):
+        fs.sigreg(X, directions=A, step=3)
+    with pytest.raises(ValueError, match="at most one"):
+        fs.sigreg(X, step=3, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(t_max=0.0), ValueError, "t_max must be a finite number > 0, got 0.0"),
+    (dict(t_max=-1.0), ValueError, "t_max must be"),
+    (dict(t_max=float("inf")), ValueError, "t_max must be"),
+    (dict(n_points=1), ValueError, "n_points must be >= 2.*got 1"),
+    (dict(n_points=3.0), TypeError, "n_points must be an int"),
+    (dict(reduction="max"), ValueError, "reduction must be one of 'mean', 'sum', None, got 'max'"),
+    (dict(num_slices=0), ValueError, "num_slices must be >= 1, got 0"),
+    (dict(num_slices=2.5), TypeError, "num_slices must be an int"),
+    (dict(step=-1), ValueError, "step must be an int >= 0"),
+    (dict(generator="seed"), TypeError, "torch.Generator, got str"),
+])
+def test_bad_sigreg_arguments(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        fs.sigreg(X, **kw)
+
+
+def test_generator_on_another_device():
+    with pytest.raises(ValueError, match="generator must be on the input's device meta, got cpu"):
+        fs.sigreg(torch.randn(16, 4, device="meta"), generator=torch.Generator())
+
+
+@pytest.mark.parametrize("kw", [dict(t_max=0.0), dict(n_points=1), dict(reduction="none")])
+def test_bad_sigreg_module_arguments(kw):
+    with pytest.raises(ValueError):
+        fs.SIGReg(**kw)
+
+
+@pytest.mark.parametrize("p", [0, -1.0, float("nan"), float("inf"), "1"])
+def test_bad_lp_parameter(p):
+    z = torch.relu(X)
+    with pytest.raises(ValueError, match="p .*must be a finite number > 0"):
+        fs.rdmreg(z, directions=A, p=p)
+    with pytest.raises(ValueError, match="must be a finite number > 0"):
+        fs.sample_rgg((3, 2), p=p)
+    with pytest.raises(ValueError):
+        fs.RDMReg(p=p)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -2.0, "sigma_XYZ"])
+def test_bad_rgg_sigma(sigma):
+    with pytest.raises(ValueError, match="sigma must be"):
+        fs.rdmreg(torch.relu(X), directions=A, sigma=sigma)
+
+
+def test_bad_target_samples():
+    z = torch.relu(X)
+    with pytest.raises(ValueError, match=r"target_samples must match z \(shape \(16, 4\)"):
+        fs.rdmreg(z, directions=A, target_samples=torch.rand(15, 4))
+    with pytest.raises(TypeError, match="target_samples must have a floating dtype"):
+        fs.rdmreg(z, directions=A, target_samples=torch.ones(16, 4, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_check_finite_opt_in(op):
+    x = X.clone()
+    x[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="x must be finite|z must be finite"):
+        OPS[op](x, directions=A, check_finite=True)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_unknown_backend(op):
+    with pytest.raises(ValueError, match="backend must be one of auto, eager, triton, cuda, cpu; got 'fast'"):
+        OPS[op](X, directions=A, backend="fast")
+
+
+def test_unknown_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("FUSED_SIGREG_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="FUSED_SIGREG_BACKEND must be one of .*got 'gpu'"):
+        fs.sigreg(X, directions=A)
+
+
+def test_objective_shapes():
+    with pytest.raises(ValueError, match="share \\(N, D\\)"):
+        fs.lejepa_loss(torch.randn(2, 8, 4), torch.randn(3, 9, 4))
+    with pytest.raises(ValueError, match="must be \\(V, N, D\\)"):
+        fs.lejepa_loss(torch.randn(8, 4), torch.randn(3, 8, 4))
+    with pytest.raises(ValueError, match="n_global must be an int >= 1"):
+        fs.visreg_loss(torch.randn(3, 8, 4), n_global=0)
+    with pytest.raises(ValueError, match="z2 must match z1"):
+        fs.rectified_lpjepa_loss(torch.rand(8, 4), torch.rand(8, 5))

@@ -1,0 +1,103 @@
+"""Backend registry: selection order, fallback with a logged reason, and forced-backend errors."""
+import logging
+
+import pytest
+import torch
+
+import fused_sigreg as fs
+from fused_sigreg import dispatch, reference
+from fused_sigreg.dispatch import Backend
+
+X = torch.randn(20, 4)
+A = torch.nn.functional.normalize(torch.randn(4, 6), dim=0)
+
+
+@pytest.fixture
+def registry():
+    saved = dict(dispatch._REGISTRY)
+    dispatch._LOGGED.clear()
+    yield dispatch
+    dispatch._REGISTRY.clear()
+    dispatch._REGISTRY.update(saved)
+    dispatch._LOGGED.clear()
+
+
+def _counting_ecf(calls):
+    def ecf(x, a, t):
+        calls.append(x.shape)
+        return reference.ecf_means(reference.project(x, a), t)
+    return ecf
+
+
+def test_available_backends_explains_each():
+    status = fs.available_backends()
+    assert set(status) == {"eager", "triton", "cuda", "cpu"}
+    assert status["eager"] == (True, "")
+    for name in ("triton", "cuda", "cpu"):
+        ok, why = status[name]
+        assert not ok and why
+
+
+@pytest.mark.parametrize("name", ["triton", "cuda", "cpu"])
+def test_forcing_an_unregistered_backend_raises(name):
+    with pytest.raises(fs.BackendUnavailableError, match=f"backend '{name}' was requested for ecf_means but is unavailable"):
+        fs.sigreg(X, directions=A, backend=name)
+    assert issubclass(fs.BackendUnavailableError, ValueError)
+
+
+def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry, caplog):
+    calls = []
+    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf(calls)},
+                                      supports=lambda op, t: (t[0].shape[0] <= 32, "N > 32 is not supported")))
+    expected = fs.sigreg(X, directions=A, backend="eager")
+    assert torch.equal(fs.sigreg(X, directions=A), expected)
+    assert calls == [X.shape]  # auto picked the higher-priority backend
+
+    big = torch.randn(40, 4)
+    with caplog.at_level(logging.INFO, logger="fused_sigreg"):
+        fs.sigreg(big, directions=A)
+        fs.sigreg(big, directions=A)
+    assert calls == [X.shape]  # fell back to eager both times
+    messages = [r.getMessage() for r in caplog.records if "N > 32" in r.getMessage()]
+    assert len(messages) == 1  # logged once per (op, reason)
+
+
+def test_forced_backend_that_refuses_the_call_raises(registry):
+    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])},
+                                      supports=lambda op, t: (False, "bf16 is not supported")))
+    with pytest.raises(fs.BackendUnavailableError, match="cannot serve this call: bf16 is not supported"):
+        fs.sigreg(X, directions=A, backend="cpu")
+
+
+def test_forced_backend_without_the_op_raises(registry):
+    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])}))
+    with pytest.raises(fs.BackendUnavailableError, match="no implementation of 'visreg'"):
+        fs.visreg(X, directions=A, backend="cpu")
+    # ... while auto serves it with eager
+    assert torch.isfinite(fs.visreg(X, directions=A))
+
+
+def test_unavailable_backend_is_skipped_by_auto(registry):
+    calls = []
+    registry.register_backend(Backend("triton", priority=20, ops={"ecf_means": _counting_ecf(calls)},
+                                      available=lambda: (False, "triton is not installed")))
+    fs.sigreg(X, directions=A)
+    assert calls == []
+    assert fs.available_backends()["triton"] == (False, "triton is not installed")
+
+
+def test_environment_variable_selects_backend(registry, monkeypatch):
+    calls = []
+    registry.register_backend(Backend("cpu", priority=-5, ops={"ecf_means": _counting_ecf(calls)}))
+    fs.sigreg(X, directions=A)
+    assert calls == []  # eager outranks it under auto
+    monkeypatch.setenv("FUSED_SIGREG_BACKEND", "cpu")
+    fs.sigreg(X, directions=A)
+    assert calls == [X.shape]
+    fs.sigreg(X, directions=A, backend="eager")  # the argument wins over the environment
+    assert len(calls) == 1
+
+
+def test_register_rejects_unknown_names(registry):
+    with pytest.raises(ValueError, match="backend name must be one of"):
+        registry.register_backend(Backend("auto", priority=0))

@@ -1,0 +1,120 @@
+"""Two gloo processes on CPU against (a) the reference's all_reduce semantics and (b) one process
+on the concatenated batch (DESIGN.md §6)."""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fused_sigreg as fs
+from fused_sigreg.slicing import epps_pulley_quadrature, lejepa_directions
+
+WORLD = 2
+N_LOCAL, D, K = 13, 6, 9
+STEPS = (3, 7)  # different per rank: both must draw the directions of max = 7
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, WORLD * N_LOCAL, D, generator=g, dtype=torch.float64)
+    a = torch.nn.functional.normalize(torch.randn(D, K, generator=g, dtype=torch.float64), dim=0)
+    y = torch.relu(torch.randn(2, WORLD * N_LOCAL, D, generator=g, dtype=torch.float64))
+    return x, a, y
+
+
+def _lejepa_semantics(x, a):
+    """lejepa's EppsPulley under DDP, written out with torch.distributed.nn's autograd all_reduce."""
+    import torch.distributed.nn.functional as dist_fn
+
+    t, phi, w = (v.double() for v in epps_pulley_quadrature(3.0, 17))
+    arg = (x @ a).unsqueeze(-1) * t
+    cos_mean = dist_fn.all_reduce(arg.cos().mean(-3), op=dist.ReduceOp.SUM) / WORLD
+    sin_mean = dist_fn.all_reduce(arg.sin().mean(-3), op=dist.ReduceOp.SUM) / WORLD
+    err = (cos_mean - phi).square() + sin_mean.square()
+    return (err @ w) * x.shape[-2] * WORLD
+
+
+def _grad(fn, x):
+    x = x.clone().requires_grad_()
+    value = fn(x)
+    value.sum().backward()
+    return value.detach(), x.grad
+
+
+def _worker(rank, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        x, a, y = _inputs()
+        local = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
+        xl, yl = x[:, local], y[:, local]
+        zl = torch.relu(xl)
+        res = {
+            "sigreg": _grad(lambda v: fs.sigreg(v, directions=a, reduction=None), xl),
+            "sigreg_ref": _grad(lambda v: _lejepa_semantics(v, a), xl),
+            "sigreg_step": fs.sigreg(xl, num_slices=K, step=STEPS[rank], reduction=None),
+            "swd": _grad(lambda v: fs.sliced_wasserstein(v, directions=a, gather=True), xl),
+            "visreg": _grad(lambda v: fs.visreg(v, directions=a, gather=True), xl),
+            "rdmreg": _grad(lambda v: fs.rdmreg(v, directions=a, target_samples=y, gather=True), zl),
+        }
+        module = fs.SIGReg(num_slices=K, reduction=None)
+        module.global_step.fill_(STEPS[rank])
+        res["module"] = module(xl).detach()
+        res["module_step"] = module.global_step.item()
+        torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
+    return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _local(t, rank):
+    return t[:, rank * N_LOCAL:(rank + 1) * N_LOCAL]
+
+
+def test_sigreg_matches_reference_all_reduce_semantics(ranks):
+    for res in ranks:
+        value, grad = res["sigreg"]
+        ref_value, ref_grad = res["sigreg_ref"]
+        assert torch.allclose(value, ref_value, rtol=1e-12, atol=0)
+        assert torch.allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_sigreg_matches_one_process_on_the_whole_batch(ranks):
+    x, a, _ = _inputs()
+    value, grad = _grad(lambda v: fs.sigreg(v, directions=a, reduction=None), x)
+    for rank, res in enumerate(ranks):
+        assert torch.allclose(res["sigreg"][0], value, rtol=1e-12)
+        # each rank's input gradient is W times the single-process one: DDP's gradient averaging
+        # over ranks then yields the single-process gradient, as with the reference.
+        assert torch.allclose(res["sigreg"][1], WORLD * _local(grad, rank), rtol=1e-10, atol=1e-15)
+
+
+def test_step_is_synchronised_across_ranks(ranks):
+    x, _, _ = _inputs()
+    a = lejepa_directions(D, K, max(STEPS)).double()
+    expected = fs.sigreg(x, directions=a, reduction=None)
+    for rank, res in enumerate(ranks):
+        assert torch.allclose(res["sigreg_step"], expected, rtol=1e-12)
+        assert torch.allclose(res["module"], expected, rtol=1e-12)
+        assert res["module_step"] == STEPS[rank] + 1
+
+
+@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+def test_gather_matches_one_process_on_the_whole_batch(ranks, op):
+    x, a, y = _inputs()
+    fn = {
+        "swd": lambda v: fs.sliced_wasserstein(v, directions=a),
+        "visreg": lambda v: fs.visreg(v, directions=a),
+        "rdmreg": lambda v: fs.rdmreg(v, directions=a, target_samples=y),
+    }[op]
+    value, grad = _grad(fn, torch.relu(x) if op == "rdmreg" else x)
+    for rank, res in enumerate(ranks):
+        assert torch.allclose(res[op][0], value, rtol=1e-12)
+        # all_gather's backward sums every rank's gradient of the (identical) loss: W times one process's
+        assert torch.allclose(res[op][1], WORLD * _local(grad, rank), rtol=1e-10, atol=1e-15)
