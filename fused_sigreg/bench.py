@@ -1,0 +1,214 @@
+"""``python -m fused_sigreg bench``: time, peak memory and saved-for-backward bytes per op and backend.
+
+Times are medians (with p20 / p80) of a warmed-up loop: ``perf_counter`` on CPU, CUDA events on
+GPU. Memory on CPU comes from the profiler's allocator events (peak of the running sum over one
+fwd+bwd), on GPU from the caching allocator's peak. Saved bytes are the unique storages the
+autograd graph keeps (``saved_tensors_hooks``), also net of the op's own inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable, Dict, Iterable, List, Optional
+
+import torch
+
+from .check import backends_for
+from .problems import Problem, Shape, make_problem
+
+# CPU sweep of ``bench`` with no size arguments: finishes in a few minutes on 2 cores.
+DEFAULT_CPU_SWEEP = {
+    "N": (1024, 4096),
+    "D": (256,),
+    "K": (256,),
+    "V": (1,),
+}
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side prints start/stop lines on fd 2; keep tables readable."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _percentiles(samples: List[float]) -> Dict[str, float]:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return {"median": statistics.median(ordered), "p20": pick(0.2), "p80": pick(0.8)}
+
+
+def time_phases(problem: Problem, backend: str, warmup: int, repeats: int) -> Dict[str, Dict[str, float]]:
+    """Milliseconds of forward, backward and forward+backward."""
+    device = problem.x.device
+    samples = {"fwd": [], "bwd": [], "fwd+bwd": []}
+    for i in range(warmup + repeats):
+        problem.x.grad = None
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = problem.loss(problem.x, backend)
+        _sync(device)
+        t1 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            samples["fwd"].append((t1 - t0) * 1e3)
+            samples["bwd"].append((t2 - t1) * 1e3)
+            samples["fwd+bwd"].append((t2 - t0) * 1e3)
+    problem.x.grad = None
+    return {phase: _percentiles(s) for phase, s in samples.items()}
+
+
+def saved_tensor_bytes(problem: Problem, backend: str) -> Dict[str, int]:
+    """Bytes of the unique storages saved for backward: all of them, and those beyond the inputs."""
+    storages: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = problem.loss(problem.x, backend)
+    del loss
+    inputs = {t.untyped_storage().data_ptr() for t in problem.inputs()}
+    total = sum(storages.values())
+    return {"saved_bytes": total, "saved_extra_bytes": total - sum(n for p, n in storages.items() if p in inputs)}
+
+
+def peak_extra_bytes(problem: Problem, backend: str) -> int:
+    """Peak bytes allocated above the starting point during one forward+backward."""
+    device = problem.x.device
+    run = lambda: problem.loss(problem.x, backend).backward()
+    problem.x.grad = None
+    if device.type == "cuda":
+        _sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        from torch.profiler import ProfilerActivity, profile
+
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        running = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            running += e.nbytes()
+            peak = max(peak, running)
+    problem.x.grad = None
+    return int(peak)
+
+
+def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, repeats: int,
+               problem: Optional[Problem] = None) -> Dict:
+    problem = problem or make_problem(op, shape, dtype, device)
+    row = dict(op=op, backend=backend, device=str(device), dtype=str(dtype).replace("torch.", ""),
+               V=shape.V, N=shape.N, D=shape.D, K=shape.K, T=shape.T if op == "sigreg" else "")
+    try:
+        for phase, stats in time_phases(problem, backend, warmup, repeats).items():
+            for name, value in stats.items():
+                row[f"{phase}_ms_{name}"] = round(value, 3)
+        row["peak_extra_MB"] = round(peak_extra_bytes(problem, backend) / 2**20, 2)
+        row.update({k.replace("_bytes", "_MB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()})
+        row["status"] = "ok"
+    except torch.OutOfMemoryError:
+        row["status"] = "OOM"
+    return row
+
+
+def sweep(ops: Iterable[str], shapes: Iterable[Shape], dtype, device, backends: Optional[List[str]],
+          warmup: int, repeats: int, progress: Callable[[Dict], None] = lambda row: None) -> List[Dict]:
+    rows = []
+    for op in ops:
+        for shape in shapes:
+            problem = make_problem(op, shape, dtype, device)
+            for backend in backends or backends_for(problem):
+                row = bench_case(op, shape, backend, dtype, device, warmup, repeats, problem)
+                rows.append(row)
+                progress(row)
+    return rows
+
+
+def shapes_from(N, D, K, V, T=17) -> List[Shape]:
+    return [Shape(v, n, d, k, T) for v in V for n in N for d in D for k in K]
+
+
+def environment() -> Dict:
+    """Where the numbers come from: device, versions, commit, time."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(__file__), timeout=5)
+        commit = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "not present"
+    return dict(cpu=platform.processor() or platform.machine(), cpu_threads=torch.get_num_threads(), gpu=gpu,
+                torch=torch.__version__, python=platform.python_version(), git_commit=commit or "unknown",
+                timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def write_results(rows: List[Dict], path: str) -> None:
+    """CSV (one row per case, environment in leading '#' lines) or JSON ({environment, rows})."""
+    env = environment()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".json"):
+        with open(path, "w") as f:
+            json.dump({"environment": env, "rows": rows}, f, indent=1)
+        return
+    import csv
+
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        for k, v in env.items():
+            f.write(f"# {k}: {v}\n")
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_results(rows: List[Dict], path: str) -> None:
+    """Time (fwd+bwd median) and peak memory against N, one line per (op, backend)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise RuntimeError("--plot needs matplotlib: pip install 'fused_sigreg[plot]'") from e
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in dict.fromkeys((r["op"], r["backend"], r["D"], r["K"], r["V"]) for r in rows if r["status"] == "ok"):
+        pts = sorted((r["N"], r["fwd+bwd_ms_median"], r["peak_extra_MB"]) for r in rows
+                     if r["status"] == "ok" and (r["op"], r["backend"], r["D"], r["K"], r["V"]) == key)
+        label = f"{key[0]} {key[1]} D={key[2]} K={key[3]} V={key[4]}"
+        ax_t.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax_m.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=label)
+    for ax, ylabel in ((ax_t, "fwd+bwd median ms"), (ax_m, "peak extra MB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("N")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

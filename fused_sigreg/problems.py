@@ -1,0 +1,68 @@
+"""Random problem instances of each op, shared by ``check``, ``bench`` and the benchmark suite.
+
+A problem fixes everything random (inputs, directions, RDMReg target samples) so that every
+backend evaluates exactly the same function; only ``x`` is differentiated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+
+from .ops.rdmreg import rdmreg
+from .ops.sigreg import sigreg
+from .ops.sliced_wasserstein import sliced_wasserstein
+from .ops.visreg import visreg
+from .rgg import sample_rgg
+from .slicing import random_directions
+
+OPS = ("sigreg", "swd", "visreg", "rdmreg")
+# The backend stage each public op dispatches (what a backend must implement to serve it).
+DISPATCHED_STAGE = {"sigreg": "ecf_means", "swd": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    V: int
+    N: int
+    D: int
+    K: int
+    T: int = 17  # SIGReg quadrature knots (t_max = 3)
+
+    def input_shape(self):
+        return (self.N, self.D) if self.V == 1 else (self.V, self.N, self.D)
+
+
+@dataclass
+class Problem:
+    op: str
+    shape: Shape
+    x: torch.Tensor                         # the differentiated input, (N, D) or (V, N, D)
+    fixed: Dict[str, torch.Tensor]          # directions (D, K) and, for RDMReg, target samples
+
+    def loss(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return _CALLS[self.op](x, self, backend)
+
+    def inputs(self):
+        return [self.x, *self.fixed.values()]
+
+
+_CALLS: Dict[str, Callable] = {
+    "sigreg": lambda x, p, b: sigreg(x, directions=p.fixed["directions"], n_points=p.shape.T, backend=b),
+    "swd": lambda x, p, b: sliced_wasserstein(x, directions=p.fixed["directions"], backend=b),
+    "visreg": lambda x, p, b: visreg(x, directions=p.fixed["directions"], backend=b),
+    "rdmreg": lambda x, p, b: rdmreg(x, directions=p.fixed["directions"], target_samples=p.fixed["target"], backend=b),
+}
+
+
+def make_problem(op: str, shape: Shape, dtype=torch.float32, device="cpu", seed: int = 0) -> Problem:
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(shape.input_shape(), generator=gen, device=device)
+    fixed = {"directions": random_directions(shape.D, shape.K, gen, device=device)}
+    if op == "rdmreg":
+        x = torch.relu(x)
+        fixed["target"] = sample_rgg(x.shape, generator=gen, device=device)
+    return Problem(op, shape, x.to(dtype).requires_grad_(), fixed)

@@ -1,0 +1,68 @@
+"""The CLI and the measurement helpers behind ``check`` and ``bench``."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fused_sigreg import bench, check
+from fused_sigreg.problems import Shape, make_problem
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "fused_sigreg", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_check_command_prints_every_op():
+    out = _run("check", "--N", "37", "--D", "9", "--K", "11", "--V", "2")
+    assert out.returncode == 0, out.stderr
+    for op in ("sigreg", "swd", "visreg", "rdmreg"):
+        assert any(line.split()[:2] == [op, "eager"] and line.rstrip().endswith("PASS") for line in out.stdout.splitlines())
+
+
+def test_backends_command():
+    out = _run("backends")
+    assert out.returncode == 0 and "eager" in out.stdout and "triton" in out.stdout
+
+
+def test_bench_command_writes_csv_and_json(tmp_path):
+    csv_path, json_path = tmp_path / "r.csv", tmp_path / "r.json"
+    out = _run("bench", "--op", "sigreg,swd", "--N", "64,128", "--D", "8", "--K", "16", "--repeats", "2",
+               "--out", str(csv_path), "--out", str(json_path))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(json_path.read_text())
+    assert data["environment"]["torch"] == torch.__version__
+    assert len(data["rows"]) == 4 and all(r["status"] == "ok" for r in data["rows"])
+    rows = list(csv.DictReader(line for line in csv_path.read_text().splitlines() if not line.startswith("#")))
+    assert [(r["op"], r["N"]) for r in rows] == [("sigreg", "64"), ("sigreg", "128"), ("swd", "64"), ("swd", "128")]
+    assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows)
+
+
+def test_unknown_op_is_rejected():
+    out = _run("check", "--op", "nope")
+    assert out.returncode != 0 and "unknown op" in out.stderr
+
+
+@pytest.mark.parametrize("V", [1, 3])
+def test_eager_sigreg_saves_the_nkt_argument(V):
+    """The accounting the README quotes for N=8192, K=1024: 4 N K T bytes per view, plus O(K T)."""
+    shape = Shape(V, 300, 16, 40, 17)
+    problem = make_problem("sigreg", shape)
+    saved = bench.saved_tensor_bytes(problem, "eager")
+    nkt = 4 * V * shape.N * shape.K * shape.T
+    assert nkt <= saved["saved_extra_bytes"] <= nkt + 4 * V * shape.N * shape.K + 4 * 2 * V * shape.K * shape.T + 1024
+    assert saved["saved_bytes"] >= saved["saved_extra_bytes"]
+
+
+def test_peak_memory_covers_the_saved_argument():
+    problem = make_problem("sigreg", Shape(1, 256, 8, 32, 17))
+    peak = bench.peak_extra_bytes(problem, "eager")
+    assert peak >= 4 * 256 * 32 * 17  # the (N, K, T) argument is alive at some point
+
+
+def test_relative_error_never_passes_nan():
+    assert check.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
+    row = dict(backend="triton", dtype="float32", value_rel_err=float("inf"), grad_rel_err=0.0)
+    assert not check.passes(row, {})
