@@ -1,0 +1,37 @@
+# Two entry points (README quick start): `make bench` and `make test`.
+# Both create .venv/ in the repo root on first use and reuse it afterwards.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1
+STAMP := $(VENV)/.fused_sigreg-installed
+
+.PHONY: install test bench check benchmarks clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" numpy
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The test suite (what CI runs).
+test: install
+	$(PY) -m pytest tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
+	exit $$status
+
+# The main job: every usable backend checked against eager, then the N/K/D sweep on this device.
+bench: install
+	$(PY) -m fused_sigreg backends
+	$(PY) -m fused_sigreg check
+	$(PY) -m fused_sigreg bench --out benchmarks/out/bench.csv --out benchmarks/out/bench.json
+	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 1024 --repeats 3 --out benchmarks/out/sigreg_memory.csv
+
+# pytest-benchmark suite (kept out of `make test`).
+benchmarks: install
+	$(PY) -m pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf $(VENV) build *.egg-info benchmarks/out
