@@ -129,8 +129,8 @@ def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, 
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():
                 row[f"{phase}_ms_{name}"] = round(value, 3)
-        row["peak_extra_MB"] = round(peak_extra_bytes(problem, backend) / 2**20, 2)
-        row.update({k.replace("_bytes", "_MB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()})
+        row["peak_extra_MiB"] = round(peak_extra_bytes(problem, backend) / 2**20, 2)
+        row.update({k.replace("_bytes", "_MiB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()})
         row["status"] = "ok"
     except torch.OutOfMemoryError:
         row["status"] = "OOM"
@@ -198,12 +198,12 @@ def plot_results(rows: List[Dict], path: str) -> None:
         raise RuntimeError("--plot needs matplotlib: pip install 'fused_sigreg[plot]'") from e
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     for key in dict.fromkeys((r["op"], r["backend"], r["D"], r["K"], r["V"]) for r in rows if r["status"] == "ok"):
-        pts = sorted((r["N"], r["fwd+bwd_ms_median"], r["peak_extra_MB"]) for r in rows
+        pts = sorted((r["N"], r["fwd+bwd_ms_median"], r["peak_extra_MiB"]) for r in rows
                      if r["status"] == "ok" and (r["op"], r["backend"], r["D"], r["K"], r["V"]) == key)
         label = f"{key[0]} {key[1]} D={key[2]} K={key[3]} V={key[4]}"
         ax_t.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
         ax_m.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=label)
-    for ax, ylabel in ((ax_t, "fwd+bwd median ms"), (ax_m, "peak extra MB")):
+    for ax, ylabel in ((ax_t, "fwd+bwd median ms"), (ax_m, "peak extra MiB")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("N")

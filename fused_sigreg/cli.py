@@ -68,8 +68,8 @@ def cmd_bench(args) -> int:
     shapes = shapes_from(sizes["N"], sizes["D"], sizes["K"], sizes["V"], args.T)
     backends = args.backend.split(",") if args.backend else None
     columns = ["op", "backend", "dtype", "V", "N", "D", "K", "fwd_ms_median", "bwd_ms_median",
-               "fwd+bwd_ms_median", "fwd+bwd_ms_p20", "fwd+bwd_ms_p80", "peak_extra_MB", "saved_MB",
-               "saved_extra_MB", "status"]
+               "fwd+bwd_ms_median", "fwd+bwd_ms_p20", "fwd+bwd_ms_p80", "peak_extra_MiB", "saved_MiB",
+               "saved_extra_MiB", "status"]
     print(f"device {device}; {args.repeats} repeats after {args.warmup} warm-up; times in ms, memory in MiB")
     if device.type == "cpu":
         print(f"GPU: {'not measured (no CUDA device here)' if not torch.cuda.is_available() else 'use --device cuda'}")

@@ -40,6 +40,13 @@ def test_bench_command_writes_csv_and_json(tmp_path):
     assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows)
 
 
+def test_bench_plot(tmp_path):
+    png = tmp_path / "r.png"
+    out = _run("bench", "--op", "visreg", "--N", "32,64", "--D", "4", "--K", "8", "--repeats", "1", "--plot", str(png))
+    assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_unknown_op_is_rejected():
     out = _run("check", "--op", "nope")
     assert out.returncode != 0 and "unknown op" in out.stderr

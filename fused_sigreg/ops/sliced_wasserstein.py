@@ -14,6 +14,15 @@ from .common import check_input, resolve_directions
 DEFAULT_NUM_PROJECTIONS = 256
 
 
+def prepare_quantile_matching(x, name, num_projections, directions, generator, quantile_clamp, gather, check_finite):
+    """Checked (gathered) input, (D, K) directions and the (N,) N(0,1) quantile target."""
+    check_input(x, name, check_finite)
+    w = resolve_directions(x, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator)
+    if gather:
+        x = all_gather_batch(x)
+    return x, w, normal_quantiles(x.shape[-2], quantile_clamp, device=x.device)
+
+
 def sliced_wasserstein(
     x: torch.Tensor,
     num_projections: Optional[int] = None,
@@ -35,11 +44,8 @@ def sliced_wasserstein(
         gather: all-gather the batch over ranks first (with gradients), as the VISReg trainer does.
     Returns: a float32 scalar (float64 for float64 x).
     """
-    check_input(x, "x", check_finite)
-    w = resolve_directions(x, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator)
-    if gather:
-        x = all_gather_batch(x)
-    target = normal_quantiles(x.shape[-2], quantile_clamp, device=x.device)
+    x, w, target = prepare_quantile_matching(x, "x", num_projections, directions, generator, quantile_clamp,
+                                             gather, check_finite)
     _, impl = dispatch.select("sliced_wasserstein", (x, w), backend)
     return impl(x, w, target)
 

@@ -7,10 +7,7 @@ import torch
 from torch import nn
 
 from .. import dispatch
-from ..distributed import all_gather_batch
-from ..slicing import normal_quantiles
-from .common import check_input, resolve_directions
-from .sliced_wasserstein import DEFAULT_NUM_PROJECTIONS
+from .sliced_wasserstein import DEFAULT_NUM_PROJECTIONS, prepare_quantile_matching
 
 
 def visreg(
@@ -36,11 +33,7 @@ def visreg(
         gather: all-gather the batch over ranks first (with gradients), as the VISReg trainer does.
     Returns: a float32 scalar (float64 for float64 z).
     """
-    check_input(z, "z", check_finite)
-    w = resolve_directions(z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator)
-    if gather:
-        z = all_gather_batch(z)
-    target = normal_quantiles(z.shape[-2], None, device=z.device)
+    z, w, target = prepare_quantile_matching(z, "z", num_projections, directions, generator, None, gather, check_finite)
     _, impl = dispatch.select("visreg", (z, w), backend)
     return impl(z, w, target, scale_weight, shape_weight, center_weight)
 
