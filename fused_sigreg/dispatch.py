@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
@@ -18,7 +19,6 @@ ENV_VAR = "FUSED_SIGREG_BACKEND"
 BACKEND_NAMES = ("auto", "eager", "triton", "cuda", "cpu")
 # Backends that later issues implement; listed so that available_backends() explains them.
 _PLANNED = {
-    "triton": "no Triton kernels are registered in this version",
     "cuda": "the compiled CUDA extension is not part of this version",
     "cpu": "the compiled CPU extension is not part of this version",
 }
@@ -28,6 +28,10 @@ Verdict = Tuple[bool, str]
 
 class BackendUnavailableError(ValueError):
     """An explicitly requested backend cannot serve this call (the message says why)."""
+
+
+class KernelCompileError(RuntimeError):
+    """A backend's kernel failed to compile or launch on this machine (raised by its launcher)."""
 
 
 @dataclass
@@ -43,6 +47,9 @@ class Backend:
     ops: Dict[str, Callable] = field(default_factory=dict)
     available: Callable[[], Verdict] = lambda: (True, "")
     supports: Callable[[str, tuple], Verdict] = lambda op, tensors: (True, "")
+    # True while the backend runs on an emulator (Triton's interpreter): it then serves explicit
+    # requests only, so that ``auto`` never routes real work through it and bench never times it.
+    emulated: Callable[[], bool] = lambda: False
 
     def verdict(self, op: str, tensors: tuple) -> Verdict:
         ok, why = self.available()
@@ -50,11 +57,14 @@ class Backend:
             return False, why
         if op not in self.ops:
             return False, f"it has no implementation of {op!r}"
+        if (self.name, op) in _BROKEN:
+            return False, _BROKEN[(self.name, op)]
         return self.supports(op, tensors)
 
 
 _REGISTRY: Dict[str, Backend] = {}
 _LOGGED = set()
+_BROKEN: Dict[Tuple[str, str], str] = {}  # (backend, op) -> why its kernel failed to compile here
 
 
 def register_backend(backend: Backend) -> None:
@@ -106,8 +116,28 @@ def select(op: str, tensors: tuple, backend: Optional[str] = None) -> Tuple[str,
         return name, impl.ops[op]
     for impl in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
         ok, why = impl.verdict(op, tensors)
+        if ok and impl.emulated():
+            ok, why = False, "it runs in an emulator here, so it serves explicit requests only"
         if ok:
             return impl.name, impl.ops[op]
         _log_once(op, impl.name, why)
     raise BackendUnavailableError(f"no registered backend serves {op} (the eager backend is missing)")
 
+
+
+def run(op: str, tensors: tuple, backend: Optional[str], *args):
+    """Select a backend for ``op`` and call it with ``args``.
+
+    Under ``auto``, a kernel that fails to compile here is marked broken for this process (warned
+    once) and the call falls back to eager; an explicitly requested backend re-raises.
+    """
+    name, impl = select(op, tensors, backend)
+    try:
+        return impl(*args)
+    except KernelCompileError as e:
+        if requested_backend(backend) != "auto":
+            raise
+        _BROKEN[(name, op)] = f"its kernel failed to compile here: {e}"
+        warnings.warn(f"fused_sigreg: {op} on backend {name!r} failed to compile; using eager from now on ({e})",
+                      RuntimeWarning, stacklevel=3)
+        return _REGISTRY["eager"].ops[op](*args)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from . import reference
 from .dispatch import Backend, register_backend
+from .slicing import epps_pulley_quadrature
 
 
-def _ecf_means(x, directions, t):
+def _ecf_means(x, directions, t_max, n_points):
+    t = epps_pulley_quadrature(t_max, n_points, device=x.device).t
     return reference.ecf_means(reference.project(x, directions), t)
 
 

@@ -47,6 +47,11 @@ class Problem:
     def inputs(self):
         return [self.x, *self.fixed.values()]
 
+    def rounded(self, dtype: torch.dtype) -> "Problem":
+        """The same problem with its directions rounded to ``dtype`` (what 16-bit kernels multiply by)."""
+        fixed = dict(self.fixed, directions=self.fixed["directions"].to(dtype).float())
+        return Problem(self.op, self.shape, self.x, fixed)
+
 
 _CALLS: Dict[str, Callable] = {
     "sigreg": lambda x, p, b: sigreg(x, directions=p.fixed["directions"], n_points=p.shape.T, backend=b),

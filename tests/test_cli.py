@@ -69,7 +69,16 @@ def test_peak_memory_covers_the_saved_argument():
     assert peak >= 4 * 256 * 32 * 17  # the (N, K, T) argument is alive at some point
 
 
-def test_relative_error_never_passes_nan():
+def test_nan_never_passes_check(monkeypatch):
+    from fused_sigreg import dispatch
+    from fused_sigreg.dispatch import Backend
+
     assert check.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
-    row = dict(backend="triton", dtype="float32", value_rel_err=float("inf"), grad_rel_err=0.0)
-    assert not check.passes(row, {})
+    def nan_ecf(x, a, t_max, n_points):  # differentiable, all NaN
+        nan = x.float().sum() * float("nan")
+        return tuple(nan.expand(*x.shape[:-2], a.shape[1], n_points) for _ in range(2))
+
+    monkeypatch.setitem(dispatch._REGISTRY, "cpu", Backend("cpu", priority=-1, ops={"ecf_means": nan_ecf}))
+    rows = check.check_problem(make_problem("sigreg", Shape(1, 20, 4, 6)))
+    ok = {r["backend"]: r["ok"] for r in rows}
+    assert ok["eager"] and not ok["cpu"]

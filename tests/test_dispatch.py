@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fused_sigreg as fs
-from fused_sigreg import dispatch, reference
+from fused_sigreg import dispatch
 from fused_sigreg.dispatch import Backend
 
 X = torch.randn(20, 4)
@@ -20,12 +20,13 @@ def registry():
     dispatch._REGISTRY.clear()
     dispatch._REGISTRY.update(saved)
     dispatch._LOGGED.clear()
+    dispatch._BROKEN.clear()
 
 
 def _counting_ecf(calls):
-    def ecf(x, a, t):
+    def ecf(x, a, t_max, n_points):
         calls.append(x.shape)
-        return reference.ecf_means(reference.project(x, a), t)
+        return dispatch.registered_backends()["eager"].ops["ecf_means"](x, a, t_max, n_points)
     return ecf
 
 
@@ -33,12 +34,21 @@ def test_available_backends_explains_each():
     status = fs.available_backends()
     assert set(status) == {"eager", "triton", "cuda", "cpu"}
     assert status["eager"] == (True, "")
-    for name in ("triton", "cuda", "cpu"):
+    for name in ("cuda", "cpu"):
         ok, why = status[name]
         assert not ok and why
 
 
-@pytest.mark.parametrize("name", ["triton", "cuda", "cpu"])
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device makes triton available")
+def test_triton_without_a_gpu_explains_itself(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    ok, why = fs.available_backends()["triton"]
+    assert not ok and "no CUDA device" in why
+    with pytest.raises(fs.BackendUnavailableError, match="backend 'triton' was requested for ecf_means but cannot serve"):
+        fs.sigreg(X, directions=A, backend="triton")
+
+
+@pytest.mark.parametrize("name", ["cuda", "cpu"])
 def test_forcing_an_unregistered_backend_raises(name):
     with pytest.raises(fs.BackendUnavailableError, match=f"backend '{name}' was requested for ecf_means but is unavailable"):
         fs.sigreg(X, directions=A, backend=name)
@@ -96,6 +106,23 @@ def test_environment_variable_selects_backend(registry, monkeypatch):
     assert calls == [X.shape]
     fs.sigreg(X, directions=A, backend="eager")  # the argument wins over the environment
     assert len(calls) == 1
+
+
+def test_kernel_compile_failure_falls_back_under_auto_only(registry):
+    def broken(*args):
+        raise dispatch.KernelCompileError("ptxas ran out of registers")
+
+    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": broken}))
+    expected = fs.sigreg(X, directions=A, backend="eager")
+    with pytest.warns(RuntimeWarning, match="failed to compile; using eager"):
+        assert torch.equal(fs.sigreg(X, directions=A), expected)
+    # marked broken: auto no longer tries it, and says why when forced
+    assert torch.equal(fs.sigreg(X, directions=A), expected)
+    with pytest.raises(fs.BackendUnavailableError, match="ptxas ran out of registers"):
+        fs.sigreg(X, directions=A, backend="cpu")
+    registry._BROKEN.clear()
+    with pytest.raises(dispatch.KernelCompileError):
+        fs.sigreg(X, directions=A, backend="cpu")
 
 
 def test_register_rejects_unknown_names(registry):

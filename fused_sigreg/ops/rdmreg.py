@@ -53,8 +53,7 @@ def rdmreg(
         target_samples = sample_rgg(z.shape, p, mu, resolve_sigma(p, mu, sigma), generator, device=z.device)
     else:
         check_same_shape(z, target_samples, "z", "target_samples")
-    _, impl = dispatch.select("rdmreg", (z, w, target_samples), backend)
-    return impl(z, w, target_samples)
+    return dispatch.run("rdmreg", (z, w, target_samples), backend, z, w, target_samples)
 
 
 class RDMReg(nn.Module):

@@ -46,8 +46,7 @@ def sliced_wasserstein(
     """
     x, w, target = prepare_quantile_matching(x, "x", num_projections, directions, generator, quantile_clamp,
                                              gather, check_finite)
-    _, impl = dispatch.select("sliced_wasserstein", (x, w), backend)
-    return impl(x, w, target)
+    return dispatch.run("sliced_wasserstein", (x, w), backend, x, w, target)
 
 
 class SlicedWasserstein(nn.Module):

@@ -34,8 +34,7 @@ def visreg(
     Returns: a float32 scalar (float64 for float64 z).
     """
     z, w, target = prepare_quantile_matching(z, "z", num_projections, directions, generator, None, gather, check_finite)
-    _, impl = dispatch.select("visreg", (z, w), backend)
-    return impl(z, w, target, scale_weight, shape_weight, center_weight)
+    return dispatch.run("visreg", (z, w), backend, z, w, target, scale_weight, shape_weight, center_weight)
 
 
 class VISReg(nn.Module):
