@@ -21,6 +21,7 @@ import torch
 
 from .check import backends_for
 from .problems import Problem, Shape, make_problem
+from .roofline import roofline
 
 # CPU sweep of ``bench`` with no size arguments: finishes in a few minutes on 2 cores.
 DEFAULT_CPU_SWEEP = {
@@ -129,6 +130,10 @@ def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, 
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():
                 row[f"{phase}_ms_{name}"] = round(value, 3)
+        if problem.x.device.type == "cuda" and op == "sigreg":
+            row.update(roofline(shape.V, shape.N, shape.D, shape.K, shape.T, problem.x.dtype,
+                                torch.backends.cuda.matmul.allow_tf32, row["fwd+bwd_ms_median"] / 1e3,
+                                torch.cuda.get_device_name(problem.x.device)))
         row["peak_extra_MiB"] = round(peak_extra_bytes(problem, backend) / 2**20, 2)
         row.update({k.replace("_bytes", "_MiB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()})
         row["status"] = "ok"
@@ -143,7 +148,7 @@ def sweep(ops: Iterable[str], shapes: Iterable[Shape], dtype, device, backends: 
     for op in ops:
         for shape in shapes:
             problem = make_problem(op, shape, dtype, device)
-            for backend in backends or backends_for(problem):
+            for backend in backends or backends_for(problem, include_emulated=False):
                 row = bench_case(op, shape, backend, dtype, device, warmup, repeats, problem)
                 rows.append(row)
                 progress(row)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fused_sigreg check | bench | backends``."""
+"""Command line: ``python -m fused_sigreg backends | check | bench | compile-check | numerics | memory``."""
 from __future__ import annotations
 
 import argparse
@@ -58,7 +58,10 @@ def cmd_check(args) -> int:
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
     print(f"max relative error vs eager (value, d(loss)/dx); device {args.device}")
-    print(format_table(rows, ["op", "backend", "dtype", "shape", "against", "value_rel_err", "grad_rel_err", "ok"]))
+    columns = ["op", "backend", "dtype", "shape", "against", "value_rel_err", "grad_rel_err", "ok"]
+    if any("budget" in r for r in rows):
+        columns.insert(-1, "budget")
+    print(format_table(rows, columns))
     return 0 if all(r["ok"] == "PASS" for r in rows) else 1
 
 
@@ -70,6 +73,8 @@ def cmd_bench(args) -> int:
     columns = ["op", "backend", "dtype", "V", "N", "D", "K", "fwd_ms_median", "bwd_ms_median",
                "fwd+bwd_ms_median", "fwd+bwd_ms_p20", "fwd+bwd_ms_p80", "peak_extra_MiB", "saved_MiB",
                "saved_extra_MiB", "status"]
+    if device.type == "cuda":
+        columns[-1:-1] = ["TFLOPs", "roofline_frac"]
     print(f"device {device}; {args.repeats} repeats after {args.warmup} warm-up; times in ms, memory in MiB")
     if device.type == "cpu":
         print(f"GPU: {'not measured (no CUDA device here)' if not torch.cuda.is_available() else 'use --device cuda'}")
@@ -84,6 +89,51 @@ def cmd_bench(args) -> int:
         plot_results(rows, args.plot)
         print(f"wrote {args.plot}")
     return 0 if all(r["status"] in ("ok", "OOM") for r in rows) else 1
+
+
+def cmd_compile_check(args) -> int:
+    from .compile_check import run_compile_check
+
+    caps = tuple(int(c) for c in args.arch.split(","))
+    rows = run_compile_check(caps)
+    for r in rows:
+        r["ok"] = "PASS" if r["ok"] else "FAIL"
+    print("ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from Triton")
+    print(format_table(rows, ["kernel", "config", "variant", "arch", "registers", "spill_stores", "spill_loads",
+                              "shared_bytes", "compile_s", "ok", "error"]))
+    return 0 if all(r["ok"] == "PASS" for r in rows) else 1
+
+
+def cmd_numerics(args) -> int:
+    from .numerics import recurrence_error, tf32_budget
+
+    for t_max, n_points in ((3.0, 17), (5.0, 9)):
+        print(f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots (max |error| of cos/sin over knots)")
+        print(format_table(recurrence_error(args.p_max, t_max, n_points),
+                           ["p_range", "recurrence_max_abs_error", "direct_fp32_max_abs_error"]))
+        print()
+    rows = [dict(tf32_budget(args.N, args.D, args.K, mode), N=args.N, D=args.D, K=args.K) for mode in ("nearest", "truncate")]
+    print("SIGReg with x and A rounded to tf32 vs fp32 (relative; gradient in max norm)")
+    print(format_table(rows, ["mode", "N", "D", "K", "value_rel_err", "grad_rel_err"]))
+    return 0
+
+
+def cmd_memory(args) -> int:
+    from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
+
+    V, N, D, K, T = args.V, args.N, args.D, args.K, args.T
+    inputs = 4 * (V * N * D + D * K)
+    rows = []
+    for backend in ("eager", "triton"):
+        saved = sigreg_saved_extra_bytes(backend, V, N, K, T)
+        rows.append(dict(backend=backend, saved_extra_MiB=saved / 2**20, saved_with_inputs_MiB=(saved + inputs) / 2**20,
+                         peak_extra_MiB=sigreg_peak_extra_bytes_model(backend, V, N, D, K, T) / 2**20))
+    print(f"SIGReg float32 memory accounting, V={V} N={N} D={D} K={K} T={T} (analytic; matches measurements at small sizes)")
+    print(format_table(rows, ["backend", "saved_extra_MiB", "saved_with_inputs_MiB", "peak_extra_MiB"]))
+    e, f = rows
+    print(f"eager / fused: saved with inputs {e['saved_with_inputs_MiB'] / f['saved_with_inputs_MiB']:.1f}x, "
+          f"saved beyond inputs {e['saved_extra_MiB'] / f['saved_extra_MiB']:.0f}x, peak {e['peak_extra_MiB'] / f['peak_extra_MiB']:.1f}x")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--T", type=int, default=17, help="SIGReg quadrature knots")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=cmd_check)
+
+    compile_check = sub.add_parser("compile-check", help="compile every Triton kernel config for sm_80/sm_90, ptxas report")
+    compile_check.add_argument("--arch", default="80,90", help="comma-separated compute capabilities")
+    compile_check.set_defaults(func=cmd_compile_check)
+
+    memory = sub.add_parser("memory", help="SIGReg saved/peak memory accounting, eager vs fused")
+    for dim, default in (("V", 1), ("N", 8192), ("D", 512), ("K", 1024), ("T", 17)):
+        memory.add_argument(f"--{dim}", type=int, default=default)
+    memory.set_defaults(func=cmd_memory)
+
+    numerics = sub.add_parser("numerics", help="error budgets: knot recurrence and tf32 rounding")
+    numerics.add_argument("--p-max", type=float, default=50.0)
+    numerics.add_argument("--N", type=int, default=4096)
+    numerics.add_argument("--D", type=int, default=512)
+    numerics.add_argument("--K", type=int, default=512)
+    numerics.set_defaults(func=cmd_numerics)
 
     bench = sub.add_parser("bench", help="time / memory sweep over N, D, K, V")
     _common(bench)

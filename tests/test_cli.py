@@ -82,3 +82,27 @@ def test_nan_never_passes_check(monkeypatch):
     rows = check.check_problem(make_problem("sigreg", Shape(1, 20, 4, 6)))
     ok = {r["backend"]: r["ok"] for r in rows}
     assert ok["eager"] and not ok["cpu"]
+
+
+def test_memory_command_reports_the_headline_ratio():
+    out = _run("memory")
+    assert out.returncode == 0, out.stderr
+    assert "eager / fused: saved with inputs 31.0x" in out.stdout
+
+
+def test_numerics_command():
+    out = _run("numerics", "--N", "256", "--D", "32", "--K", "32")
+    assert out.returncode == 0, out.stderr
+    assert "30 <= |p| <= 50" in out.stdout and "truncate" in out.stdout
+
+
+def test_roofline_arithmetic():
+    from fused_sigreg import roofline
+
+    assert roofline.device_peaks("NVIDIA H200")["hbm"] == 4.8e12
+    assert roofline.device_peaks("NVIDIA H100 80GB HBM3")["hbm"] == 3.35e12
+    assert roofline.device_peaks("Tesla V100") is None
+    # N=8192, D=512, K=512, V=1: 8.6 GFLOP of useful matmul (DESIGN.md §8)
+    assert roofline.projection_flops(1, 8192, 512, 512) == 8_589_934_592
+    r = roofline.roofline(1, 8192, 512, 512, 17, torch.bfloat16, False, 1e-3, "NVIDIA H100")
+    assert r["TFLOPs"] == 8.59 and r["roofline_frac"] == round(8_589_934_592 / 989e12 / 1e-3, 3)

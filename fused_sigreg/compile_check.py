@@ -1,0 +1,94 @@
+"""``python -m fused_sigreg compile-check``: every launchable Triton kernel configuration, compiled
+ahead of time for sm_80 and sm_90 without a GPU, with ptxas's resource report (DESIGN.md §7).
+
+A configuration passes when it compiles, spills no bytes and its shared memory fits the
+architecture's per-block limit. Triton allocates shared memory dynamically, so the figure is
+Triton's own (``metadata.shared``); registers and spills come from ``ptxas -v``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+# Per-block shared memory limits (opt-in maximum): A100 163 KiB, H100 227 KiB.
+ARCHS = {80: 166912, 90: 232448}
+
+
+@dataclass(frozen=True)
+class CompileSpec:
+    """One launchable variant of a kernel: its typed signature and constexprs."""
+
+    kernel: object                       # a triton JITFunction
+    config: str                          # human-readable config, e.g. "BN64 BK64 BD32 w4"
+    variant: str                         # dtype / precision variant, e.g. "bf16"
+    signature: Dict[str, str]            # arg name -> "*fp32" / "i32" / "fp32" / "constexpr"
+    constexprs: Dict[str, object]
+    num_warps: int
+    aligned_pointers: tuple = field(default=())  # arg names launched 16-byte aligned
+
+
+def all_specs() -> List[CompileSpec]:
+    from .ops import sigreg_triton
+
+    return list(sigreg_triton.compile_specs())
+
+
+def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:
+    from triton import knobs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        out = subprocess.run([knobs.nvidia.ptxas.path, "-v", f"--gpu-name={arch}", path, "-o", os.devnull],
+                             capture_output=True, text=True, check=True)
+    text = out.stdout + out.stderr
+    regs = re.search(r"Used (\d+) registers", text)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    if regs is None or spills is None:
+        raise RuntimeError(f"unexpected ptxas output:\n{text}")
+    return dict(registers=int(regs.group(1)), spill_stores=int(spills.group(1)), spill_loads=int(spills.group(2)))
+
+
+def compile_one(spec: CompileSpec, capability: int) -> Dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = spec.kernel.arg_names
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in spec.aligned_pointers}
+    row = dict(kernel=spec.kernel.__name__, config=spec.config, variant=spec.variant, arch=f"sm_{capability}")
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(ASTSource(spec.kernel, spec.signature, spec.constexprs, attrs),
+                                  target=GPUTarget("cuda", capability, 32), options={"num_warps": spec.num_warps})
+        arch = re.search(r"^\.target (\S+)", compiled.asm["ptx"], re.M).group(1)
+        row.update(_ptxas_report(compiled.asm["ptx"], arch))
+        row["shared_bytes"] = int(compiled.metadata.shared)
+        row["ok"] = row["spill_stores"] == 0 and row["spill_loads"] == 0 and row["shared_bytes"] <= ARCHS[capability]
+        row["error"] = ""
+    except Exception as e:  # a compile failure is a result to report, not a crash
+        row.update(registers="", spill_stores="", spill_loads="", shared_bytes="", ok=False, error=str(e).splitlines()[0])
+    row["compile_s"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def run_compile_check(capabilities=tuple(ARCHS)) -> List[Dict]:
+    """Compile every spec for every capability in a fresh Triton cache (so compile_s is real)."""
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise RuntimeError("compile-check needs the real Triton compiler: unset TRITON_INTERPRET")
+    saved = os.environ.get("TRITON_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TRITON_CACHE_DIR"] = cache
+        try:
+            return [compile_one(spec, cap) for spec in all_specs() for cap in capabilities]
+        finally:
+            if saved is None:
+                del os.environ["TRITON_CACHE_DIR"]
+            else:
+                os.environ["TRITON_CACHE_DIR"] = saved

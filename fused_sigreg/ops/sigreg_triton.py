@@ -1,0 +1,194 @@
+"""Fused SIGReg stage on Triton: launchers, configs and autograd for ``fused_sigreg::ecf_means_triton``.
+
+The op maps x (N, D) or (V, N, D) and directions (D, K) to the ECF means (cos_mean, sin_mean),
+each (..., K, T) float32, exactly like ``reference.ecf_means(reference.project(x, A), t)``.
+It saves only its inputs for backward; the backward kernel recomputes the projection.
+
+It is a ``torch.library.custom_op`` (with ``register_fake`` and ``register_autograd``), so
+torch.compile treats it as one opaque node and ``torch.library.opcheck`` applies. A
+``triton_op`` would let inductor see inside, but it fails opcheck's fake-tensor test under the
+interpreter, which is how CI runs these kernels (DESIGN.md §7).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+import triton
+from triton.errors import TritonError
+
+from ..dispatch import KernelCompileError
+from ..kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    block_n: int
+    block_k: int
+    block_d: int
+    num_warps: int
+
+    def constexprs(self) -> dict:
+        return dict(BLOCK_N=self.block_n, BLOCK_K=self.block_k, BLOCK_D=self.block_d)
+
+
+# Every config the launcher can pick; compile_check compiles each for sm_80 and sm_90.
+# Chosen from ptxas reports: 64x64 tiles need 8 warps to stay under 255 registers without
+# spilling; the backward holds more live tiles (recurrence, dP, the dX dot over BLOCK_K) and
+# stays spill-free in every variant only with BLOCK_K = BLOCK_D = 16 at 64 rows.
+FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
+BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 32, 16, 4))
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_FALLBACK_SM_COUNT = 132  # H100; only used to size the grid heuristic without a device
+
+
+def interpreter_mode() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return _FALLBACK_SM_COUNT
+
+
+def forward_config(V: int, N: int, K: int, device: torch.device) -> KernelConfig:
+    """Large tiles once they still give every SM two programs; small tiles otherwise."""
+    big = FORWARD_CONFIGS[0]
+    programs = V * triton.cdiv(N, big.block_n) * triton.cdiv(K, big.block_k)
+    return big if programs >= 2 * _sm_count(device) else FORWARD_CONFIGS[1]
+
+
+def backward_config(V: int, N: int, device: torch.device) -> KernelConfig:
+    big = BACKWARD_CONFIGS[0]
+    programs = V * triton.cdiv(N, big.block_n)
+    return big if programs >= _sm_count(device) else BACKWARD_CONFIGS[1]
+
+
+def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
+    """tl.dot input precisions. fp32 inputs follow torch.backends.cuda.matmul.allow_tf32 in both dots;
+    16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T (fp32 dP) uses tf32,
+    which is finer than the inputs' own precision."""
+    if dtype == torch.float32:
+        p = "tf32" if allow_tf32 else "ieee"
+        return dict(DOT_PRECISION=p, DX_PRECISION=p)
+    return dict(DOT_PRECISION="ieee", DX_PRECISION="tf32")
+
+
+def _operands(x: torch.Tensor, directions: torch.Tensor):
+    """Contiguous (V, N, D) x and (D, K) directions in x's dtype (fp32 for fp32 x), rounded by torch."""
+    xv = (x if x.dim() == 3 else x.unsqueeze(0)).contiguous()
+    return xv, directions.to(x.dtype).contiguous()
+
+
+def _launch(kernel, grid, args, config: KernelConfig, constexprs: dict) -> None:
+    emulate = interpreter_mode() and args[0].dtype != torch.float32  # args[0] is x
+    try:
+        kernel[grid](*args, **config.constexprs(), **constexprs, EMULATE_16BIT_DOT=emulate,
+                     num_warps=config.num_warps)
+    except TritonError as e:
+        raise KernelCompileError(f"{kernel.__name__} failed to compile or launch ({config}): {e}") from e
+
+
+@torch.library.custom_op("fused_sigreg::ecf_means_triton", mutates_args=())
+def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int,
+                     allow_tf32: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(cos_mean, sin_mean), each (..., K, T) float32, of x (..., N, D) projected on directions (D, K)."""
+    xv, a = _operands(x, directions)
+    V, N, D = xv.shape
+    K, T = a.shape[1], n_points
+    cfg = forward_config(V, N, K, x.device)
+    n_tiles = triton.cdiv(N, cfg.block_n)
+    partial = torch.full((V, n_tiles, 2, T, K), float("nan"), dtype=torch.float32, device=x.device)
+    grid = (n_tiles, triton.cdiv(K, cfg.block_k), V)
+    _launch(ecf_partial_sums_kernel, grid, (xv, a, partial, N, D, K, T, n_tiles, t_max / (T - 1)),
+            cfg, dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"]))
+    # Deterministic second stage: a fixed-order sum over row tiles.
+    means = partial.sum(dim=1).div_(N).transpose(-1, -2)  # (V, 2, K, T)
+    cos_mean, sin_mean = means[:, 0].contiguous(), means[:, 1].contiguous()
+    if x.dim() == 2:
+        return cos_mean[0], sin_mean[0]
+    return cos_mean, sin_mean
+
+
+@ecf_means_triton.register_fake
+def _(x, directions, t_max, n_points, allow_tf32):
+    shape = (*x.shape[:-2], directions.shape[1], n_points)
+    return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("fused_sigreg::ecf_means_triton_backward", mutates_args=())
+def ecf_means_triton_backward(x: torch.Tensor, directions: torch.Tensor, grad_cos: torch.Tensor,
+                              grad_sin: torch.Tensor, t_max: float, n_points: int, allow_tf32: bool) -> torch.Tensor:
+    """dL/dx from dL/dcos_mean and dL/dsin_mean (..., K, T): dP = sum_j w_cos cos(t_j p) + w_sin sin(t_j p), dX = dP A^T."""
+    xv, a = _operands(x, directions)
+    V, N, D = xv.shape
+    K, T = a.shape[1], n_points
+    t = torch.linspace(0.0, t_max, T, dtype=torch.float32, device=x.device)
+    # d cos_mean / dp = -t sin(t p) / N and d sin_mean / dp = t cos(t p) / N.
+    w_cos = grad_sin.reshape(V, K, T).float() * (t / N)
+    w_sin = grad_cos.reshape(V, K, T).float() * (-t / N)
+    coef = torch.stack((w_cos, w_sin), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
+    cfg = backward_config(V, N, x.device)
+    n_tiles = triton.cdiv(N, cfg.block_n)
+    dx = torch.zeros((V, N, D), dtype=torch.float32, device=x.device)
+    _launch(ecf_backward_kernel, (n_tiles, V), (xv, a, coef, dx, N, D, K, T, n_tiles, t_max / (T - 1)),
+            cfg, precisions(x.dtype, allow_tf32))
+    return dx.to(x.dtype).reshape(x.shape)
+
+
+@ecf_means_triton_backward.register_fake
+def _(x, directions, grad_cos, grad_sin, t_max, n_points, allow_tf32):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, directions, t_max, n_points, allow_tf32 = inputs
+    ctx.save_for_backward(x, directions)
+    ctx.args = (t_max, n_points, allow_tf32)
+
+
+def _backward(ctx, grad_cos, grad_sin):
+    x, directions = ctx.saved_tensors
+    shape = (*x.shape[:-2], directions.shape[1], ctx.args[1])
+    zeros = lambda: torch.zeros(shape, dtype=torch.float32, device=x.device)
+    grad_cos = zeros() if grad_cos is None else grad_cos
+    grad_sin = zeros() if grad_sin is None else grad_sin
+    dx = ecf_means_triton_backward(x, directions, grad_cos, grad_sin, *ctx.args)
+    return dx, None, None, None, None
+
+
+ecf_means_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
+    """The ``ecf_means`` stage for the dispatcher (reads the tf32 flag at call time)."""
+    return ecf_means_triton(x, directions, float(t_max), int(n_points), torch.backends.cuda.matmul.allow_tf32)
+
+
+# ------------------------------------------------------------------------------- compile check
+
+_INPUT_VARIANTS = (  # (label, element type of x and A, allow_tf32): every dtype/precision the launcher uses
+    ("fp32 ieee", "fp32", False), ("fp32 tf32", "fp32", True), ("bf16", "bf16", False), ("fp16", "fp16", False))
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def compile_specs():
+    """Every (kernel, config, dtype variant) this module can launch on a GPU, for ``compile_check``."""
+    from ..compile_check import CompileSpec
+
+    kernels = ((ecf_partial_sums_kernel, FORWARD_CONFIGS, ("out_ptr",), ("DOT_PRECISION",)),
+               (ecf_backward_kernel, BACKWARD_CONFIGS, ("coef_ptr", "dx_ptr"), ("DOT_PRECISION", "DX_PRECISION")))
+    for kernel, configs, fp32_pointers, precision_args in kernels:
+        for cfg in configs:
+            for label, elem, allow_tf32 in _INPUT_VARIANTS:
+                chosen = precisions(_DTYPES[elem], allow_tf32)
+                constexprs = dict(cfg.constexprs(), **{k: chosen[k] for k in precision_args}, EMULATE_16BIT_DOT=False)
+                signature = {"x_ptr": f"*{elem}", "a_ptr": f"*{elem}", **{p: "*fp32" for p in fp32_pointers},
+                             **{n: "i32" for n in ("N", "D", "K", "T", "n_row_tiles")}, "delta": "fp32",
+                             **{c: "constexpr" for c in constexprs}}
+                yield CompileSpec(kernel, f"BN{cfg.block_n} BK{cfg.block_k} BD{cfg.block_d} w{cfg.num_warps}", label,
+                                  signature, constexprs, cfg.num_warps,
+                                  aligned_pointers=("x_ptr", "a_ptr", *fp32_pointers))
