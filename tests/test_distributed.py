@@ -57,6 +57,11 @@ def _worker(rank, init_file, out_dir):
             "visreg": _grad(lambda v: fs.visreg(v, directions=a, gather=True), xl),
             "rdmreg": _grad(lambda v: fs.rdmreg(v, directions=a, target_samples=y, gather=True), zl),
         }
+        if os.environ.get("TRITON_INTERPRET") == "1":  # the fused op between the same DDP stages
+            res["sigreg_triton"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
+                                                             backend="triton"), xl.float())
+            res["sigreg_fp32"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
+                                                           backend="eager"), xl.float())
         module = fs.SIGReg(num_slices=K, reduction=None)
         module.global_step.fill_(STEPS[rank])
         res["module"] = module(xl).detach()
@@ -93,6 +98,14 @@ def test_sigreg_matches_one_process_on_the_whole_batch(ranks):
         # each rank's input gradient is W times the single-process one: DDP's gradient averaging
         # over ranks then yields the single-process gradient, as with the reference.
         assert torch.allclose(res["sigreg"][1], WORLD * _local(grad, rank), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton's interpreter (CPU ranks)")
+def test_triton_backend_under_ddp_matches_eager(ranks):
+    for res in ranks:
+        (value, grad), (ref_value, ref_grad) = res["sigreg_triton"], res["sigreg_fp32"]
+        assert ((value - ref_value).abs().max() / ref_value.abs().max()).item() <= 1e-5
+        assert ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item() <= 1e-5
 
 
 def test_step_is_synchronised_across_ranks(ranks):

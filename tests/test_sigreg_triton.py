@@ -46,6 +46,7 @@ def _value_and_grads(x, a, backend, g=None, **kw):
 
 CASES = [  # (x shape, K, (t_max, n_points)) — D and K off the block sizes, N = 2 included
     ((2, 5), 3, (3.0, 17)),
+    ((5, 1), 1, (3.0, 17)),
     ((3, 2, 19), 33, (5.0, 9)),
     ((37, 19), 33, (3.0, 17)),
     ((3, 37, 70), 45, (5.0, 9)),

@@ -11,7 +11,6 @@ interpreter, which is how CI runs these kernels (DESIGN.md §7).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -20,6 +19,7 @@ import triton
 from triton.errors import TritonError
 
 from ..dispatch import KernelCompileError
+from ..triton_backend import interpreter_mode
 from ..kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
 
 
@@ -40,12 +40,7 @@ class KernelConfig:
 # stays spill-free in every variant only with BLOCK_K = BLOCK_D = 16 at 64 rows.
 FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
 BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 32, 16, 4))
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _FALLBACK_SM_COUNT = 132  # H100; only used to size the grid heuristic without a device
-
-
-def interpreter_mode() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _sm_count(device: torch.device) -> int:
