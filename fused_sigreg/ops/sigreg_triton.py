@@ -102,7 +102,8 @@ def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_
             cfg, dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"]))
     # Deterministic second stage: a fixed-order sum over row tiles.
     means = partial.sum(dim=1).div_(N).transpose(-1, -2)  # (V, 2, K, T)
-    cos_mean, sin_mean = means[:, 0].contiguous(), means[:, 1].contiguous()
+    # always copies: custom-op outputs must not alias each other (contiguous() would not copy at K = 1)
+    cos_mean, sin_mean = (means[:, i].clone(memory_format=torch.contiguous_format) for i in (0, 1))
     if x.dim() == 2:
         return cos_mean[0], sin_mean[0]
     return cos_mean, sin_mean
