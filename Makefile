@@ -8,10 +8,11 @@ STAMP := $(VENV)/.fused_sigreg-installed
 
 .PHONY: install test bench check benchmarks clean
 
-$(STAMP): pyproject.toml setup.py
+# The editable install compiles csrc/ into fused_sigreg/_C (CPU always, CUDA when nvcc is found).
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" numpy
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +31,7 @@ bench: install
 	$(PY) -m fused_sigreg memory
 	$(PY) -m fused_sigreg bench --out benchmarks/out/bench.csv --out benchmarks/out/bench.json
 	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 1024 --repeats 3 --out benchmarks/out/sigreg_memory.csv
+	$(PY) -m fused_sigreg bench --op swd,visreg,rdmreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sort_ops_cpu.csv
 
 # pytest-benchmark suite (kept out of `make test`).
 benchmarks: install

@@ -1,11 +1,80 @@
-"""Packaging: the Python package plus ``kernels/`` installed as ``fused_sigreg.kernels``.
+"""Packaging: the Python package, ``kernels/`` installed as ``fused_sigreg.kernels``, and the compiled
+extension ``fused_sigreg._C`` from ``csrc/`` (metadata lives in pyproject.toml).
 
-Metadata lives in pyproject.toml. The compiled extension in ``csrc/`` hooks in here
-(optional CUDA build, arch list from TORCH_CUDA_ARCH_LIST) once it has sources.
+The extension needs torch at build time: install with ``pip install --no-build-isolation -e .``
+(``make`` does). Its CPU part is always built; the CUDA part when nvcc is found and torch has CUDA.
+
+Build variables:
+  FUSED_SIGREG_BUILD_CUDA=0|1   force the CUDA sources off / on (default: auto-detect)
+  FUSED_SIGREG_BUILD_EXT=0      skip the compiled extension entirely (pure Python, eager fallback)
+  TORCH_CUDA_ARCH_LIST          GPU architectures (default "8.0;9.0")
+  CUDA_HOME                     CUDA toolkit root (default: found from nvcc, else /usr/local/cuda)
+  MAX_JOBS                      parallel compile jobs
 """
+import glob
+import os
+import shutil
+import sys
+
 from setuptools import setup
 
-setup(
-    packages=["fused_sigreg", "fused_sigreg.ops", "fused_sigreg.kernels"],
-    package_dir={"fused_sigreg": "fused_sigreg", "fused_sigreg.kernels": "kernels"},
-)
+PACKAGES = ["fused_sigreg", "fused_sigreg.ops", "fused_sigreg.kernels"]
+PACKAGE_DIR = {"fused_sigreg": "fused_sigreg", "fused_sigreg.kernels": "kernels"}
+
+
+def _log(msg):
+    print(f"fused_sigreg setup: {msg}", file=sys.stderr)
+
+
+def _find_cuda_home():
+    """The toolkit root whose lib64/ holds libcudart.so (an nvcc wrapper script on PATH misleads torch)."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for root in candidates:
+        if glob.glob(os.path.join(root, "lib64", "libcudart.so*")) and os.path.exists(os.path.join(root, "bin", "nvcc")):
+            return root
+    return None
+
+
+def _extensions():
+    if os.environ.get("FUSED_SIGREG_BUILD_EXT", "1") == "0":
+        _log("FUSED_SIGREG_BUILD_EXT=0: no compiled extension (every op runs on eager/triton)")
+        return [], {}
+    cuda_home = _find_cuda_home()
+    if cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home  # before torch.utils.cpp_extension reads it
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    except ImportError:
+        _log("torch is not importable at build time (use --no-build-isolation): building without the extension")
+        return [], {}
+
+    forced = os.environ.get("FUSED_SIGREG_BUILD_CUDA")
+    cuda_ok = bool(torch.version.cuda) and cuda_home is not None
+    if forced == "1" and not cuda_ok:
+        raise RuntimeError("FUSED_SIGREG_BUILD_CUDA=1 but no CUDA toolkit (nvcc, libcudart) or CUDA torch was found")
+    build_cuda = cuda_ok if forced is None else forced == "1"
+    if not build_cuda:
+        _log("building the CPU extension only" + ("" if forced == "0" else " (no nvcc / CUDA torch found)"))
+
+    sources = ["csrc/ops.cpp", "csrc/sort_match_cpu.cpp"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp"]
+    if build_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        _log(f"building CPU + CUDA extension for {os.environ['TORCH_CUDA_ARCH_LIST']} with {cuda_home}")
+        ext = CUDAExtension("fused_sigreg._C", sources + ["csrc/sort_match_cuda.cu"],
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++20", "-lineinfo"]},
+                            extra_link_args=["-fopenmp"])
+    else:
+        ext = CppExtension("fused_sigreg._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+    return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
+
+
+ext_modules, cmdclass = _extensions()
+setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=ext_modules, cmdclass=cmdclass)

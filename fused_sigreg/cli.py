@@ -101,7 +101,20 @@ def cmd_compile_check(args) -> int:
     print("ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from Triton")
     print(format_table(rows, ["kernel", "config", "variant", "arch", "registers", "spill_stores", "spill_loads",
                               "shared_bytes", "compile_s", "ok", "error"]))
-    return 0 if all(r["ok"] == "PASS" for r in rows) else 1
+
+    from .compile_check import extension_report
+
+    ext_rows = extension_report(caps)
+    for r in ext_rows:
+        r["ok"] = "PASS" if r["ok"] else "FAIL"
+    print()
+    if ext_rows:
+        print("CUDA extension csrc/sort_match_cuda.cu, nvcc -Xptxas -v per architecture (CUB's kernels included)")
+        print(format_table(ext_rows, ["kernel", "arch", "registers", "spill_stores", "spill_loads", "stack",
+                                      "shared_bytes", "compile_s", "ok", "error"]))
+    else:
+        print("CUDA extension: no nvcc here, not compiled")
+    return 0 if all(r["ok"] == "PASS" for r in rows + ext_rows) else 1
 
 
 def cmd_numerics(args) -> int:
@@ -152,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=cmd_check)
 
-    compile_check = sub.add_parser("compile-check", help="compile every Triton kernel config for sm_80/sm_90, ptxas report")
+    compile_check = sub.add_parser("compile-check", help="compile every Triton kernel config and the CUDA extension "
+                                                         "for sm_80/sm_90, with ptxas's resource report")
     compile_check.add_argument("--arch", default="80,90", help="comma-separated compute capabilities")
     compile_check.set_defaults(func=cmd_compile_check)
 

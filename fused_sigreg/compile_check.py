@@ -92,3 +92,79 @@ def run_compile_check(capabilities=tuple(ARCHS)) -> List[Dict]:
                 del os.environ["TRITON_CACHE_DIR"]
             else:
                 os.environ["TRITON_CACHE_DIR"] = saved
+
+
+def extension_report(capabilities=tuple(ARCHS)) -> List[Dict]:
+    """ptxas's report (registers, spills, stack, shared memory) for every kernel of the CUDA extension
+    source ``csrc/sort_match_cuda.cu``, compiled with nvcc for each architecture as the build does.
+    Empty when nvcc or the sources are not here."""
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.join(root, "csrc", "sort_match_cuda.cu")
+    nvcc = _nvcc()
+    if nvcc is None or not os.path.exists(source):
+        return []
+    includes = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}", f"-I{os.path.dirname(source)}"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cap in capabilities:
+            start = time.perf_counter()
+            out = subprocess.run([nvcc, "-std=c++20", "-O3", "--cubin", f"-arch=sm_{cap}", "-Xptxas", "-v", *includes,
+                                  source, "-o", os.path.join(tmp, f"sm_{cap}.cubin")], capture_output=True, text=True)
+            if out.returncode != 0:
+                rows.append(dict(kernel="(nvcc failed)", arch=f"sm_{cap}", ok=False, error=out.stderr.strip()[-300:]))
+                continue
+            rows.extend(_parse_ptxas(out.stderr + out.stdout, f"sm_{cap}", cap))
+            for row in rows:
+                row.setdefault("compile_s", round(time.perf_counter() - start, 1))  # per nvcc run
+    return rows
+
+
+def _nvcc():
+    import shutil
+
+    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    candidate = os.path.join(home, "bin", "nvcc")
+    return candidate if os.path.exists(candidate) else shutil.which("nvcc")
+
+
+def _parse_ptxas(text: str, arch: str, cap: int) -> List[Dict]:
+    rows, current = [], None
+    for line in text.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)' for", line)
+        if m:
+            current = dict(kernel=_kernel_name(m.group(1)), arch=arch)
+            rows.append(current)
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            smem = re.search(r"(\d+) bytes smem", line)
+            current.update(registers=int(m.group(1)), shared_bytes=int(smem.group(1)) if smem else 0)
+    for row in rows:
+        row["ok"] = (row.get("spill_stores", 0) == 0 and row.get("spill_loads", 0) == 0
+                     and row.get("shared_bytes", 0) <= ARCHS[cap])
+        row["error"] = ""
+    return rows
+
+
+def _kernel_name(mangled: str) -> str:
+    """Readable kernel name: ours with their template arguments, CUB's by their base name."""
+    import shutil
+
+    if not shutil.which("c++filt"):
+        return mangled
+    full = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip()
+    full = full.replace("(anonymous namespace)::", "")
+    name = full[: full.find("(")] if "(" in full else full
+    name = re.sub(r"^void ", "", name)
+    if name.startswith("fused_sigreg::"):
+        return name[len("fused_sigreg::"):]
+    return re.split(r"[<(]", name)[0].split("::")[-1]

@@ -18,10 +18,7 @@ logger = logging.getLogger("fused_sigreg")
 ENV_VAR = "FUSED_SIGREG_BACKEND"
 BACKEND_NAMES = ("auto", "eager", "triton", "cuda", "cpu")
 # Backends that later issues implement; listed so that available_backends() explains them.
-_PLANNED = {
-    "cuda": "the compiled CUDA extension is not part of this version",
-    "cpu": "the compiled CPU extension is not part of this version",
-}
+_PLANNED = {name: "no such backend is registered" for name in BACKEND_NAMES[1:]}
 
 Verdict = Tuple[bool, str]
 

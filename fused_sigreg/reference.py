@@ -102,6 +102,22 @@ def sliced_wasserstein(x: torch.Tensor, directions: torch.Tensor, target: torch.
     return (ordered - target.to(proj.dtype).unsqueeze(-1)).square().mean()
 
 
+def visreg_terms(z: torch.Tensor):
+    """VISReg's centre and scale losses and the normalised embeddings its shape term slices.
+
+    mu = mean_N z, L_center = mean mu^2; sigma = ||z - mu||_2 / sqrt(N) + 1e-6 (per view and dim),
+    L_scale = mean (sigma - 1)^2; normalised = (z - mu) / stopgrad(sigma).
+    """
+    z = z.to(compute_dtype(z))
+    n = z.shape[-2]
+    mu = z.mean(dim=-2, keepdim=True)
+    center = mu.square().mean()
+    centered = z - mu
+    std = centered.norm(dim=-2) / math.sqrt(n) + VISREG_STD_EPS
+    scale = (std - 1.0).square().mean()
+    return center, scale, centered / std.detach().unsqueeze(-2)
+
+
 def visreg(
     z: torch.Tensor,
     directions: torch.Tensor,
@@ -112,17 +128,10 @@ def visreg(
 ) -> torch.Tensor:
     """VISReg: centre + scale + shape terms on z (N, D) or (V, N, D) -> scalar.
 
-    mu = mean_N z, L_center = mean mu^2; sigma = ||z - mu||_2 / sqrt(N) + 1e-6 (per view and dim),
-    L_scale = mean (sigma - 1)^2; L_shape = SWD((z - mu) / stopgrad(sigma)) to the N(0,1) target.
+    L = scale_weight * L_scale + shape_weight * SWD(normalised) + center_weight * L_center, the
+    terms as in ``visreg_terms``, the shape term against the N(0,1) quantile target.
     """
-    z = z.to(compute_dtype(z))
-    n = z.shape[-2]
-    mu = z.mean(dim=-2, keepdim=True)
-    center = mu.square().mean()
-    centered = z - mu
-    std = centered.norm(dim=-2) / math.sqrt(n) + VISREG_STD_EPS
-    scale = (std - 1.0).square().mean()
-    normalised = centered / std.detach().unsqueeze(-2)
+    center, scale, normalised = visreg_terms(z)
     shape = sliced_wasserstein(normalised, directions, target)
     return scale_weight * scale + shape_weight * shape + center_weight * center
 

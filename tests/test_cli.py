@@ -34,9 +34,11 @@ def test_bench_command_writes_csv_and_json(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(json_path.read_text())
     assert data["environment"]["torch"] == torch.__version__
-    assert len(data["rows"]) == 4 and all(r["status"] == "ok" for r in data["rows"])
+    assert all(r["status"] == "ok" for r in data["rows"])
     rows = list(csv.DictReader(line for line in csv_path.read_text().splitlines() if not line.startswith("#")))
-    assert [(r["op"], r["N"]) for r in rows] == [("sigreg", "64"), ("sigreg", "128"), ("swd", "64"), ("swd", "128")]
+    eager = [(r["op"], r["N"]) for r in rows if r["backend"] == "eager"]
+    assert eager == [("sigreg", "64"), ("sigreg", "128"), ("swd", "64"), ("swd", "128")]
+    assert len(rows) == len(data["rows"])
     assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows)
 
 

@@ -34,9 +34,8 @@ def test_available_backends_explains_each():
     status = fs.available_backends()
     assert set(status) == {"eager", "triton", "cuda", "cpu"}
     assert status["eager"] == (True, "")
-    for name in ("cuda", "cpu"):
-        ok, why = status[name]
-        assert not ok and why
+    for name, (ok, why) in status.items():
+        assert ok or why  # every unusable backend says why
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device makes triton available")
@@ -48,11 +47,18 @@ def test_triton_without_a_gpu_explains_itself(monkeypatch):
         fs.sigreg(X, directions=A, backend="triton")
 
 
-@pytest.mark.parametrize("name", ["cuda", "cpu"])
-def test_forcing_an_unregistered_backend_raises(name):
-    with pytest.raises(fs.BackendUnavailableError, match=f"backend '{name}' was requested for ecf_means but is unavailable"):
-        fs.sigreg(X, directions=A, backend=name)
+def test_forcing_a_backend_that_cannot_serve_raises():
+    with pytest.raises(fs.BackendUnavailableError, match="backend 'cuda' was requested for ecf_means but cannot serve"
+                                                         ".*no implementation of 'ecf_means'|no CUDA device"):
+        fs.sigreg(X, directions=A, backend="cuda")
     assert issubclass(fs.BackendUnavailableError, ValueError)
+
+
+def test_forcing_an_unregistered_backend_raises(registry):
+    del registry._REGISTRY["cpu"]
+    with pytest.raises(fs.BackendUnavailableError, match="backend 'cpu' was requested for visreg but is unavailable"):
+        fs.visreg(X, directions=A, backend="cpu")
+    assert fs.available_backends()["cpu"] == (False, "no such backend is registered")
 
 
 def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry, caplog):

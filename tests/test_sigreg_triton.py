@@ -202,7 +202,7 @@ def test_tf32_budget():
 
 def test_compile_check_every_config_for_sm80_and_sm90():
     """`python -m fused_sigreg compile-check` (real Triton compiler, no GPU): 0 spills, shared memory in limits."""
-    import os
+    import shutil
     import subprocess
     import sys
 
@@ -213,7 +213,12 @@ def test_compile_check_every_config_for_sm80_and_sm90():
                          env=env, timeout=900)
     print(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.rstrip().endswith("PASS")]
+    rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["ecf_partial_sums_kernel"],
+                                                                                     ["ecf_backward_kernel"])]
     per_arch = (len(FORWARD_CONFIGS) + len(BACKWARD_CONFIGS)) * len(_INPUT_VARIANTS)
+    assert all("PASS" in r for r in rows)
     assert sum("sm_80" in r for r in rows) == per_arch and sum("sm_90" in r for r in rows) == per_arch
-    assert {r[0] for r in rows} == {"ecf_partial_sums_kernel", "ecf_backward_kernel"}
+    # the CUDA extension's kernels get the same report (nvcc is on every machine of this project)
+    if shutil.which("nvcc"):
+        ext = [line for line in out.stdout.splitlines() if line.strip().startswith("block_sort_match_kernel")]
+        assert len(ext) == 6 and all(line.rstrip().endswith("PASS") for line in ext)

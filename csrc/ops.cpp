@@ -1,0 +1,19 @@
+// Op schemas of the compiled extension (TORCH_LIBRARY) and the Python module that loads them.
+#include <Python.h>
+#include <torch/library.h>
+
+// `import fused_sigreg._C` loads this library; the op registrations below run at load time.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(fused_sigreg, m) {
+  // values (S, N) float32 -> (sorted (S, N) float32, source rows (S, N) int32), each row sorted
+  // ascending with -0 == +0 and NaN last; stable (ties keep row order).
+  m.def("segmented_sort(Tensor values) -> (Tensor, Tensor)");
+  // proj (S, N) float32 and target (N,) float32 (shared sorted quantiles) or (S, N) float32 (sorted
+  // inside, per slice) -> (sum_sq (S,) float32, grad (S, N) float32): sum_sq[s] = sum_i (sort(proj[s])_i
+  // - t_i)^2 and grad = d sum_sq[s] / d proj[s], written at the original positions.
+  m.def("sort_match(Tensor proj, Tensor target) -> (Tensor, Tensor)");
+}
