@@ -201,3 +201,22 @@ def test_torch_compile_through_the_extension(rng):
     compiled(got).backward()
     fn(ref).backward()
     assert torch.allclose(got.grad, ref.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_import_without_the_extension_falls_back_to_eager():
+    """A build without the extension still imports (one warning) and runs every op on eager."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['fused_sigreg._C'] = None\n"  # makes `from . import _C` raise ImportError
+        "import warnings; warnings.simplefilter('always')\n"
+        "import torch, fused_sigreg as fs\n"
+        "print(fs.available_backends()['cpu'][0])\n"
+        "x = torch.randn(20, 4); a = torch.nn.functional.normalize(torch.randn(4, 6), dim=0)\n"
+        "print(float(fs.visreg(x, directions=a)) > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+    assert out.stderr.count("the compiled extension is not available") == 1
