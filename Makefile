@@ -32,6 +32,7 @@ bench: install
 	$(PY) -m fused_sigreg bench --out benchmarks/out/bench.csv --out benchmarks/out/bench.json
 	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 1024 --repeats 3 --out benchmarks/out/sigreg_memory.csv
 	$(PY) -m fused_sigreg bench --op swd,visreg,rdmreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sort_ops_cpu.csv
+	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sigreg_cpu.csv
 
 # pytest-benchmark suite (kept out of `make test`).
 benchmarks: install

@@ -63,7 +63,7 @@ def _extensions():
     if not build_cuda:
         _log("building the CPU extension only" + ("" if forced == "0" else " (no nvcc / CUDA torch found)"))
 
-    sources = ["csrc/ops.cpp", "csrc/sort_match_cpu.cpp"]
+    sources = ["csrc/ops.cpp", "csrc/sort_match_cpu.cpp", "csrc/sigreg_cpu.cpp"]
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
     if build_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")

@@ -121,6 +121,23 @@ def peak_extra_bytes(problem: Problem, backend: str) -> int:
     return int(peak)
 
 
+def matmul_floor_ms(problem: Problem, warmup: int, repeats: int) -> float:
+    """Two projection matmuls (P = x A forward, dX = dP A^T backward) at this machine's measured
+    matmul rate: the floor of any SIGReg forward + backward."""
+    x = problem.x.detach().float()
+    a = problem.fixed["directions"].float()
+    device = x.device
+    samples = []
+    for i in range(warmup + repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        x @ a
+        _sync(device)
+        if i >= warmup:
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return 2 * statistics.median(samples)
+
+
 def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, repeats: int,
                problem: Optional[Problem] = None) -> Dict:
     problem = problem or make_problem(op, shape, dtype, device)
@@ -130,6 +147,8 @@ def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, 
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():
                 row[f"{phase}_ms_{name}"] = round(value, 3)
+        if op == "sigreg":
+            row["matmul_floor_ms"] = round(matmul_floor_ms(problem, warmup, repeats), 3)
         if problem.x.device.type == "cuda" and op == "sigreg":
             row.update(roofline(shape.V, shape.N, shape.D, shape.K, shape.T, problem.x.dtype,
                                 torch.backends.cuda.matmul.allow_tf32, row["fwd+bwd_ms_median"] / 1e3,

@@ -73,6 +73,8 @@ def cmd_bench(args) -> int:
     columns = ["op", "backend", "dtype", "V", "N", "D", "K", "fwd_ms_median", "bwd_ms_median",
                "fwd+bwd_ms_median", "fwd+bwd_ms_p20", "fwd+bwd_ms_p80", "peak_extra_MiB", "saved_MiB",
                "saved_extra_MiB", "status"]
+    if "sigreg" in _ops(args.op):
+        columns[-1:-1] = ["matmul_floor_ms"]
     if device.type == "cuda":
         columns[-1:-1] = ["TFLOPs", "roofline_frac"]
     print(f"device {device}; {args.repeats} repeats after {args.warmup} warm-up; times in ms, memory in MiB")

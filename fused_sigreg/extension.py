@@ -28,6 +28,18 @@ if _LOAD_ERROR is None:  # shapes for fake tensors (torch.compile, opcheck)
     def _(values):
         return torch.empty_like(values), values.new_empty(values.shape, dtype=torch.int32)
 
+    @torch.library.register_fake("fused_sigreg::ecf_sums")
+    def _(proj, delta, n_points):
+        return proj.new_empty((proj.shape[0], 2, n_points, proj.shape[2]))
+
+    @torch.library.register_fake("fused_sigreg::ecf_grad")
+    def _(proj, coef, delta):
+        return torch.empty_like(proj)
+
+    @torch.library.register_fake("fused_sigreg::ecf_grad_")
+    def _(proj, coef, delta):
+        return None
+
 
 def available():
     if _LOAD_ERROR is None:
@@ -37,7 +49,7 @@ def available():
 
 # Fixed once the library is loaded; a plain dict keeps the lookup traceable by torch.compile.
 _KERNELS = {(op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
-            for op in ("sort_match", "segmented_sort") for key in ("CPU", "CUDA")}
+            for op in ("sort_match", "segmented_sort", "ecf_sums", "ecf_grad", "ecf_grad_") for key in ("CPU", "CUDA")}
 
 
 def has_kernel(op: str, dispatch_key: str) -> bool:

@@ -1,4 +1,5 @@
-"""The ``cpu`` and ``cuda`` backends: the compiled extension's sort-and-match ops (``csrc/``)."""
+"""The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``): sort-and-match for SWD,
+VISReg and RDMReg on both, and SIGReg's ECF stage on CPU."""
 from __future__ import annotations
 
 import torch
@@ -43,7 +44,14 @@ def _stage(name):
     return call
 
 
+def _ecf_means(*args):
+    from .ops.sigreg_cpu import ecf_means
+
+    return ecf_means(*args)
+
+
 _OPS = {name: _stage(name) for name in ("sliced_wasserstein", "visreg", "rdmreg")}
-register_backend(Backend("cpu", priority=10, ops=dict(_OPS), available=_available_on("CPU"), supports=_supports_on("cpu")))
+register_backend(Backend("cpu", priority=10, ops=dict(_OPS, ecf_means=_ecf_means), available=_available_on("CPU"),
+                         supports=_supports_on("cpu")))
 register_backend(Backend("cuda", priority=10, ops=dict(_OPS), available=_available_on("CUDA"),
                          supports=_supports_on("cuda")))

@@ -62,6 +62,10 @@ def _worker(rank, init_file, out_dir):
                                                              backend="triton"), xl.float())
             res["sigreg_fp32"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
                                                            backend="eager"), xl.float())
+        res["sigreg_cpu"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="cpu"),
+                                  xl.float())
+        res["sigreg_fp32_eager"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
+                                                             backend="eager"), xl.float())
         module = fs.SIGReg(num_slices=K, reduction=None)
         module.global_step.fill_(STEPS[rank])
         res["module"] = module(xl).detach()
@@ -104,6 +108,13 @@ def test_sigreg_matches_one_process_on_the_whole_batch(ranks):
 def test_triton_backend_under_ddp_matches_eager(ranks):
     for res in ranks:
         (value, grad), (ref_value, ref_grad) = res["sigreg_triton"], res["sigreg_fp32"]
+        assert ((value - ref_value).abs().max() / ref_value.abs().max()).item() <= 1e-5
+        assert ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item() <= 1e-5
+
+
+def test_cpu_extension_backend_under_ddp_matches_eager(ranks):
+    for res in ranks:
+        (value, grad), (ref_value, ref_grad) = res["sigreg_cpu"], res["sigreg_fp32_eager"]
         assert ((value - ref_value).abs().max() / ref_value.abs().max()).item() <= 1e-5
         assert ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item() <= 1e-5
 

@@ -1,0 +1,52 @@
+"""SIGReg's ECF stage on the compiled CPU extension: P = x A by matmul, then one pass over P for
+the knots' cos/sin sums (``fused_sigreg::ecf_sums``) and, in backward, one pass that overwrites the
+saved P with dP (``fused_sigreg::ecf_grad_``) followed by dX = dP A^T. Never an (N, K, T) tensor.
+
+Keeping P and reusing its memory for dP costs the two unavoidable matmuls and holds at most P (or
+dP) and dX: measured at N=8192, D=K=512 here, recomputing P instead took one more 38 ms matmul.
+Overwriting a saved tensor bumps its version, so a second backward through the same graph
+(retain_graph) fails loudly in autograd instead of reading dP as P.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+
+
+class EcfMeans(torch.autograd.Function):
+    """(cos_mean, sin_mean), each (..., K, T) float32, of x (..., N, D) projected on directions (D, K)."""
+
+    @staticmethod
+    def forward(ctx, x, directions, t_max: float, n_points: int):
+        proj = reference.project(x, directions).float()
+        views = (proj if proj.dim() == 3 else proj.unsqueeze(0)).contiguous()
+        sums = torch.ops.fused_sigreg.ecf_sums(views, t_max / (n_points - 1), n_points)  # (V, 2, T, K)
+        means = (sums / x.shape[-2]).transpose(-1, -2)  # (V, 2, K, T)
+        cos_mean, sin_mean = means[:, 0].contiguous(), means[:, 1].contiguous()
+        ctx.save_for_backward(views, directions)
+        ctx.args = (t_max, n_points, x.shape, x.dtype)
+        if x.dim() == 2:
+            return cos_mean[0], sin_mean[0]
+        return cos_mean, sin_mean
+
+    @staticmethod
+    def backward(ctx, grad_cos, grad_sin):
+        views, directions = ctx.saved_tensors
+        t_max, n_points, shape, dtype = ctx.args
+        V, N, K = views.shape
+        t = torch.linspace(0.0, t_max, n_points, dtype=torch.float32)
+        zeros = lambda: torch.zeros((V, K, n_points), dtype=torch.float32)
+        gc = zeros() if grad_cos is None else grad_cos.reshape(V, K, n_points).float()
+        gs = zeros() if grad_sin is None else grad_sin.reshape(V, K, n_points).float()
+        # d cos_mean / dp = -t sin(t p) / N, d sin_mean / dp = t cos(t p) / N
+        coef = torch.stack((gs * (t / N), gc * (-t / N)), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
+        torch.ops.fused_sigreg.ecf_grad_(views, coef, t_max / (n_points - 1))  # views now holds dP
+        # a C++ op does not bump the version counter itself: do it, so that reusing this graph raises
+        torch.autograd.graph.increment_version(views)
+        dx = views @ directions.float().t()
+        return dx.reshape(shape).to(dtype), None, None, None
+
+
+def ecf_means(x, directions, t_max, n_points):
+    return EcfMeans.apply(x, directions, float(t_max), int(n_points))

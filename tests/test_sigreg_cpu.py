@@ -1,0 +1,100 @@
+"""SIGReg's ECF stage on the compiled CPU extension (csrc/sigreg_cpu.cpp) against eager."""
+import pytest
+import torch
+
+import fused_sigreg as fs
+from fused_sigreg import bench
+from fused_sigreg.problems import Shape, make_problem
+from conftest import rel_err
+
+CASES = [
+    ((2, 5), 3, (3.0, 17)),
+    ((5, 1), 1, (3.0, 17)),
+    ((3, 2, 19), 33, (5.0, 9)),
+    ((37, 19), 33, (3.0, 17)),
+    ((300, 65), 129, (3.0, 17)),
+    ((3, 300, 33), 20, (4.0, 13)),
+]
+
+
+def _value_and_grad(x, a, backend, g=None, **kw):
+    x = x.detach().requires_grad_()
+    out = fs.sigreg(x, directions=a, backend=backend, **kw)
+    (grad,) = torch.autograd.grad((out * (torch.ones_like(out) if g is None else g)).sum(), x)
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("shape,K,quad", CASES, ids=str)
+@pytest.mark.parametrize("scale", [1.0, 0.05, 12.0], ids=["unit", "collapse", "large_p"])
+def test_matches_eager(rng, shape, K, quad, scale):
+    x = torch.randn(*shape, generator=rng) * scale
+    a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0)
+    g = torch.rand((*shape[:-2], K), generator=rng)
+    kw = dict(t_max=quad[0], n_points=quad[1], reduction=None)
+    value, grad = _value_and_grad(x, a, "cpu", g, **kw)
+    ref_value, ref_grad = _value_and_grad(x, a, "eager", g, **kw)
+    assert rel_err(value, ref_value) <= 1e-5
+    assert rel_err(grad, ref_grad) <= (5e-5 if scale > 1 else 1e-5)  # |p| ~ 50: see test_sigreg_triton
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_inputs_are_upcast(rng, dtype):
+    x = torch.randn(3, 40, 9, generator=rng).to(dtype)
+    a = torch.nn.functional.normalize(torch.randn(9, 11, generator=rng), dim=0)
+    value, grad = _value_and_grad(x, a, "cpu")
+    ref_value, ref_grad = _value_and_grad(x, a, "eager")
+    assert grad.dtype == dtype
+    assert rel_err(value, ref_value) <= 1e-5 and rel_err(grad, ref_grad) <= 2.0**-7
+
+
+def test_auto_uses_it_and_nan_propagates(rng):
+    x = torch.randn(30, 4, generator=rng)
+    a = torch.nn.functional.normalize(torch.randn(4, 6, generator=rng), dim=0)
+    assert torch.equal(fs.sigreg(x, directions=a), fs.sigreg(x, directions=a, backend="cpu"))
+    x[3, 1] = float("nan")
+    assert torch.isnan(fs.sigreg(x, directions=a, backend="cpu"))
+    x[3, 1] = float("inf")
+    assert torch.isnan(fs.sigreg(x, directions=a, backend="cpu"))
+
+
+@pytest.mark.parametrize("i", range(7))
+def test_golden_lejepa_cases(golden, i):
+    case = golden["sigreg_lejepa"][i]
+    x = case["x"].clone().requires_grad_()
+    value = fs.sigreg(x, directions=case["directions"], t_max=case["t_max"], n_points=case["n_points"],
+                      reduction=case["reduction"], backend="cpu")
+    value.sum().backward()
+    assert rel_err(value, case["value"]) <= 1e-5 and rel_err(x.grad, case["grad"]) <= 1e-5
+
+
+def test_opcheck(rng):
+    proj = torch.randn(2, 33, 7, generator=rng)
+    torch.library.opcheck(torch.ops.fused_sigreg.ecf_sums, (proj, 0.1875, 17))
+    coef = torch.randn(2, 2, 17, 7, generator=rng)
+    torch.library.opcheck(torch.ops.fused_sigreg.ecf_grad, (proj, coef, 0.1875))
+    torch.library.opcheck(torch.ops.fused_sigreg.ecf_grad_, (proj.clone(), coef, 0.1875))
+    inplace = proj.clone()
+    torch.ops.fused_sigreg.ecf_grad_(inplace, coef, 0.1875)
+    assert torch.equal(inplace, torch.ops.fused_sigreg.ecf_grad(proj, coef, 0.1875))
+
+
+def test_memory_within_budget():
+    """Saved: P (N K floats, reused for dP in backward) beyond the inputs, plus the shared eager loss
+    stage; peak extra of fwd + bwd: P/dP and dX (N K + N D floats) plus O(V K T), i.e. inputs +
+    2 N K 4 bytes when D <= K."""
+    shape = Shape(1, 1024, 64, 128, 17)
+    problem = make_problem("sigreg", shape)
+    saved = bench.saved_tensor_bytes(problem, "cpu")["saved_extra_bytes"]
+    assert saved == 4 * shape.N * shape.K + 4 * (2 * shape.K * shape.T + shape.T)
+    peak = bench.peak_extra_bytes(problem, "cpu")
+    assert peak <= 4 * shape.N * (shape.K + max(shape.K, shape.D)) + 16 * 4 * shape.K * shape.T
+
+
+def test_second_backward_fails_loudly(rng):
+    """dP overwrites the saved P, so reusing the graph must raise rather than read dP as P."""
+    x = torch.randn(20, 4, generator=rng).requires_grad_()
+    a = torch.nn.functional.normalize(torch.randn(4, 6, generator=rng), dim=0)
+    loss = fs.sigreg(x, directions=a, backend="cpu")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
