@@ -7,9 +7,9 @@ same cases run on the GPU.
 import pytest
 import torch
 
-from fused_sigreg import bench
+from fused_sigreg import bench, dispatch
 from fused_sigreg.check import backends_for
-from fused_sigreg.problems import OPS, Shape, make_problem
+from fused_sigreg.problems import DISPATCHED_STAGE, OPS, Shape, make_problem
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = [Shape(1, n, d, k) for n in (1024, 4096) for d in (128, 512) for k in (256,)] + [Shape(2, 2048, 256, 256)]
@@ -19,7 +19,8 @@ def _cases():
     for op in OPS:
         for shape in SHAPES:
             usable = backends_for(make_problem(op, Shape(shape.V, 8, shape.D, 4), device=DEVICE), include_emulated=False)
-            for backend in ["eager", "triton"] if op == "sigreg" else ["eager"]:
+            providers = [name for name, b in dispatch.registered_backends().items() if DISPATCHED_STAGE[op] in b.ops]
+            for backend in providers:
                 marks = [] if backend in usable else [pytest.mark.skip(reason=f"{backend}: not measured on {DEVICE}")]
                 yield pytest.param(op, shape, backend, marks=marks,
                                    id=f"{op}-{backend}-V{shape.V}-N{shape.N}-D{shape.D}-K{shape.K}")
