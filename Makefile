@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1
 STAMP := $(VENV)/.fused_sigreg-installed
 
-.PHONY: install test bench check benchmarks clean
+.PHONY: install test bench check benchmarks results clean
 
 # The editable install compiles csrc/ into fused_sigreg/_C (CPU always, CUDA when nvcc is found).
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
@@ -33,6 +33,10 @@ bench: install
 	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 1024 --repeats 3 --out benchmarks/out/sigreg_memory.csv
 	$(PY) -m fused_sigreg bench --op swd,visreg,rdmreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sort_ops_cpu.csv
 	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sigreg_cpu.csv
+
+# Sweeps of every op and provider -> benchmarks/results/<device>/ and the README results section.
+results: install
+	$(PY) benchmarks/run.py
 
 # pytest-benchmark suite (kept out of `make test`).
 benchmarks: install

@@ -5,7 +5,7 @@ backend evaluates exactly the same function; only ``x`` is differentiated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 import torch
@@ -40,8 +40,14 @@ class Problem:
     shape: Shape
     x: torch.Tensor                         # the differentiated input, (N, D) or (V, N, D)
     fixed: Dict[str, torch.Tensor]          # directions (D, K) and, for RDMReg, target samples
+    _compiled: Optional[Callable] = field(default=None, repr=False)
 
     def loss(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        """The op on x with this problem's fixed inputs; backend "compile" is torch.compile(eager)."""
+        if backend == "compile":
+            if self._compiled is None:
+                self._compiled = torch.compile(lambda v: _CALLS[self.op](v, self, "eager"))
+            return self._compiled(x)
         return _CALLS[self.op](x, self, backend)
 
     def inputs(self):

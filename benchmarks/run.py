@@ -1,0 +1,128 @@
+"""Regenerate the benchmark results: sweeps over N, K, D, V for every op and provider, side by side.
+
+    python benchmarks/run.py --device cpu          # benchmarks/results/cpu/{results.csv,results.json,*.png} + README
+    python benchmarks/run.py --device cuda         # the same on a GPU (fills the GPU section)
+    python benchmarks/run.py --dtype bfloat16      # another dtype -> benchmarks/results/<device>_bfloat16/
+
+Providers in one run: "fused" (backend auto), each usable backend, and "compile" (torch.compile of
+the eager reference, at the base shape only: it recompiles per shape). Speedups are ratios to eager
+within the same run. OOM is recorded as a row status, not a crash.
+"""
+import argparse
+import csv
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fused_sigreg import bench  # noqa: E402
+from fused_sigreg.check import backends_for  # noqa: E402
+from fused_sigreg.problems import OPS, make_problem  # noqa: E402
+from sweeps import SWEEPS  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def providers(problem, axis):
+    names = ["fused"] + backends_for(problem, include_emulated=False)
+    return names + (["compile"] if axis == "base" else [])
+
+
+def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
+    rows = []
+    for op in ops:
+        sweep = SWEEPS[device][op][:2] if quick else SWEEPS[device][op]
+        for shape, axis in sweep:
+            problem = make_problem(op, shape, dtype, device=device)
+            results = {}
+            for provider in providers(problem, axis):
+                backend = None if provider == "fused" else provider
+                row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
+                row["provider"], row["backend"], row["axis"] = provider, provider, axis
+                results[provider] = row
+                print(f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
+                      f"{row.get('fwd+bwd_ms_median', row['status'])}", flush=True)
+            eager = results["eager"].get("fwd+bwd_ms_median")
+            for row in results.values():
+                t = row.get("fwd+bwd_ms_median")
+                row["speedup_vs_eager"] = round(eager / t, 2) if eager and t else ""
+                rows.append(row)
+    return rows
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def render_section(rows, env_lines):
+    """README results section from result rows (strings or numbers): one table per op."""
+    out = [START, "", *env_lines, ""]
+    for op in OPS:
+        op_rows = [r for r in rows if r["op"] == op]
+        if not op_rows:
+            continue
+        provs = list(dict.fromkeys(r["provider"] for r in op_rows))
+        out += [f"**{op}** — fwd+bwd median ms (speedup vs eager in the same run); peak extra MiB fused / eager", "",
+                "| axis | V | N | D | K | " + " | ".join(provs) + " | peak MiB fused / eager |",
+                "|---" * (6 + len(provs)) + "|"]
+        for key in dict.fromkeys((r["axis"], r["V"], r["N"], r["D"], r["K"]) for r in op_rows):
+            group = {r["provider"]: r for r in op_rows if (r["axis"], r["V"], r["N"], r["D"], r["K"]) == key}
+            cells = []
+            for p in provs:
+                r = group.get(p)
+                if r is None:
+                    cells.append("")
+                elif r["status"] != "ok":
+                    cells.append(r["status"])
+                else:
+                    cells.append(f"{float(r['fwd+bwd_ms_median']):.4g} ({float(r['speedup_vs_eager']):.3g}x)")
+            mem = f"{group['fused']['peak_extra_MiB']} / {group['eager']['peak_extra_MiB']}"
+            out.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {mem} |")
+        out.append("")
+    out.append(END)
+    return "\n".join(out)
+
+
+def update_readme(readme, section):
+    text = open(readme).read()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with open(readme, "w") as f:
+        f.write(head + section + tail)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=sorted(SWEEPS))
+    parser.add_argument("--op", default=",".join(OPS))
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")
+    parser.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="README to update ('' to skip)")
+    parser.add_argument("--quick", action="store_true", help="two shapes per op (smoke test)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    out = args.out or os.path.join(REPO, "benchmarks", "results", args.device + suffix)
+    os.makedirs(out, exist_ok=True)
+    rows = run(args.device, args.op.split(","), args.warmup, args.repeats, args.quick, getattr(torch, args.dtype))
+    csv_path = os.path.join(out, "results.csv")
+    bench.write_results(rows, csv_path)
+    bench.write_results(rows, os.path.join(out, "results.json"))
+    for op in args.op.split(","):
+        n_rows = [r for r in rows if r["op"] == op and r["axis"] in ("N", "base") and r["status"] == "ok"]
+        bench.plot_results(n_rows, os.path.join(out, f"{op}.png"))
+    if args.readme and args.dtype == "float32":
+        env = [line[2:].strip() for line in open(csv_path) if line.startswith("# ")]
+        section = render_section(read_csv(csv_path), [f"Measured on {args.device}: " + "; ".join(env) + ".",
+                                                      "GPU: not measured." if args.device == "cpu" else ""])
+        update_readme(args.readme, section)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

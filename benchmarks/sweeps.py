@@ -1,0 +1,32 @@
+"""Sweep definitions: per op, sizes along N, K, D and V around a base point, capped per device.
+
+CPU sizes finish in minutes on a 2-core machine; CUDA sizes reach the LeJEPA Table 6 and VISReg
+scaling settings (N = 8192 / 32768 with 512 slices; V = 8, N up to 50000, D up to 10000).
+"""
+from fused_sigreg.problems import OPS, Shape
+
+AXES = {
+    "cpu": dict(base=Shape(1, 4096, 256, 256), N=(256, 1024, 4096, 16384), K=(64, 256, 1024), D=(64, 256, 1024),
+                V=(1, 2, 8), V_at_N=1024),
+    "cuda": dict(base=Shape(1, 8192, 512, 512), N=(2048, 8192, 32768, 65536), K=(64, 512, 2048, 8192),
+                 D=(64, 512, 2048, 4096), V=(1, 2, 8), V_at_N=8192),
+}
+
+
+def shapes(device: str):
+    """Distinct shapes of the sweep for ``device``, base point first; each tagged with the swept axis."""
+    axes = AXES[device]
+    b = axes["base"]
+    out = {b: "base"}
+    for n in axes["N"]:
+        out.setdefault(Shape(b.V, n, b.D, b.K), "N")
+    for k in axes["K"]:
+        out.setdefault(Shape(b.V, b.N, b.D, k), "K")
+    for d in axes["D"]:
+        out.setdefault(Shape(b.V, b.N, d, b.K), "D")
+    for v in axes["V"]:
+        out.setdefault(Shape(v, axes["V_at_N"], b.D, b.K), "V")
+    return list(out.items())
+
+
+SWEEPS = {device: {op: shapes(device) for op in OPS} for device in AXES}

@@ -1,0 +1,39 @@
+"""The committed benchmark results and the README section generated from them stay in step."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import run as results_run  # noqa: E402
+from sweeps import SWEEPS  # noqa: E402
+
+CSV = os.path.join(REPO, "benchmarks", "results", "cpu", "results.csv")
+
+def test_readme_section_is_generated_from_the_committed_csv():
+    rows = results_run.read_csv(CSV)
+    env = [line[2:].strip() for line in open(CSV) if line.startswith("# ")]
+    expected = results_run.render_section(rows, ["Measured on cpu: " + "; ".join(env) + ".", "GPU: not measured."])
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert expected in readme
+
+def test_committed_csv_covers_every_sweep_point_and_provider():
+    rows = results_run.read_csv(CSV)
+    for op, sweep in SWEEPS["cpu"].items():
+        got = {(int(r["V"]), int(r["N"]), int(r["D"]), int(r["K"])) for r in rows if r["op"] == op}
+        assert got == {(s.V, s.N, s.D, s.K) for s, _ in sweep}, op
+        providers = {r["provider"] for r in rows if r["op"] == op}
+        assert {"fused", "eager", "compile"} <= providers, op
+    assert all(r["status"] in ("ok", "OOM") for r in rows)
+    for op in SWEEPS["cpu"]:
+        assert os.path.exists(os.path.join(REPO, "benchmarks", "results", "cpu", f"{op}.png"))
+
+def test_run_script_smoke(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--op", "swd", "--quick",
+                          "--repeats", "1", "--out", str(tmp_path), "--readme", ""],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert out.returncode == 0, out.stderr
+    rows = results_run.read_csv(tmp_path / "results.csv")
+    assert {r["provider"] for r in rows} >= {"fused", "eager", "compile"}
+    assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows)
