@@ -1,8 +1,8 @@
 """``python -m fused_sigreg bench``: time, peak memory and saved-for-backward bytes per op and backend.
 
-Times are medians (with p20 / p80) of a warmed-up loop: ``perf_counter`` on CPU, CUDA events on
-GPU. Memory on CPU comes from the profiler's allocator events (peak of the running sum over one
-fwd+bwd), on GPU from the caching allocator's peak. Saved bytes are the unique storages the
+Times are medians (with p20 / p80): a warmed-up ``perf_counter`` loop on CPU, ``triton.testing.do_bench``
+on GPU (backward there is fwd+bwd minus fwd). Memory on CPU comes from the profiler's allocator
+events (peak of the running sum over one fwd+bwd), on GPU from the caching allocator's peak. Saved bytes are the unique storages the
 autograd graph keeps (``saved_tensors_hooks``), also net of the op's own inputs.
 """
 from __future__ import annotations
@@ -56,9 +56,33 @@ def _percentiles(samples: List[float]) -> Dict[str, float]:
     return {"median": statistics.median(ordered), "p20": pick(0.2), "p80": pick(0.8)}
 
 
+def _do_bench_phases(problem: Problem, backend: str) -> Dict[str, Dict[str, float]]:
+    """CUDA: triton.testing.do_bench (L2 flushed, CUDA-event timed) of forward and of forward+backward;
+    backward is their difference at each quantile."""
+    from triton.testing import do_bench
+
+    def fwd():  # with autograd recording, as in training; the graph is dropped
+        problem.loss(problem.x, backend)
+
+    def fwd_bwd():
+        problem.x.grad = None
+        problem.loss(problem.x, backend).backward()
+
+    quantiles = [0.5, 0.2, 0.8]
+    f = do_bench(fwd, quantiles=quantiles)
+    fb = do_bench(fwd_bwd, quantiles=quantiles)
+    problem.x.grad = None
+    names = ("median", "p20", "p80")
+    return {"fwd": dict(zip(names, f)), "fwd+bwd": dict(zip(names, fb)),
+            "bwd": dict(zip(names, (b - a for a, b in zip(f, fb))))}
+
+
 def time_phases(problem: Problem, backend: str, warmup: int, repeats: int) -> Dict[str, Dict[str, float]]:
-    """Milliseconds of forward, backward and forward+backward."""
+    """Milliseconds of forward, backward and forward+backward: do_bench on CUDA, a warmed-up
+    perf_counter loop on CPU."""
     device = problem.x.device
+    if device.type == "cuda":
+        return _do_bench_phases(problem, backend)
     samples = {"fwd": [], "bwd": [], "fwd+bwd": []}
     for i in range(warmup + repeats):
         problem.x.grad = None
