@@ -64,6 +64,23 @@ _LOGGED = set()
 _BROKEN: Dict[Tuple[str, str], str] = {}  # (backend, op) -> why its kernel failed to compile here
 
 
+KERNEL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> Verdict:
+    """What every compiled/fused backend requires of a call: x (tensors[0]) on ``device_type`` in
+    float32/bfloat16/float16, and no gradient wanted for the other inputs (directions, targets)."""
+    x = tensors[0]
+    if x.device.type != device_type:
+        return False, f"it runs on {device_type} tensors{device_note}, got {x.device}"
+    if str(x.dtype).replace("torch.", "") not in KERNEL_DTYPES:
+        return False, f"it takes float32/bfloat16/float16 inputs, got {x.dtype}"
+    for name, t in zip(("directions", "target samples"), tensors[1:]):
+        if t.requires_grad:
+            return False, f"{name} require grad, and its kernels do not differentiate them"
+    return True, ""
+
+
 def register_backend(backend: Backend) -> None:
     if backend.name not in BACKEND_NAMES or backend.name == "auto":
         raise ValueError(f"backend name must be one of {BACKEND_NAMES[1:]}, got {backend.name!r}")

@@ -5,22 +5,10 @@ from __future__ import annotations
 import torch
 
 from . import extension
-from .dispatch import Backend, register_backend
-
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
+from .dispatch import Backend, kernel_supports, register_backend
 
 def _supports_on(device_type: str):
-    def supports(op, tensors):
-        x = tensors[0]
-        if x.device.type != device_type:
-            return False, f"it runs on {device_type} tensors, got {x.device}"
-        if x.dtype not in _DTYPES:
-            return False, f"it takes float32/bfloat16/float16 inputs, got {x.dtype}"
-        if any(t.requires_grad for t in tensors[1:]):
-            return False, "directions or target samples require grad, and the extension does not differentiate them"
-        return True, ""
-    return supports
+    return lambda op, tensors: kernel_supports(tensors, device_type)
 
 
 def _available_on(dispatch_key: str):

@@ -10,10 +10,7 @@ import os
 
 import torch
 
-from .dispatch import Backend, register_backend
-
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
+from .dispatch import Backend, kernel_supports, register_backend
 
 def interpreter_mode() -> bool:
     """TRITON_INTERPRET=1: kernels run on CPU tensors in Triton's interpreter."""
@@ -29,15 +26,9 @@ def _available():
 
 
 def _supports(op, tensors):
-    x, directions = tensors[0], tensors[1]
-    wanted = "cpu" if interpreter_mode() else "cuda"
-    if x.device.type != wanted:
-        return False, f"it runs on {wanted} tensors{' (interpreter mode)' if interpreter_mode() else ''}, got {x.device}"
-    if x.dtype not in _DTYPES:
-        return False, f"it takes float32/bfloat16/float16 inputs, got {x.dtype}"
-    if directions.requires_grad:
-        return False, "directions require grad, and the fused kernel does not differentiate them"
-    return True, ""
+    if interpreter_mode():
+        return kernel_supports(tensors, "cpu", " (interpreter mode)")
+    return kernel_supports(tensors, "cuda")
 
 
 def _ecf_means(*args):
