@@ -71,7 +71,7 @@ def test_sort_match_matches_eager(rng, N, K, two_sample):
     proj = torch.randn(K, N, generator=rng)
     target = torch.randn(K, N, generator=rng) if two_sample else normal_quantiles(N)
     p = proj.clone().requires_grad_()
-    loss = QuantileMatchLoss.apply(p, target)
+    loss = QuantileMatchLoss.apply(p, target, ops.sort_match)
     loss.backward()
     ref_loss, ref_grad = _eager_match(proj, target)
     assert rel_err(loss, ref_loss) <= 1e-5
@@ -91,7 +91,7 @@ def test_sort_match_with_ties_and_infinities(rng):
     assert torch.allclose(grad.double()[finite] / proj.numel(), ref_grad[finite], rtol=1e-6, atol=1e-12)
     # and the eager reference (unstable sort) gets the same loss
     ties_only = torch.randint(0, 3, (4, 50), generator=rng).float()
-    x_loss = QuantileMatchLoss.apply(ties_only, normal_quantiles(50))
+    x_loss = QuantileMatchLoss.apply(ties_only, normal_quantiles(50), ops.sort_match)
     assert rel_err(x_loss, (ties_only.sort(dim=1).values - normal_quantiles(50)).square().mean()) <= 1e-6
 
 
