@@ -33,9 +33,9 @@ class CompileSpec:
 
 
 def all_specs() -> List[CompileSpec]:
-    from .ops import sigreg_triton
+    from .ops import sigreg_triton, sort_match_triton
 
-    return list(sigreg_triton.compile_specs())
+    return [*sigreg_triton.compile_specs(), *sort_match_triton.compile_specs()]
 
 
 def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:

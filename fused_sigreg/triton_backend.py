@@ -25,10 +25,21 @@ def _available():
     return False, "no CUDA device (TRITON_INTERPRET=1 runs the kernels on CPU tensors in Triton's interpreter)"
 
 
+SORT_OPS = ("sliced_wasserstein", "visreg", "rdmreg")
+# Widest sort the Triton kernel is compiled for (ops/sort_match_triton.py MAX_N); kept here so
+# that asking whether a call fits does not import triton.
+MAX_SORT_N = 4096
+
+
 def _supports(op, tensors):
     if interpreter_mode():
-        return kernel_supports(tensors, "cpu", " (interpreter mode)")
-    return kernel_supports(tensors, "cuda")
+        ok, why = kernel_supports(tensors, "cpu", " (interpreter mode)")
+    else:
+        ok, why = kernel_supports(tensors, "cuda")
+    n = tensors[0].shape[-2]
+    if ok and op in SORT_OPS and n > MAX_SORT_N:
+        return False, f"its sort kernel takes N <= {MAX_SORT_N} rows per slice, got N = {n}"
+    return ok, why
 
 
 def _ecf_means(*args):
@@ -37,5 +48,13 @@ def _ecf_means(*args):
     return ecf_means(*args)
 
 
-register_backend(Backend("triton", priority=20, ops={"ecf_means": _ecf_means},
+def _sort_stage(name):
+    def call(*args):
+        from .ops.sort_match_triton import STAGES
+
+        return STAGES[name](*args)
+    return call
+
+
+register_backend(Backend("triton", priority=20, ops={"ecf_means": _ecf_means, **{op: _sort_stage(op) for op in SORT_OPS}},
                          available=_available, supports=_supports, emulated=interpreter_mode))

@@ -62,6 +62,11 @@ def _worker(rank, init_file, out_dir):
                                                              backend="triton"), xl.float())
             res["sigreg_fp32"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
                                                            backend="eager"), xl.float())
+            for backend in ("triton", "eager"):  # the fused sort on the all-gathered batch
+                res[f"visreg_{backend}"] = _grad(lambda v: fs.visreg(v, directions=a.float(), gather=True,
+                                                                     backend=backend), xl.float())
+                res[f"rdmreg_{backend}"] = _grad(lambda v: fs.rdmreg(v, directions=a.float(), target_samples=y.float(),
+                                                                     gather=True, backend=backend), zl.float())
         res["sigreg_cpu"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="cpu"),
                                   xl.float())
         res["sigreg_fp32_eager"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
@@ -109,6 +114,15 @@ def test_triton_backend_under_ddp_matches_eager(ranks):
     for res in ranks:
         (value, grad), (ref_value, ref_grad) = res["sigreg_triton"], res["sigreg_fp32"]
         assert ((value - ref_value).abs().max() / ref_value.abs().max()).item() <= 1e-5
+        assert ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item() <= 1e-5
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton's interpreter (CPU ranks)")
+@pytest.mark.parametrize("op", ["visreg", "rdmreg"])
+def test_triton_sort_match_under_gather_matches_eager(ranks, op):
+    for res in ranks:
+        (value, grad), (ref_value, ref_grad) = res[f"{op}_triton"], res[f"{op}_eager"]
+        assert ((value - ref_value).abs() / ref_value.abs()).item() <= 1e-5
         assert ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item() <= 1e-5
 
 

@@ -198,27 +198,3 @@ def test_tf32_budget():
     """x and A rounded to nearest tf32 move SIGReg by < 1e-3 (value and gradient) at N=4096, D=K=512."""
     budget = numerics.tf32_budget(4096, 512, 512, mode="nearest")
     assert budget["value_rel_err"] < 1e-3 and budget["grad_rel_err"] < 1e-3
-
-
-def test_compile_check_every_config_for_sm80_and_sm90():
-    """`python -m fused_sigreg compile-check` (real Triton compiler, no GPU): 0 spills, shared memory in limits."""
-    import shutil
-    import subprocess
-    import sys
-
-    from fused_sigreg.ops.sigreg_triton import BACKWARD_CONFIGS, FORWARD_CONFIGS, _INPUT_VARIANTS
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "fused_sigreg", "compile-check"], capture_output=True, text=True,
-                         env=env, timeout=900)
-    print(out.stdout)
-    assert out.returncode == 0, out.stdout + out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["ecf_partial_sums_kernel"],
-                                                                                     ["ecf_backward_kernel"])]
-    per_arch = (len(FORWARD_CONFIGS) + len(BACKWARD_CONFIGS)) * len(_INPUT_VARIANTS)
-    assert all("PASS" in r for r in rows)
-    assert sum("sm_80" in r for r in rows) == per_arch and sum("sm_90" in r for r in rows) == per_arch
-    # the CUDA extension's kernels get the same report (nvcc is on every machine of this project)
-    if shutil.which("nvcc"):
-        ext = [line for line in out.stdout.splitlines() if line.strip().startswith("block_sort_match_kernel")]
-        assert len(ext) == 6 and all(line.rstrip().endswith("PASS") for line in ext)

@@ -1,0 +1,257 @@
+"""Triton sort-and-match (SWD, VISReg, RDMReg) against the eager reference and a stable torch.sort.
+
+Without a GPU the kernel runs in Triton's interpreter on CPU tensors (conftest sets
+``TRITON_INTERPRET=1``), where one program sorts ~128 values in ~0.2 s: sizes stay small.
+Inputs are fresh random each run (seed printed on failure).
+"""
+import os
+
+import pytest
+import torch
+
+import fused_sigreg as fs
+from fused_sigreg import bench, dispatch, extension, reference
+from fused_sigreg.check import check_problem
+from fused_sigreg.ops.sort_match import QuantileMatchLoss
+from fused_sigreg.ops.sort_match_triton import MAX_N, SORT_CONFIGS, sort_config, sort_match_triton
+from fused_sigreg.problems import Shape, make_problem
+from fused_sigreg.slicing import normal_quantiles
+from fused_sigreg.triton_backend import MAX_SORT_N
+from conftest import rel_err
+
+GPU = torch.cuda.is_available()
+DEVICE = "cuda" if GPU else "cpu"
+FP32_TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def triton_device():
+    assert GPU or os.environ.get("TRITON_INTERPRET") == "1", "conftest sets TRITON_INTERPRET=1 without a GPU"
+
+
+def _stable_match(proj, target):
+    """Per-slice sums of squares and their gradient, (V, N, K) layout, by autograd through a stable
+    torch.sort in float64."""
+    p = proj.detach().cpu().double().requires_grad_()
+    t = target.cpu().double()
+    t = torch.sort(t, dim=1, stable=True).values if t.dim() == 3 else t[:, None]
+    sum_sq = (torch.sort(p, dim=1, stable=True).values - t).square().sum(dim=1)
+    sum_sq.sum().backward()
+    return sum_sq.detach(), p.grad
+
+
+@pytest.mark.parametrize("two_sample", [False, True], ids=["quantiles", "two-sample"])
+@pytest.mark.parametrize("V,N,K", [(1, 2, 3), (3, 3, 2), (1, 37, 5), (3, 37, 2), (1, 129, 3)])
+def test_op_matches_stable_sort(rng, V, N, K, two_sample):
+    proj = torch.randn(V, N, K, generator=rng).to(DEVICE)
+    target = (torch.randn(V, N, K, generator=rng) if two_sample else normal_quantiles(N)).to(DEVICE)
+    sum_sq, grad = sort_match_triton(proj, target)
+    ref_sum_sq, ref_grad = _stable_match(proj, target)
+    assert sum_sq.shape == (V, K) and grad.shape == (V, N, K)
+    assert rel_err(sum_sq.cpu(), ref_sum_sq) <= FP32_TOL
+    assert rel_err(grad.cpu(), ref_grad) <= FP32_TOL
+
+
+def _hard_values(rng, *shape):
+    """Ties, +-0, +-inf and ordinary values mixed."""
+    v = torch.randint(-3, 4, shape, generator=rng).float() * 0.5
+    specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
+    pick = torch.randint(0, 4, shape, generator=rng)
+    return torch.where(torch.rand(shape, generator=rng) < 0.2, specials[pick], v)
+
+
+@pytest.mark.parametrize("two_sample", [False, True], ids=["quantiles", "two-sample"])
+def test_ties_zeros_and_infinities_follow_a_stable_sort(rng, two_sample):
+    proj = _hard_values(rng, 2, 40, 3)
+    proj[:, 0] = 1.0  # every slice partly finite
+    target = torch.randn(2, 40, 3, generator=rng) if two_sample else normal_quantiles(40)
+    sum_sq, grad = sort_match_triton(proj.to(DEVICE), target.to(DEVICE))
+    sum_sq, grad = sum_sq.cpu(), grad.cpu()
+    ref_sum_sq, ref_grad = _stable_match(proj, target)
+    assert torch.equal(torch.isinf(sum_sq), torch.isinf(ref_sum_sq))
+    finite = torch.isfinite(ref_sum_sq)
+    assert torch.allclose(sum_sq.double()[finite], ref_sum_sq[finite], rtol=1e-6)
+    # equal values keep row order, as in a stable sort: the gradient lands on the same rows
+    assert torch.equal(torch.isinf(grad), torch.isinf(ref_grad))
+    finite = torch.isfinite(ref_grad)
+    assert torch.allclose(grad.double()[finite], ref_grad[finite], rtol=1e-6, atol=1e-12)
+
+
+def test_nan_sorts_last_and_propagates(rng):
+    proj = torch.randn(1, 9, 2, generator=rng)
+    proj[0, 3, 0] = float("nan")
+    sum_sq, grad = sort_match_triton(proj.to(DEVICE), normal_quantiles(9).to(DEVICE))
+    assert torch.isnan(sum_sq[0, 0]) and torch.isfinite(sum_sq[0, 1])
+    # NaN took the last rank, so its row's gradient is NaN and every other row's is finite
+    assert torch.isnan(grad[0, 3, 0]) and torch.isfinite(grad[0, :, 0]).sum() == 8
+
+
+def test_matches_the_extension_op(rng):
+    """Both sort-and-match ops compute the same thing in their own layouts."""
+    proj = torch.randn(2, 50, 3, generator=rng)
+    target = normal_quantiles(50)
+    sum_sq, grad = sort_match_triton(proj.to(DEVICE), target.to(DEVICE))
+    rows = proj.transpose(1, 2).reshape(-1, 50)
+    ext_sum_sq, ext_grad = torch.ops.fused_sigreg.sort_match(rows, target)
+    assert torch.allclose(sum_sq.cpu().flatten(), ext_sum_sq, rtol=1e-6)
+    assert torch.equal(grad.cpu().transpose(1, 2).reshape(-1, 50), ext_grad)
+
+
+OPS = {
+    "swd": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
+    "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
+    "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("shape,K", [((2, 5), 3), ((3, 37, 20), 5), ((129, 33), 3)])
+def test_fp32_matches_eager(rng, op, shape, K):
+    x = torch.randn(*shape, generator=rng).to(DEVICE)
+    a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0).to(DEVICE)
+    got, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    value, ref_value = OPS[op](got, a, backend="triton"), OPS[op](ref, a, backend="eager")
+    value.backward(), ref_value.backward()
+    assert rel_err(value, ref_value) <= FP32_TOL
+    assert rel_err(got.grad, ref.grad) <= FP32_TOL
+
+
+@pytest.mark.parametrize("V", [1, 3])
+def test_rdmreg_fp32_matches_eager(rng, V):
+    shape = (37, 12) if V == 1 else (V, 37, 12)
+    z = torch.relu(torch.randn(*shape, generator=rng)).to(DEVICE)
+    a = torch.nn.functional.normalize(torch.randn(12, 4, generator=rng), dim=0).to(DEVICE)
+    y = fs.sample_rgg(z.shape, generator=rng).to(DEVICE)
+    got, ref = z.clone().requires_grad_(), z.clone().requires_grad_()
+    value = fs.rdmreg(got, directions=a, target_samples=y, backend="triton")
+    ref_value = fs.rdmreg(ref, directions=a, target_samples=y, backend="eager")
+    value.backward(), ref_value.backward()
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref.grad) <= FP32_TOL
+
+
+def _stable_eager(op, x, a):
+    """The reference formula of SWD / VISReg with a stable sort: the gradient a stable kernel gives
+    where projections tie exactly (eager's unstable sort may hand tied rows other quantiles)."""
+    n = x.shape[-2]
+    if op == "visreg":
+        center, scale, x = reference.visreg_terms(x)
+    proj = reference.project(x, a)
+    shape = (torch.sort(proj, dim=-2, stable=True).values - normal_quantiles(n).to(proj)[:, None]).square().mean()
+    return shape + scale + center if op == "visreg" else shape
+
+
+@pytest.mark.parametrize("op", ["swd", "visreg"])
+def test_near_collapse_input(rng, op):
+    """Rows nearly equal: projections tie exactly in fp32. Values equal eager's; gradients equal the
+    reference formula's with a stable sort (any order within exact ties is a valid subgradient)."""
+    x = (1.0 + 1e-6 * torch.randn(64, 10, generator=rng)).to(DEVICE)
+    a = torch.nn.functional.normalize(torch.randn(10, 3, generator=rng), dim=0).to(DEVICE)
+    got, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    value, ref_value = OPS[op](got, a, backend="triton"), _stable_eager(op, ref, a)
+    value.backward(), ref_value.backward()
+    assert rel_err(value, OPS[op](x, a, backend="eager")) <= FP32_TOL
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref.grad) <= FP32_TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+def test_16bit_within_budget(op, dtype):
+    """16-bit input: error vs float64 within 2x of eager's at the same precision."""
+    problem = make_problem(op, Shape(2, 37, 20, 4), dtype, DEVICE, seed=int(torch.randint(0, 2**31, (1,))))
+    rows = {r["backend"]: r for r in check_problem(problem)}
+    assert rows["triton"]["ok"], rows["triton"]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_golden_visreg_repository(golden, i):
+    case = golden["visreg_repo"][i]
+    for key, op in (("visreg", "visreg"), ("swd", "swd_clamped")):
+        ref = case[key]
+        z = case["z"].clone().to(DEVICE).requires_grad_()
+        value = OPS[op](z, ref["directions"].to(DEVICE), backend="triton")
+        value.backward()
+        assert rel_err(value.cpu(), ref["value"]) <= FP32_TOL and rel_err(z.grad.cpu(), ref["grad"]) <= FP32_TOL
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_golden_rdmreg(golden, i):
+    case = golden["rdmreg"][i]
+    z = case["z"].clone().to(DEVICE).requires_grad_()
+    value = fs.rdmreg(z, directions=case["projections"].t().to(DEVICE),
+                      target_samples=case["target_samples"].to(DEVICE), backend="triton")
+    value.backward()
+    assert rel_err(value.cpu(), case["value"]) <= FP32_TOL and rel_err(z.grad.cpu(), case["grad"]) <= FP32_TOL
+
+
+def test_opcheck(rng):
+    proj = torch.randn(2, 33, 3, generator=rng).to(DEVICE)
+    torch.library.opcheck(sort_match_triton, (proj, normal_quantiles(33).to(DEVICE)))
+    torch.library.opcheck(sort_match_triton, (proj, torch.randn(2, 33, 3, generator=rng).to(DEVICE)))
+
+
+def test_op_rejects_bad_arguments():
+    proj = torch.randn(1, 8, 2, device=DEVICE)
+    with pytest.raises(ValueError, match=r"\(V, N, K\) float32"):
+        sort_match_triton(proj.double(), normal_quantiles(8).to(DEVICE))
+    with pytest.raises(ValueError, match=r"target must be \(N,\) = \(8,\)"):
+        sort_match_triton(proj, normal_quantiles(9).to(DEVICE))
+    with pytest.raises(ValueError, match=f"at most {MAX_N}"):
+        sort_config(MAX_N + 1)
+
+
+def test_torch_compile(rng):
+    x = torch.randn(2, 30, 8, generator=rng).to(DEVICE)
+    a = torch.nn.functional.normalize(torch.randn(8, 3, generator=rng), dim=0).to(DEVICE)
+    fn = lambda v: fs.visreg(v, directions=a, backend="triton")
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    got, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    value, ref_value = compiled(got), fn(ref)
+    value.backward(), ref_value.backward()
+    assert rel_err(value, ref_value) <= 1e-6 and rel_err(got.grad, ref.grad) <= 1e-6
+
+
+@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+def test_saved_bytes_at_most_inputs_plus_one_gradient(op):
+    """Saved: inputs (or VISReg's centred copy) + the (N, K) float32 gradient, + VISReg's per-dim stats."""
+    shape = Shape(1, 64, 16, 8)
+    problem = make_problem(op, shape, device=DEVICE)
+    saved = bench.saved_tensor_bytes(problem, "triton")
+    inputs = sum(t.numel() * t.element_size() for t in problem.inputs())
+    per_dim_stats = 4 * 4 * shape.V * shape.D if op == "visreg" else 0
+    assert saved["saved_bytes"] <= inputs + shape.N * shape.K * 4 + per_dim_stats
+
+
+def test_sort_configs_cover_every_n_up_to_the_limit():
+    assert MAX_N == MAX_SORT_N  # triton_backend's routing limit is the widest compiled sort
+    widths = [c.block_n for c in SORT_CONFIGS]
+    assert widths == sorted(widths) and all(w & (w - 1) == 0 for w in widths)
+    for n in (2, 3, 31, 32, 33, 129, 1000, 4095, 4096):
+        cfg = sort_config(n)
+        assert cfg.block_n >= n and (cfg.block_n == widths[0] or cfg.block_n < 2 * n)
+
+
+def test_forced_triton_refuses_wider_sorts(rng):
+    x = torch.randn(MAX_SORT_N + 1, 3, generator=rng).to(DEVICE)
+    a = torch.nn.functional.normalize(torch.randn(3, 2, generator=rng), dim=0).to(DEVICE)
+    with pytest.raises(fs.BackendUnavailableError, match=f"N <= {MAX_SORT_N} rows per slice, got N = {MAX_SORT_N + 1}"):
+        fs.sliced_wasserstein(x, directions=a, backend="triton")
+
+
+def test_auto_routes_by_device_and_n(monkeypatch):
+    """On CUDA: triton up to the widest compiled sort, the extension's CUDA sort beyond; on CPU the
+    extension's CPU sort. Checked on fake CUDA tensors (no GPU needed) with a CUDA device pretended."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with FakeTensorMode():
+        a = torch.empty(8, 4, device="cuda")
+        fits, wider = torch.empty(MAX_SORT_N, 8, device="cuda"), torch.empty(MAX_SORT_N + 1, 8, device="cuda")
+    # a build without nvcc has no CUDA sort: then wider sorts fall back to eager
+    beyond = "cuda" if extension.has_kernel("sort_match", "CUDA") else "eager"
+    for op in ("sliced_wasserstein", "visreg"):
+        assert dispatch.select(op, (fits, a))[0] == "triton"
+        assert dispatch.select(op, (wider, a))[0] == beyond
+    assert dispatch.select("rdmreg", (fits, a, fits))[0] == "triton"
+    assert dispatch.select("rdmreg", (wider, a, wider))[0] == beyond
+    assert dispatch.select("sliced_wasserstein", (torch.empty(100, 8), torch.empty(8, 4)))[0] == "cpu"
