@@ -6,7 +6,8 @@
 
 Providers in one run: "fused" (backend auto), each usable backend, and "compile" (torch.compile of
 the eager reference, at the base shape only: it recompiles per shape). Speedups are ratios to eager
-within the same run. OOM is recorded as a row status, not a crash.
+within the same run. OOM is recorded as a row status, not a crash; a backend that implements the op
+but cannot run here (a GPU kernel on a CPU machine) is listed as "not measured", with the reason.
 """
 import argparse
 import csv
@@ -18,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fused_sigreg import bench  # noqa: E402
-from fused_sigreg.check import backends_for  # noqa: E402
+from fused_sigreg.check import backends_for, unmeasured_backends  # noqa: E402
 from fused_sigreg.problems import OPS, make_problem  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
@@ -45,6 +46,10 @@ def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
                 results[provider] = row
                 print(f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
                       f"{row.get('fwd+bwd_ms_median', row['status'])}", flush=True)
+            for provider, why in unmeasured_backends(problem).items():
+                row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
+                row["provider"], row["axis"] = provider, axis
+                results[provider] = row
             eager = results["eager"].get("fwd+bwd_ms_median")
             for row in results.values():
                 t = row.get("fwd+bwd_ms_median")

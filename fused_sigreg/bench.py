@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
-from .check import backends_for
+from .check import backends_for, unmeasured_backends
 from .problems import Problem, Shape, make_problem
 from .roofline import roofline
 
@@ -195,7 +195,22 @@ def sweep(ops: Iterable[str], shapes: Iterable[Shape], dtype, device, backends: 
                 row = bench_case(op, shape, backend, dtype, device, warmup, repeats, problem)
                 rows.append(row)
                 progress(row)
+            if backends is None:
+                for backend, why in unmeasured_backends(problem).items():
+                    row = not_measured_row(op, shape, backend, dtype, device, why)
+                    rows.append(row)
+                    progress(row)
     return rows
+
+
+NOT_MEASURED = "not measured"
+
+
+def not_measured_row(op: str, shape: Shape, backend: str, dtype, device, why: str) -> Dict:
+    """A provider of ``op`` that cannot run here (e.g. a GPU kernel on a CPU machine): listed, not timed."""
+    return dict(op=op, backend=backend, device=str(device), dtype=str(dtype).replace("torch.", ""),
+                V=shape.V, N=shape.N, D=shape.D, K=shape.K, T=shape.T if op == "sigreg" else "",
+                status=NOT_MEASURED, reason=why)
 
 
 def shapes_from(N, D, K, V, T=17) -> List[Shape]:

@@ -44,6 +44,22 @@ def backends_for(problem: Problem, include_emulated: bool = True) -> List[str]:
     return names
 
 
+def unmeasured_backends(problem: Problem) -> Dict[str, str]:
+    """Backends that implement this problem's stage but cannot be timed here, with the reason
+    (benchmarks list them as "not measured" rather than leaving them out)."""
+    stage = DISPATCHED_STAGE[problem.op]
+    out = {}
+    for name, backend in dispatch.registered_backends().items():
+        if stage not in backend.ops:
+            continue
+        ok, why = backend.verdict(stage, (problem.x, *problem.fixed.values()))
+        if ok and backend.emulated():
+            ok, why = False, "it runs in an emulator (Triton's interpreter) here"
+        if not ok:
+            out[name] = why
+    return out
+
+
 def _row(problem: Problem, backend: str, against: str, errors) -> Dict:
     return dict(op=problem.op, backend=backend, dtype=str(problem.x.dtype).replace("torch.", ""),
                 shape="x".join(map(str, problem.x.shape)), against=against,

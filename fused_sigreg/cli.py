@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from .bench import DEFAULT_CPU_SWEEP, plot_results, shapes_from, sweep, write_results
+from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import run_checks
 from .dispatch import available_backends
 from .problems import OPS, Shape
@@ -90,7 +90,12 @@ def cmd_bench(args) -> int:
     if args.plot:
         plot_results(rows, args.plot)
         print(f"wrote {args.plot}")
-    return 0 if all(r["status"] in ("ok", "OOM") for r in rows) else 1
+    skipped = [r for r in rows if r["status"] == NOT_MEASURED]
+    if skipped:
+        print()
+        for r in dict.fromkeys((r["backend"], r["reason"]) for r in skipped):
+            print(f"{r[0]}: not measured here: {r[1]}")
+    return 0 if all(r["status"] in ("ok", "OOM", NOT_MEASURED) for r in rows) else 1
 
 
 def cmd_compile_check(args) -> int:
