@@ -30,8 +30,9 @@ class SortConfig:
 
 
 # One config per sort width, the only ones the launcher can pick; compile_check compiles each for
-# sm_80 and sm_90, one- and two-sample. Warps keep ~4-8 elements per thread; 4096 needs 16 warps to
-# stay spill-free (8 warps spill 16 bytes on sm_90). Wider sorts go to the extension's CUDA backend.
+# sm_80 and sm_90, one- and two-sample. Warps keep <= 8 keys per thread (4096 with 8 warps compiles
+# spill-free too, at 212 registers two-sample; GPU timings would pick). Wider sorts go to the
+# extension's CUDA backend.
 SORT_CONFIGS = (SortConfig(32, 1), SortConfig(64, 1), SortConfig(128, 1), SortConfig(256, 2),
                 SortConfig(512, 4), SortConfig(1024, 4), SortConfig(2048, 8), SortConfig(4096, 16))
 MAX_N = SORT_CONFIGS[-1].block_n
