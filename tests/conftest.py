@@ -11,6 +11,12 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+import fused_sigreg as fs  # noqa: E402
+
+GPU = torch.cuda.is_available()
+# Where the Triton kernels run: the GPU, else Triton's interpreter on CPU tensors.
+TRITON_DEVICE = "cuda" if GPU else "cpu"
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(os.environ.get("FUSED_SIGREG_GOLDEN", REPO.parent / "shared" / "golden" / "reference_cases.pt"))
 
@@ -38,3 +44,26 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return float("inf")
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.fixture
+def triton_device():
+    """The device Triton tests put their tensors on (checks the interpreter is on without a GPU)."""
+    assert GPU or os.environ.get("TRITON_INTERPRET") == "1", "conftest sets TRITON_INTERPRET=1 without a GPU"
+    return TRITON_DEVICE
+
+
+def hard_values(rng: torch.Generator, *shape) -> torch.Tensor:
+    """Sort inputs with ties, +-0, +-inf and ordinary values mixed."""
+    v = torch.randint(-3, 4, shape, generator=rng).float() * 0.5
+    specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
+    pick = torch.randint(0, 4, shape, generator=rng)
+    return torch.where(torch.rand(shape, generator=rng) < 0.2, specials[pick], v)
+
+
+# The one-sample sort ops by name, with explicit directions (D, K).
+SORT_OPS = {
+    "swd": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
+    "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
+    "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
+}

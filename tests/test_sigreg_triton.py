@@ -13,10 +13,7 @@ import fused_sigreg as fs
 from fused_sigreg import bench, memory, numerics
 from fused_sigreg.check import check_problem
 from fused_sigreg.problems import Shape, make_problem
-from conftest import rel_err
-
-GPU = torch.cuda.is_available()
-DEVICE = "cuda" if GPU else "cpu"
+from conftest import GPU, TRITON_DEVICE as DEVICE, rel_err
 FP32_TOL = 1e-5
 
 

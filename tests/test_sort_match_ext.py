@@ -11,7 +11,7 @@ from fused_sigreg import bench, extension
 from fused_sigreg.ops.sort_match import QuantileMatchLoss
 from fused_sigreg.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
-from conftest import rel_err
+from conftest import SORT_OPS, hard_values, rel_err
 
 ops = torch.ops.fused_sigreg
 
@@ -25,18 +25,9 @@ def test_extension_is_built_with_cpu_and_cuda_kernels():
             assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", "CUDA")
 
 
-def _hard_values(rng, S, N):
-    """Ties, +-0, +-inf and ordinary values mixed."""
-    v = torch.randint(-3, 4, (S, N), generator=rng).float() * 0.5
-    specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
-    pick = torch.randint(0, 4, (S, N), generator=rng)
-    mask = torch.rand(S, N, generator=rng) < 0.2
-    return torch.where(mask, specials[pick], v)
-
-
 @pytest.mark.parametrize("S,N", [(1, 2), (3, 3), (7, 1000), (2, 5000)])
 def test_segmented_sort_equals_stable_torch_sort(rng, S, N):
-    v = _hard_values(rng, S, N)
+    v = hard_values(rng, S, N)
     sorted_, rows = ops.segmented_sort(v)
     ref = torch.sort(v, dim=1, stable=True)
     assert rows.dtype == torch.int32
@@ -79,7 +70,7 @@ def test_sort_match_matches_eager(rng, N, K, two_sample):
 
 
 def test_sort_match_with_ties_and_infinities(rng):
-    proj = _hard_values(rng, 5, 64)
+    proj = hard_values(rng, 5, 64)
     proj[:, 0] = 1.0  # keep every row partly finite
     target = normal_quantiles(64)
     sum_sq, grad = ops.sort_match(proj, target)
@@ -109,11 +100,7 @@ def test_bad_arguments_are_rejected():
         ops.sort_match(torch.randn(3, 4), normal_quantiles(5))
 
 
-OPS = {
-    "swd": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
-    "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
-    "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
-}
+OPS = SORT_OPS
 
 
 @pytest.mark.parametrize("op", sorted(OPS))

@@ -4,29 +4,20 @@ Without a GPU the kernel runs in Triton's interpreter on CPU tensors (conftest s
 ``TRITON_INTERPRET=1``), where one program sorts ~128 values in ~0.2 s: sizes stay small.
 Inputs are fresh random each run (seed printed on failure).
 """
-import os
-
 import pytest
 import torch
 
 import fused_sigreg as fs
 from fused_sigreg import bench, dispatch, extension, reference
 from fused_sigreg.check import check_problem
-from fused_sigreg.ops.sort_match import QuantileMatchLoss
 from fused_sigreg.ops.sort_match_triton import MAX_N, SORT_CONFIGS, sort_config, sort_match_triton
 from fused_sigreg.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
 from fused_sigreg.triton_backend import MAX_SORT_N
-from conftest import rel_err
+from conftest import SORT_OPS, TRITON_DEVICE as DEVICE, hard_values, rel_err
 
-GPU = torch.cuda.is_available()
-DEVICE = "cuda" if GPU else "cpu"
 FP32_TOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def triton_device():
-    assert GPU or os.environ.get("TRITON_INTERPRET") == "1", "conftest sets TRITON_INTERPRET=1 without a GPU"
+pytestmark = pytest.mark.usefixtures("triton_device")
 
 
 def _stable_match(proj, target):
@@ -52,17 +43,9 @@ def test_op_matches_stable_sort(rng, V, N, K, two_sample):
     assert rel_err(grad.cpu(), ref_grad) <= FP32_TOL
 
 
-def _hard_values(rng, *shape):
-    """Ties, +-0, +-inf and ordinary values mixed."""
-    v = torch.randint(-3, 4, shape, generator=rng).float() * 0.5
-    specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
-    pick = torch.randint(0, 4, shape, generator=rng)
-    return torch.where(torch.rand(shape, generator=rng) < 0.2, specials[pick], v)
-
-
 @pytest.mark.parametrize("two_sample", [False, True], ids=["quantiles", "two-sample"])
 def test_ties_zeros_and_infinities_follow_a_stable_sort(rng, two_sample):
-    proj = _hard_values(rng, 2, 40, 3)
+    proj = hard_values(rng, 2, 40, 3)
     proj[:, 0] = 1.0  # every slice partly finite
     target = torch.randn(2, 40, 3, generator=rng) if two_sample else normal_quantiles(40)
     sum_sq, grad = sort_match_triton(proj.to(DEVICE), target.to(DEVICE))
@@ -97,11 +80,7 @@ def test_matches_the_extension_op(rng):
     assert torch.equal(grad.cpu().transpose(1, 2).reshape(-1, 50), ext_grad)
 
 
-OPS = {
-    "swd": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
-    "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
-    "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
-}
+OPS = SORT_OPS
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
