@@ -46,9 +46,16 @@ def _ops(text: str) -> List[str]:
 
 
 def cmd_backends(args) -> int:
-    rows = [dict(backend=name, usable="yes" if ok else "no", reason=why)
-            for name, (ok, why) in available_backends().items()]
-    print(format_table(rows, ["backend", "usable", "reason"]))
+    from .dispatch import registered_backends
+    from .problems import DISPATCHED_STAGE
+
+    registered = registered_backends()
+    rows = []
+    for name, (ok, why) in available_backends().items():
+        stages = registered[name].ops if name in registered else {}
+        ops = ",".join(op for op, stage in DISPATCHED_STAGE.items() if stage in stages)
+        rows.append(dict(backend=name, ops=ops, usable="yes" if ok else "no", reason=why))
+    print(format_table(rows, ["backend", "ops", "usable", "reason"]))
     return 0
 
 

@@ -24,7 +24,10 @@ def test_check_command_prints_every_op():
 
 def test_backends_command():
     out = _run("backends")
-    assert out.returncode == 0 and "eager" in out.stdout and "triton" in out.stdout
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
+    assert rows["eager"][1] == rows["triton"][1] == "sigreg,swd,visreg,rdmreg"
+    assert rows["cuda"][1] == "swd,visreg,rdmreg"
 
 
 def test_bench_command_writes_csv_and_json(tmp_path):
