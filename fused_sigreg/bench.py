@@ -23,6 +23,9 @@ from .check import backends_for, unmeasured_backends
 from .problems import Problem, Shape, make_problem
 from .roofline import roofline
 
+# Status of a row for a backend that implements the op but cannot run here (listed, not timed).
+NOT_MEASURED = "not measured"
+
 # CPU sweep of ``bench`` with no size arguments: finishes in a few minutes on 2 cores.
 DEFAULT_CPU_SWEEP = {
     "N": (1024, 4096),
@@ -201,9 +204,6 @@ def sweep(ops: Iterable[str], shapes: Iterable[Shape], dtype, device, backends: 
                     rows.append(row)
                     progress(row)
     return rows
-
-
-NOT_MEASURED = "not measured"
 
 
 def not_measured_row(op: str, shape: Shape, backend: str, dtype, device, why: str) -> Dict:

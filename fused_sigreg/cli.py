@@ -9,8 +9,8 @@ import torch
 
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import run_checks
-from .dispatch import available_backends
-from .problems import OPS, Shape
+from .dispatch import available_backends, registered_backends
+from .problems import DISPATCHED_STAGE, OPS, Shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,9 +46,6 @@ def _ops(text: str) -> List[str]:
 
 
 def cmd_backends(args) -> int:
-    from .dispatch import registered_backends
-    from .problems import DISPATCHED_STAGE
-
     registered = registered_backends()
     rows = []
     for name, (ok, why) in available_backends().items():

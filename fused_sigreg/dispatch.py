@@ -81,6 +81,20 @@ def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> 
     return True, ""
 
 
+def lazy_op(stages: Callable[[], Dict[str, Callable]], name: str) -> Callable:
+    """An op implementation that calls ``stages()[name]``: ``stages`` imports the backend's module
+    (with an import statement, which torch.compile traces) and returns its table of stages, so that
+    registering a backend imports neither triton nor the extension."""
+
+    def call(*args):
+        return stages()[name](*args)
+
+    return call
+
+
+SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
+
+
 def register_backend(backend: Backend) -> None:
     if backend.name not in BACKEND_NAMES or backend.name == "auto":
         raise ValueError(f"backend name must be one of {BACKEND_NAMES[1:]}, got {backend.name!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import extension
-from .dispatch import Backend, kernel_supports, register_backend
+from .dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
 
 def _supports_on(device_type: str):
     return lambda op, tensors: kernel_supports(tensors, device_type)
@@ -24,22 +24,20 @@ def _available_on(dispatch_key: str):
     return available
 
 
-def _stage(name):
-    def call(*args):
-        from .ops.sort_match import STAGES
+def _sort_stages():
+    from .ops import sort_match
 
-        return STAGES[name](*args)
-    return call
+    return sort_match.STAGES
 
 
-def _ecf_means(*args):
-    from .ops.sigreg_cpu import ecf_means
+def _sigreg_cpu_stages():
+    from .ops import sigreg_cpu
 
-    return ecf_means(*args)
+    return sigreg_cpu.STAGES
 
 
-_OPS = {name: _stage(name) for name in ("sliced_wasserstein", "visreg", "rdmreg")}
-register_backend(Backend("cpu", priority=10, ops=dict(_OPS, ecf_means=_ecf_means), available=_available_on("CPU"),
-                         supports=_supports_on("cpu")))
+_OPS = {name: lazy_op(_sort_stages, name) for name in SORT_STAGES}
+register_backend(Backend("cpu", priority=10, ops=dict(_OPS, ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means")),
+                         available=_available_on("CPU"), supports=_supports_on("cpu")))
 register_backend(Backend("cuda", priority=10, ops=dict(_OPS), available=_available_on("CUDA"),
                          supports=_supports_on("cuda")))

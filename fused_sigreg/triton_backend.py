@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .dispatch import Backend, kernel_supports, register_backend
+from .dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
 
 def interpreter_mode() -> bool:
     """TRITON_INTERPRET=1: kernels run on CPU tensors in Triton's interpreter."""
@@ -25,7 +25,6 @@ def _available():
     return False, "no CUDA device (TRITON_INTERPRET=1 runs the kernels on CPU tensors in Triton's interpreter)"
 
 
-SORT_OPS = ("sliced_wasserstein", "visreg", "rdmreg")
 # Widest sort the Triton kernel is compiled for (ops/sort_match_triton.py MAX_N); kept here so
 # that asking whether a call fits does not import triton.
 MAX_SORT_N = 4096
@@ -37,24 +36,23 @@ def _supports(op, tensors):
     else:
         ok, why = kernel_supports(tensors, "cuda")
     n = tensors[0].shape[-2]
-    if ok and op in SORT_OPS and n > MAX_SORT_N:
+    if ok and op in SORT_STAGES and n > MAX_SORT_N:
         return False, f"its sort kernel takes N <= {MAX_SORT_N} rows per slice, got N = {n}"
     return ok, why
 
 
-def _ecf_means(*args):
-    from .ops.sigreg_triton import ecf_means
+def _sigreg_stages():
+    from .ops import sigreg_triton
 
-    return ecf_means(*args)
-
-
-def _sort_stage(name):
-    def call(*args):
-        from .ops.sort_match_triton import STAGES
-
-        return STAGES[name](*args)
-    return call
+    return sigreg_triton.STAGES
 
 
-register_backend(Backend("triton", priority=20, ops={"ecf_means": _ecf_means, **{op: _sort_stage(op) for op in SORT_OPS}},
-                         available=_available, supports=_supports, emulated=interpreter_mode))
+def _sort_stages():
+    from .ops import sort_match_triton
+
+    return sort_match_triton.STAGES
+
+
+_OPS = {"ecf_means": lazy_op(_sigreg_stages, "ecf_means"), **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES}}
+register_backend(Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports,
+                         emulated=interpreter_mode))

@@ -50,3 +50,6 @@ class EcfMeans(torch.autograd.Function):
 
 def ecf_means(x, directions, t_max, n_points):
     return EcfMeans.apply(x, directions, float(t_max), int(n_points))
+
+
+STAGES = {"ecf_means": ecf_means}  # what the dispatcher's cpu backend calls

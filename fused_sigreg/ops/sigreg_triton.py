@@ -164,6 +164,9 @@ def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points:
     return ecf_means_triton(x, directions, float(t_max), int(n_points), torch.backends.cuda.matmul.allow_tf32)
 
 
+STAGES = {"ecf_means": ecf_means}  # what the dispatcher's triton backend calls
+
+
 # ------------------------------------------------------------------------------- compile check
 
 _INPUT_VARIANTS = (  # (label, element type of x and A, allow_tf32): every dtype/precision the launcher uses
