@@ -67,3 +67,47 @@ SORT_OPS = {
     "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
     "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
 }
+
+
+def stable_sort_formula(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=None) -> torch.Tensor:
+    """The reference formula of a sort op ("swd", "swd_clamped", "visreg", "rdmreg") with a stable sort."""
+    from fused_sigreg import reference
+    from fused_sigreg.slicing import normal_quantiles
+
+    n = x.shape[-2]
+    if op == "visreg":
+        center, scale, x = reference.visreg_terms(x)
+    proj = reference.project(x, a)
+    if op == "rdmreg":  # only the sorted values of the target matter, not the order of its ties
+        target = reference.project(target_samples, a).to(proj.dtype).sort(dim=-2).values
+    else:
+        target = normal_quantiles(n, 1e-4 if op == "swd_clamped" else None).to(proj)[:, None]
+    shape = (torch.sort(proj, dim=-2, stable=True).values - target).square().mean()
+    return shape + scale + center if op == "visreg" else shape
+
+
+def _projections_tie(op: str, x: torch.Tensor, a: torch.Tensor) -> bool:
+    from fused_sigreg import reference
+
+    x = x.detach()
+    if op == "visreg":
+        x = reference.visreg_terms(x)[2]
+    ordered = reference.project(x, a).sort(dim=-2).values
+    return bool((ordered[..., 1:, :] == ordered[..., :-1, :]).any())
+
+
+def sort_reference(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=None):
+    """(value, d value / dx) a stable sort-and-match backend must reproduce: the eager reference's. Where
+    projections tie exactly (about once in a few runs at N = 300, K = 129 in fp32; often in 16-bit),
+    eager's unstable sort may hand tied rows each other's targets, equally valid; the gradient is then
+    the reference formula's with a stable sort, which is what the kernels compute."""
+    x = x.detach().requires_grad_()
+    if op == "rdmreg":
+        value = fs.rdmreg(x, directions=a, target_samples=target_samples, backend="eager")
+    else:
+        value = SORT_OPS[op](x, a, backend="eager")
+    if _projections_tie(op, x, a):
+        (grad,) = torch.autograd.grad(stable_sort_formula(op, x, a, target_samples), x)
+    else:
+        (grad,) = torch.autograd.grad(value, x)
+    return value.detach(), grad

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import fused_sigreg as fs
-from fused_sigreg import bench, dispatch, extension, reference
+from fused_sigreg import bench, dispatch, extension
 from fused_sigreg.check import check_problem
 from fused_sigreg.ops.sort_match_triton import MAX_N, SORT_CONFIGS, sort_config, sort_match_triton
 from fused_sigreg.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
 from fused_sigreg.triton_backend import MAX_SORT_N
-from conftest import SORT_OPS, TRITON_DEVICE as DEVICE, hard_values, rel_err
+from conftest import SORT_OPS, TRITON_DEVICE as DEVICE, hard_values, rel_err, sort_reference, stable_sort_formula
 
 FP32_TOL = 1e-5
 pytestmark = pytest.mark.usefixtures("triton_device")
@@ -88,11 +88,12 @@ OPS = SORT_OPS
 def test_fp32_matches_eager(rng, op, shape, K):
     x = torch.randn(*shape, generator=rng).to(DEVICE)
     a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0).to(DEVICE)
-    got, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    value, ref_value = OPS[op](got, a, backend="triton"), OPS[op](ref, a, backend="eager")
-    value.backward(), ref_value.backward()
+    got = x.clone().requires_grad_()
+    value = OPS[op](got, a, backend="triton")
+    value.backward()
+    ref_value, ref_grad = sort_reference(op, x, a)
     assert rel_err(value, ref_value) <= FP32_TOL
-    assert rel_err(got.grad, ref.grad) <= FP32_TOL
+    assert rel_err(got.grad, ref_grad) <= FP32_TOL
 
 
 @pytest.mark.parametrize("V", [1, 3])
@@ -101,39 +102,24 @@ def test_rdmreg_fp32_matches_eager(rng, V):
     z = torch.relu(torch.randn(*shape, generator=rng)).to(DEVICE)
     a = torch.nn.functional.normalize(torch.randn(12, 4, generator=rng), dim=0).to(DEVICE)
     y = fs.sample_rgg(z.shape, generator=rng).to(DEVICE)
-    got, ref = z.clone().requires_grad_(), z.clone().requires_grad_()
+    got = z.clone().requires_grad_()
     value = fs.rdmreg(got, directions=a, target_samples=y, backend="triton")
-    ref_value = fs.rdmreg(ref, directions=a, target_samples=y, backend="eager")
-    value.backward(), ref_value.backward()
-    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref.grad) <= FP32_TOL
-
-
-def _stable_eager(op, x, a, target_samples=None):
-    """The reference formula of SWD / VISReg / RDMReg with a stable sort: the gradient a stable kernel
-    gives where projections tie exactly (eager's unstable sort may hand tied rows other targets)."""
-    n = x.shape[-2]
-    if op == "visreg":
-        center, scale, x = reference.visreg_terms(x)
-    proj = reference.project(x, a)
-    if op == "rdmreg":  # only the sorted values of the target matter, not the order of its ties
-        target = reference.project(target_samples, a).to(proj.dtype).sort(dim=-2).values
-    else:
-        target = normal_quantiles(n).to(proj)[:, None]
-    shape = (torch.sort(proj, dim=-2, stable=True).values - target).square().mean()
-    return shape + scale + center if op == "visreg" else shape
+    value.backward()
+    ref_value, ref_grad = sort_reference("rdmreg", z, a, y)
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref_grad) <= FP32_TOL
 
 
 @pytest.mark.parametrize("op", ["swd", "visreg"])
 def test_near_collapse_input(rng, op):
-    """Rows nearly equal: projections tie exactly in fp32. Values equal eager's; gradients equal the
-    reference formula's with a stable sort (any order within exact ties is a valid subgradient)."""
+    """Rows nearly equal: projections tie exactly in fp32 (so the gradient reference is the stable-sort
+    formula, see conftest.sort_reference)."""
     x = (1.0 + 1e-6 * torch.randn(64, 10, generator=rng)).to(DEVICE)
     a = torch.nn.functional.normalize(torch.randn(10, 3, generator=rng), dim=0).to(DEVICE)
-    got, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    value, ref_value = OPS[op](got, a, backend="triton"), _stable_eager(op, ref, a)
-    value.backward(), ref_value.backward()
-    assert rel_err(value, OPS[op](x, a, backend="eager")) <= FP32_TOL
-    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref.grad) <= FP32_TOL
+    got = x.clone().requires_grad_()
+    value = OPS[op](got, a, backend="triton")
+    value.backward()
+    ref_value, ref_grad = sort_reference(op, x, a)
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref_grad) <= FP32_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -147,7 +133,7 @@ def test_16bit_inputs(op, dtype):
     assert rows["triton"]["ok"], rows["triton"]
     got, ref = (problem.x.detach().clone().requires_grad_() for _ in range(2))
     value = problem.loss(got, "triton")
-    ref_value = _stable_eager(op, ref, problem.fixed["directions"], problem.fixed.get("target"))
+    ref_value = stable_sort_formula(op, ref, problem.fixed["directions"], problem.fixed.get("target"))
     value.backward(), ref_value.backward()
     assert got.grad.dtype == dtype
     # one 16-bit rounding step of slack: the float32 gradients may differ in their last bits
