@@ -43,12 +43,13 @@ def recurrence_error(p_max: float = 50.0, t_max: float = 3.0, n_points: int = 17
 def round_to_tf32(t: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
     """fp32 values rounded to tf32's 10 mantissa bits: "nearest" (ties away from zero, what the
     kernels do before a tf32 dot) or "truncate" (what tensor cores do to unrounded fp32 operands)."""
-    bits = t.float().contiguous().view(torch.int32)
-    if mode == "nearest":
-        bits = bits + 0x1000
-    elif mode != "truncate":
+    if mode not in ("nearest", "truncate"):
         raise ValueError(f"mode must be 'nearest' or 'truncate', got {mode!r}")
-    return (bits & ~0x1FFF).view(torch.float32)
+    bits = t.float().contiguous().view(torch.int32)
+    rounded = (bits + 0x1000 if mode == "nearest" else bits) & ~0x1FFF
+    # inf and NaN keep their bits (a NaN payload plus the rounding bit could carry into the sign)
+    special = (bits & 0x7F800000) == 0x7F800000
+    return torch.where(special, bits, rounded).view(torch.float32)
 
 
 def tf32_budget(N: int = 4096, D: int = 512, K: int = 512, mode: str = "nearest", seed: int = 0) -> Dict[str, float]:

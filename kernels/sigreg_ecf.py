@@ -24,7 +24,11 @@ def _round_to_tf32(v):
     first halves the error and removes truncation's bias toward zero, which the ECF gradient feels
     (see ``fused_sigreg.numerics.tf32_budget``)."""
     bits = v.to(tl.uint32, bitcast=True)
-    return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    rounded = (bits + 0x1000) & 0xFFFFE000
+    # inf and NaN pass unchanged: adding the rounding bit to a NaN payload such as the GPU's
+    # 0x7FFFFFFF would carry into the sign and turn it into -0.0
+    special = (bits & 0x7F800000) == 0x7F800000
+    return tl.where(special, bits, rounded).to(tl.float32, bitcast=True)
 
 
 @triton.jit

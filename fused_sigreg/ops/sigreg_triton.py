@@ -19,8 +19,10 @@ import triton
 from triton.errors import TritonError
 
 from ..dispatch import KernelCompileError
-from ..triton_backend import interpreter_mode
+from ..triton_backend import device_of, fp32_matmul_uses_tf32, interpreter_mode, patch_interpreter_index
 from ..kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
+
+patch_interpreter_index()
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,10 @@ class KernelConfig:
 # Every config the launcher can pick; compile_check compiles each for sm_80 and sm_90.
 # Chosen from ptxas reports: 64x64 tiles need 8 warps to stay under 255 registers without
 # spilling; the backward holds more live tiles (recurrence, dP, the dX dot over BLOCK_K) and
-# stays spill-free in every variant only with BLOCK_K = BLOCK_D = 16 at 64 rows.
+# stays spill-free in every variant, on every supported triton, only with BLOCK_K = BLOCK_D = 16
+# (32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton 3.6's ptxas).
 FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
-BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 32, 16, 4))
+BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 16, 16, 4))
 _FALLBACK_SM_COUNT = 132  # H100; only used to size the grid heuristic without a device
 
 
@@ -63,7 +66,7 @@ def backward_config(V: int, N: int, device: torch.device) -> KernelConfig:
 
 
 def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
-    """tl.dot input precisions. fp32 inputs follow torch.backends.cuda.matmul.allow_tf32 in both dots;
+    """tl.dot input precisions. fp32 inputs follow torch's fp32 matmul setting (tf32 or not) in both dots;
     16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T (fp32 dP) uses tf32,
     which is finer than the inputs' own precision."""
     if dtype == torch.float32:
@@ -81,16 +84,21 @@ def _operands(x: torch.Tensor, directions: torch.Tensor):
 def _launch(kernel, grid, args, config: KernelConfig, constexprs: dict) -> None:
     emulate = interpreter_mode() and args[0].dtype != torch.float32  # args[0] is x
     try:
-        kernel[grid](*args, **config.constexprs(), **constexprs, EMULATE_16BIT_DOT=emulate,
-                     num_warps=config.num_warps)
+        with device_of(args[0]):
+            kernel[grid](*args, **config.constexprs(), **constexprs, EMULATE_16BIT_DOT=emulate,
+                         num_warps=config.num_warps)
     except TritonError as e:
         raise KernelCompileError(f"{kernel.__name__} failed to compile or launch ({config}): {e}") from e
 
 
 @torch.library.custom_op("fused_sigreg::ecf_means_triton", mutates_args=())
-def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int,
-                     allow_tf32: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(cos_mean, sin_mean), each (..., K, T) float32, of x (..., N, D) projected on directions (D, K)."""
+def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float,
+                     n_points: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(cos_mean, sin_mean), each (..., K, T) float32, of x (..., N, D) projected on directions (D, K).
+
+    fp32 dots use tf32 when torch's fp32 matmul setting says so at run time, as cuBLAS does in eager
+    (read here, inside the op, because torch.compile cannot trace the newer setting's getter)."""
+    allow_tf32 = fp32_matmul_uses_tf32()
     xv, a = _operands(x, directions)
     V, N, D = xv.shape
     K, T = a.shape[1], n_points
@@ -110,15 +118,17 @@ def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_
 
 
 @ecf_means_triton.register_fake
-def _(x, directions, t_max, n_points, allow_tf32):
+def _(x, directions, t_max, n_points):
     shape = (*x.shape[:-2], directions.shape[1], n_points)
     return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.float32)
 
 
 @torch.library.custom_op("fused_sigreg::ecf_means_triton_backward", mutates_args=())
 def ecf_means_triton_backward(x: torch.Tensor, directions: torch.Tensor, grad_cos: torch.Tensor,
-                              grad_sin: torch.Tensor, t_max: float, n_points: int, allow_tf32: bool) -> torch.Tensor:
-    """dL/dx from dL/dcos_mean and dL/dsin_mean (..., K, T): dP = sum_j w_cos cos(t_j p) + w_sin sin(t_j p), dX = dP A^T."""
+                              grad_sin: torch.Tensor, t_max: float, n_points: int) -> torch.Tensor:
+    """dL/dx from dL/dcos_mean and dL/dsin_mean (..., K, T): dP = sum_j w_cos cos(t_j p) + w_sin sin(t_j p), dX = dP A^T.
+    Reads the tf32 setting when backward runs, as eager's backward matmul does."""
+    allow_tf32 = fp32_matmul_uses_tf32()
     xv, a = _operands(x, directions)
     V, N, D = xv.shape
     K, T = a.shape[1], n_points
@@ -136,14 +146,14 @@ def ecf_means_triton_backward(x: torch.Tensor, directions: torch.Tensor, grad_co
 
 
 @ecf_means_triton_backward.register_fake
-def _(x, directions, grad_cos, grad_sin, t_max, n_points, allow_tf32):
+def _(x, directions, grad_cos, grad_sin, t_max, n_points):
     return torch.empty_like(x)
 
 
 def _setup_context(ctx, inputs, output):
-    x, directions, t_max, n_points, allow_tf32 = inputs
+    x, directions, t_max, n_points = inputs
     ctx.save_for_backward(x, directions)
-    ctx.args = (t_max, n_points, allow_tf32)
+    ctx.args = (t_max, n_points)
 
 
 def _backward(ctx, grad_cos, grad_sin):
@@ -153,15 +163,15 @@ def _backward(ctx, grad_cos, grad_sin):
     grad_cos = zeros() if grad_cos is None else grad_cos
     grad_sin = zeros() if grad_sin is None else grad_sin
     dx = ecf_means_triton_backward(x, directions, grad_cos, grad_sin, *ctx.args)
-    return dx, None, None, None, None
+    return dx, None, None, None
 
 
 ecf_means_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
-    """The ``ecf_means`` stage for the dispatcher (reads the tf32 flag at call time)."""
-    return ecf_means_triton(x, directions, float(t_max), int(n_points), torch.backends.cuda.matmul.allow_tf32)
+    """The ``ecf_means`` stage for the dispatcher."""
+    return ecf_means_triton(x, directions, float(t_max), int(n_points))
 
 
 STAGES = {"ecf_means": ecf_means}  # what the dispatcher's triton backend calls

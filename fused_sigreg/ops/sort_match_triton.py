@@ -20,7 +20,10 @@ from triton.errors import TritonError
 
 from ..dispatch import KernelCompileError
 from ..kernels.sort_match import sort_match_kernel
+from ..triton_backend import device_of, patch_interpreter_index
 from .sort_match import make_stages, view_columns
+
+patch_interpreter_index()
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ def sort_match_triton(proj: torch.Tensor, target: torch.Tensor) -> Tuple[torch.T
     sum_sq = torch.empty((V, K), dtype=torch.float32, device=proj.device)
     grad = torch.empty_like(proj)
     try:
-        sort_match_kernel[(V * K,)](proj, target, sum_sq, grad, N, K, BLOCK_N=cfg.block_n,
-                                    TWO_SAMPLE=target.dim() == 3, num_warps=cfg.num_warps)
+        with device_of(proj):
+            sort_match_kernel[(V * K,)](proj, target, sum_sq, grad, N, K, BLOCK_N=cfg.block_n,
+                                        TWO_SAMPLE=target.dim() == 3, num_warps=cfg.num_warps)
     except TritonError as e:
         raise KernelCompileError(f"sort_match_kernel failed to compile or launch ({cfg}): {e}") from e
     return sum_sq, grad
