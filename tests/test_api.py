@@ -57,6 +57,31 @@ def test_sigreg_module_steps_and_reproducibility(rng):
     assert "global_step" in m1.state_dict()
 
 
+def test_sigreg_module_reads_its_step_buffer_only_after_outside_writes(rng, monkeypatch):
+    """No device-to-host copy of global_step per call (it would sync a CUDA stream and block graph
+    capture), yet every outside write to the buffer is seen: fill_, load_state_dict, a new buffer."""
+    x = torch.randn(64, 8, generator=rng)
+    module = fs.SIGReg(num_slices=16)
+    module(x)
+    reads = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(t) or real_item(t))
+    for step in (1, 2, 3):
+        assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=step))
+    assert not any(t is module.global_step for t in reads)
+    module.global_step.fill_(10)
+    assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=10))
+    module.load_state_dict({"global_step": torch.tensor(20)})
+    assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=20))
+    module.global_step = torch.tensor(30)
+    assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=30))
+    assert module.global_step.item() == 31
+    with torch.inference_mode():
+        inference = fs.SIGReg(num_slices=16)
+        assert torch.equal(inference(x), fs.sigreg(x, num_slices=16, step=0))
+        assert torch.equal(inference(x), fs.sigreg(x, num_slices=16, step=1))
+
+
 def test_generator_reproducible_and_default_rng_used(rng):
     x = torch.randn(50, 6, generator=rng)
     a = fs.sliced_wasserstein(x, generator=torch.Generator().manual_seed(1))

@@ -86,20 +86,40 @@ class SIGReg(nn.Module):
         self.num_slices, self.t_max, self.n_points = num_slices, float(t_max), n_points
         self.reduction, self.clip_value, self.backend = reduction, clip_value, backend
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+        # Host copy of global_step, valid while the buffer's (storage, version) is the recorded one:
+        # reading a CUDA buffer with .item() every call would sync the host and block graph capture.
+        self._host_step: Optional[int] = None
+        self._host_key: Optional[tuple] = None
+
+    def _buffer_key(self) -> Optional[tuple]:
+        try:
+            return self.global_step.data_ptr(), self.global_step._version
+        except RuntimeError:  # inference tensors keep no version counter: read the buffer each call
+            return None
+
+    def _step(self) -> int:
+        """global_step as an int; read from the buffer only when something else wrote or replaced it
+        (fill_, load_state_dict, .to(device)). Under torch.distributed the step is all-reduced anyway."""
+        key = self._buffer_key()
+        if self._host_step is None or key is None or key != self._host_key:
+            self._host_step = int(self.global_step.item())
+        return self._host_step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = self._step()
         out = sigreg(
             x,
             num_slices=self.num_slices,
             t_max=self.t_max,
             n_points=self.n_points,
-            step=int(self.global_step.item()),
+            step=step,
             reduction=self.reduction,
             clip_value=self.clip_value,
             backend=self.backend,
         )
         with torch.no_grad():
             self.global_step.add_(1)
+        self._host_step, self._host_key = step + 1, self._buffer_key()
         return out
 
     def extra_repr(self) -> str:
