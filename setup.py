@@ -2,7 +2,8 @@
 extension ``fused_sigreg._C`` from ``csrc/`` (metadata lives in pyproject.toml).
 
 The extension needs torch at build time: install with ``pip install --no-build-isolation -e .``
-(``make`` does). Its CPU part is always built; the CUDA part when nvcc is found and torch has CUDA.
+(``make`` does). Its CPU part is always built; the CUDA part when torch has CUDA and a CUDA toolkit of the same major version is found (otherwise
+a warning says why it was left out).
 
 Build variables:
   FUSED_SIGREG_BUILD_CUDA=0|1   force the CUDA sources off / on (default: auto-detect)
@@ -41,6 +42,35 @@ def _find_cuda_home():
     return None
 
 
+def _nvcc_release(cuda_home):
+    """(major, minor) of the toolkit's nvcc, or None when it does not answer."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _why_no_cuda(torch, cuda_home):
+    """Why the CUDA sources cannot be built against this torch, or "" when they can."""
+    if not torch.version.cuda:
+        return f"torch {torch.__version__} is a CPU build"
+    if cuda_home is None:
+        return "no CUDA toolkit (nvcc with lib64/libcudart) was found; set CUDA_HOME"
+    release = _nvcc_release(cuda_home)
+    if release is None:
+        return f"nvcc in {cuda_home} did not report its version"
+    if release[0] != int(torch.version.cuda.split(".")[0]):
+        # torch's extension builder refuses a toolkit of another major version than its own CUDA
+        return (f"the CUDA toolkit in {cuda_home} is {release[0]}.{release[1]} but torch {torch.__version__} "
+                f"was built with CUDA {torch.version.cuda}; install a matching toolkit or set CUDA_HOME to one")
+    return ""
+
+
 def _extensions():
     if os.environ.get("FUSED_SIGREG_BUILD_EXT", "1") == "0":
         _log("FUSED_SIGREG_BUILD_EXT=0: no compiled extension (every op runs on eager/triton)")
@@ -56,12 +86,12 @@ def _extensions():
         return [], {}
 
     forced = os.environ.get("FUSED_SIGREG_BUILD_CUDA")
-    cuda_ok = bool(torch.version.cuda) and cuda_home is not None
-    if forced == "1" and not cuda_ok:
-        raise RuntimeError("FUSED_SIGREG_BUILD_CUDA=1 but no CUDA toolkit (nvcc, libcudart) or CUDA torch was found")
-    build_cuda = cuda_ok if forced is None else forced == "1"
+    why_not = _why_no_cuda(torch, cuda_home)
+    if forced == "1" and why_not:
+        raise RuntimeError(f"FUSED_SIGREG_BUILD_CUDA=1 but the CUDA part cannot be built: {why_not}")
+    build_cuda = not why_not if forced is None else forced == "1"
     if not build_cuda:
-        _log("building the CPU extension only" + ("" if forced == "0" else " (no nvcc / CUDA torch found)"))
+        _log("building the CPU extension only" + ("" if forced == "0" else f" ({why_not})"))
 
     sources = ["csrc/ops.cpp", "csrc/sort_match_cpu.cpp", "csrc/sigreg_cpu.cpp"]
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
@@ -73,8 +103,9 @@ def _extensions():
                             extra_link_args=["-fopenmp"])
     else:
         ext = CppExtension("fused_sigreg._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
-    return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
+    return [ext], {"build_ext": BuildExtension}
 
 
-ext_modules, cmdclass = _extensions()
-setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # pip and setuptools' build backend run this file as __main__; tests import it
+    ext_modules, cmdclass = _extensions()
+    setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,0 +1,59 @@
+"""setup.py's decision to build the CUDA sources (no build is run here)."""
+import importlib.util
+import stat
+import types
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def setup_module():
+    spec = importlib.util.spec_from_file_location("fused_sigreg_setup", REPO / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines the helpers; setup() runs only as __main__
+    return module
+
+
+def _toolkit(tmp_path, release: str):
+    """A fake CUDA toolkit whose nvcc reports ``release``."""
+    nvcc = tmp_path / "bin" / "nvcc"
+    nvcc.parent.mkdir()
+    nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.1'\n")
+    nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
+    return str(tmp_path)
+
+
+def _torch(version: str, cuda):
+    return types.SimpleNamespace(__version__=version, version=types.SimpleNamespace(cuda=cuda))
+
+
+def test_cuda_part_is_left_out_with_both_versions_named(setup_module, tmp_path):
+    why = setup_module._why_no_cuda(_torch("2.11.0+cu130", "13.0"), _toolkit(tmp_path, "12.4"))
+    assert "12.4" in why and "13.0" in why and "CUDA_HOME" in why
+
+
+def test_matching_toolkit_builds_cuda(setup_module, tmp_path):
+    assert setup_module._why_no_cuda(_torch("2.11.0+cu130", "13.0"), _toolkit(tmp_path, "13.2")) == ""
+
+
+def test_cpu_torch_or_no_toolkit_says_why(setup_module, tmp_path):
+    assert "CPU build" in setup_module._why_no_cuda(_torch("2.13.0+cpu", None), _toolkit(tmp_path, "13.0"))
+    assert "no CUDA toolkit" in setup_module._why_no_cuda(_torch("2.11.0+cu130", "13.0"), None)
+
+
+def test_forced_cuda_build_fails_loudly_on_a_mismatch(setup_module, tmp_path, monkeypatch):
+    home = _toolkit(tmp_path, "12.4")
+    monkeypatch.setenv("CUDA_HOME", home)
+    monkeypatch.setenv("FUSED_SIGREG_BUILD_CUDA", "1")
+    monkeypatch.delenv("FUSED_SIGREG_BUILD_EXT", raising=False)
+    import torch
+
+    if not torch.version.cuda:
+        pytest.skip("needs a CUDA build of torch to reach the version comparison")
+    with pytest.raises(RuntimeError, match="FUSED_SIGREG_BUILD_CUDA=1 but the CUDA part cannot be built: .*12.4"):
+        setup_module._extensions()
+    monkeypatch.delenv("FUSED_SIGREG_BUILD_CUDA")
+    exts, _ = setup_module._extensions()  # auto: the CPU part only
+    assert [e.name for e in exts] == ["fused_sigreg._C"] and not any(s.endswith(".cu") for s in exts[0].sources)
