@@ -40,7 +40,7 @@ def rng():
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b|, inf when anything is non-finite (NaN never passes)."""
-    a, b = torch.as_tensor(a).detach().double(), torch.as_tensor(b).detach().double()
+    a, b = torch.as_tensor(a).detach().cpu().double(), torch.as_tensor(b).detach().cpu().double()
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return float("inf")
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()

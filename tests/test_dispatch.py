@@ -1,5 +1,6 @@
 """Backend registry: selection order, fallback with a logged reason, and forced-backend errors."""
 import logging
+import os
 
 import pytest
 import torch
@@ -134,3 +135,26 @@ def test_kernel_compile_failure_falls_back_under_auto_only(registry):
 def test_register_rejects_unknown_names(registry):
     with pytest.raises(ValueError, match="backend name must be one of"):
         registry.register_backend(Backend("auto", priority=0))
+
+
+def test_import_and_run_without_triton():
+    """A torch without triton (e.g. a CPU-only build) imports the package and runs eager and cpu;
+    the triton backend says why it is off, and forcing it raises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['triton'] = None\n"  # makes `import triton` fail as if it were not installed
+        "import torch, fused_sigreg as fs\n"
+        "print(fs.available_backends()['triton'])\n"
+        "x = torch.randn(40, 6); a = torch.nn.functional.normalize(torch.randn(6, 9), dim=0)\n"
+        "print(float(fs.sigreg(x, directions=a)) > 0, float(fs.visreg(x, directions=a)) > 0)\n"
+        "try:\n    fs.sigreg(x, directions=a, backend='triton')\nexcept fs.BackendUnavailableError as e:\n    print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "(False, 'triton is not installed')"
+    assert lines[1] == "True True"
+    assert "backend 'triton' was requested for ecf_means but cannot serve this call: triton is not installed" in lines[2]

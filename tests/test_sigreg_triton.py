@@ -9,10 +9,15 @@ import os
 import pytest
 import torch
 
+triton = pytest.importorskip("triton", reason="the triton backend needs triton")
+import triton.language as tl  # noqa: E402
+
 import fused_sigreg as fs
 from fused_sigreg import bench, memory, numerics
 from fused_sigreg.check import check_problem
 from fused_sigreg.problems import Shape, make_problem
+from fused_sigreg.kernels.sigreg_ecf import _round_to_tf32
+from fused_sigreg.ops import sigreg_triton  # noqa: F401  (prepares Triton's interpreter where needed)
 from conftest import GPU, TRITON_DEVICE as DEVICE, rel_err
 FP32_TOL = 1e-5
 
@@ -147,8 +152,8 @@ def test_opcheck(rng):
 
     x, a = _inputs(rng, (2, 33, 10), 7)
     for requires_grad in (False, True):
-        torch.library.opcheck(ecf_means_triton, (x.clone().requires_grad_(requires_grad), a, 3.0, 17, False))
-    torch.library.opcheck(ecf_means_triton, (x[0].clone().requires_grad_(), a, 5.0, 9, False))
+        torch.library.opcheck(ecf_means_triton, (x.clone().requires_grad_(requires_grad), a, 3.0, 17))
+    torch.library.opcheck(ecf_means_triton, (x[0].clone().requires_grad_(), a, 5.0, 9))
 
 
 def test_torch_compile(rng):
@@ -195,3 +200,122 @@ def test_tf32_budget():
     """x and A rounded to nearest tf32 move SIGReg by < 1e-3 (value and gradient) at N=4096, D=K=512."""
     budget = numerics.tf32_budget(4096, 512, 512, mode="nearest")
     assert budget["value_rel_err"] < 1e-3 and budget["grad_rel_err"] < 1e-3
+
+
+# ------------------------------------------------------------------ settings and bit patterns a GPU run meets
+
+NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+
+
+@pytest.fixture
+def restore_tf32():
+    """Restores both tf32 APIs; setting the legacy flag last leaves torch in a consistent state."""
+    legacy = torch.backends.cuda.matmul.allow_tf32
+    global_precision = getattr(torch.backends, "fp32_precision", None)
+    yield
+    if global_precision is not None:
+        torch.backends.fp32_precision = global_precision
+    torch.backends.cuda.matmul.allow_tf32 = legacy
+
+
+def _set_tf32(how: str, on: bool) -> None:
+    if how == "legacy":
+        torch.backends.cuda.matmul.allow_tf32 = on
+    elif how == "matmul":
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
+    else:  # the global setting, which the matmul one inherits while it is "none"
+        torch.backends.cuda.matmul.fp32_precision = "none"
+        torch.backends.fp32_precision = "tf32" if on else "ieee"
+
+
+@pytest.mark.parametrize("how", ["legacy", "matmul", "global"])
+def test_tf32_setting_is_read_through_the_api_the_user_used(rng, restore_tf32, how):
+    """Any of torch's tf32 switches is honoured, and none makes the call raise torch's
+    "mix of the legacy and new APIs" error (reading allow_tf32 after the new API was used does)."""
+    from fused_sigreg.triton_backend import fp32_matmul_uses_tf32
+
+    if how != "legacy" and not NEW_TF32_API:
+        pytest.skip(f"torch {torch.__version__} has only the legacy allow_tf32 flag")
+    x, a = _inputs(rng, (64, 40), 24)
+    for on in (True, False):
+        _set_tf32(how, on)
+        assert fp32_matmul_uses_tf32() is on
+        value, grad = _value_and_grads(x, a, "triton")
+        if GPU:
+            continue  # the operand rounding itself is checked under the interpreter below
+        xr, ar = (numerics.round_to_tf32(x), numerics.round_to_tf32(a)) if on else (x, a)
+        ref_value, ref_grad = _value_and_grads(xr, ar, "eager")
+        # with tf32 the backward's dX = dP A^T also rounds dP (half a tf32 ulp, 2^-11 relative)
+        assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= (1e-3 if on else FP32_TOL), (how, on)
+
+
+# Bit patterns: GPU NaN (0x7FFFFFFF), quiet/signalling/negative NaNs, +-inf, the largest finite
+# value (rounds up to inf), values whose rounding carries into the exponent, and ordinary values.
+SPECIAL_BITS = [0x7FFFFFFF, 0x7FC00000, 0x7F800001, 0xFFFFFFFF, 0xFFC00000, 0x7F800000, 0xFF800000,
+                0x7F7FFFFF, 0x3FFFF000, 0xBFFFFFFF, 0x00000001, 0x80000000, 0x00000000, 0x3F800FFF, 0x3F801000]
+
+
+@triton.jit
+def round_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, _round_to_tf32(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
+
+
+def _float_from_bits(bits) -> torch.Tensor:
+    return torch.tensor([b - 2**32 if b >= 2**31 else b for b in bits], dtype=torch.int32).view(torch.float32)
+
+
+def test_round_to_tf32_keeps_nan_and_inf(rng):
+    """The kernels' tf32 rounding (run as a Triton kernel) equals the host twin bit for bit; NaN stays
+    NaN, inf stays inf, every finite value lands on the tf32 grid within half a tf32 ulp."""
+    values = torch.cat([_float_from_bits(SPECIAL_BITS), torch.randn(241, generator=rng) * 10.0 ** torch.randint(-30, 30, (241,), generator=rng)])
+    x = values.to(DEVICE)
+    out = torch.empty_like(x)
+    round_kernel[(1,)](x, out, x.numel(), BLOCK=256)
+    kernel, host = out.cpu(), numerics.round_to_tf32(values)
+    assert torch.equal(kernel.view(torch.int32), host.view(torch.int32))
+    assert torch.equal(torch.isnan(host), torch.isnan(values))
+    inf = torch.isinf(values)
+    assert torch.equal(host[inf], values[inf])
+    finite = torch.isfinite(host)
+    assert not (host.view(torch.int32)[finite] & 0x1FFF).any(), "not on the tf32 grid"
+    v, r = values[finite].double(), host[finite].double()
+    # tf32 ulp of v: 10 stored mantissa bits, and the subnormal spacing 2^-136 below 2^-126
+    ulp = torch.ldexp(torch.ones_like(v), (torch.frexp(v).exponent - 11).clamp_min(-136))
+    assert ((r - v).abs() <= 0.5 * ulp).all()
+    assert torch.isinf(host[SPECIAL_BITS.index(0x7F7FFFFF)])  # rounds to nearest: overflows to inf
+
+
+def test_nan_input_gives_nan_under_tf32(rng, restore_tf32):
+    """A NaN in x with the GPU's bit pattern 0x7FFFFFFF propagates through the tf32 path (forward and backward)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    x, a = _inputs(rng, (40, 19), 9)
+    x = x.clone()
+    x[3, 4] = _float_from_bits([0x7FFFFFFF])[0]
+    value, grad = _value_and_grads(x, a, "triton", reduction=None)
+    ref_value, _ = _value_and_grads(x, a, "eager", reduction=None)
+    assert torch.equal(torch.isnan(value), torch.isnan(ref_value)) and torch.isnan(value).all()
+    assert torch.isnan(grad).any()
+
+
+def test_launches_run_on_the_inputs_device(rng, monkeypatch):
+    """Every Triton launch enters a device guard for its input's device (Triton launches on the current
+    device and stream, which need not be x's)."""
+    from fused_sigreg import triton_backend
+    from fused_sigreg.ops import sigreg_triton, sort_match_triton
+
+    seen = []
+
+    def recording(t):
+        seen.append(t.device)
+        return triton_backend.device_of(t)
+
+    monkeypatch.setattr(sigreg_triton, "device_of", recording)
+    monkeypatch.setattr(sort_match_triton, "device_of", recording)
+    x, a = _inputs(rng, (2, 37, 19), 9)
+    _value_and_grads(x, a, "triton")
+    fs.visreg(x.requires_grad_(), directions=a, backend="triton").backward()
+    assert len(seen) == 3 and all(d == x.device for d in seen)  # forward, backward, sort
+    if GPU:
+        guard = triton_backend.device_of(x)
+        assert isinstance(guard, torch.cuda.device) and guard.idx == x.device.index

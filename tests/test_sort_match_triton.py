@@ -7,6 +7,8 @@ Inputs are fresh random each run (seed printed on failure).
 import pytest
 import torch
 
+pytest.importorskip("triton", reason="the triton backend needs triton")
+
 import fused_sigreg as fs
 from fused_sigreg import bench, dispatch, extension
 from fused_sigreg.check import check_problem
@@ -220,11 +222,11 @@ def test_auto_routes_by_device_and_n(monkeypatch):
     extension's CPU sort. Checked on fake CUDA tensors (no GPU needed) with a CUDA device pretended."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with FakeTensorMode():
+    with FakeTensorMode():  # before pretending a device: some torch versions then try to initialise CUDA
         a = torch.empty(8, 4, device="cuda")
         fits, wider = torch.empty(MAX_SORT_N, 8, device="cuda"), torch.empty(MAX_SORT_N + 1, 8, device="cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # a build without nvcc has no CUDA sort: then wider sorts fall back to eager
     beyond = "cuda" if extension.has_kernel("sort_match", "CUDA") else "eager"
     for op in ("sliced_wasserstein", "visreg"):
