@@ -22,6 +22,7 @@ import torch
 from .check import backends_for, unmeasured_backends
 from .problems import Problem, Shape, make_problem
 from .roofline import roofline
+from .triton_backend import fp32_matmul_uses_tf32
 
 # Status of a row for a backend that implements the op but cannot run here (listed, not timed).
 NOT_MEASURED = "not measured"
@@ -128,6 +129,10 @@ def peak_extra_bytes(problem: Problem, backend: str) -> int:
     run = lambda: problem.loss(problem.x, backend).backward()
     problem.x.grad = None
     if device.type == "cuda":
+        # one unmeasured run first: one-time allocations (cuBLAS's workspace, 32 MiB on Hopper) are
+        # not the op's memory
+        run()
+        problem.x.grad = None
         _sync(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -178,7 +183,7 @@ def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, 
             row["matmul_floor_ms"] = round(matmul_floor_ms(problem, warmup, repeats), 3)
         if problem.x.device.type == "cuda" and op == "sigreg":
             row.update(roofline(shape.V, shape.N, shape.D, shape.K, shape.T, problem.x.dtype,
-                                torch.backends.cuda.matmul.allow_tf32, row["fwd+bwd_ms_median"] / 1e3,
+                                fp32_matmul_uses_tf32(), row["fwd+bwd_ms_median"] / 1e3,
                                 torch.cuda.get_device_name(problem.x.device)))
         row["peak_extra_MiB"] = round(peak_extra_bytes(problem, backend) / 2**20, 2)
         row.update({k.replace("_bytes", "_MiB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()})
@@ -217,18 +222,35 @@ def shapes_from(N, D, K, V, T=17) -> List[Shape]:
     return [Shape(v, n, d, k, T) for v in V for n in N for d in D for k in K]
 
 
-def environment() -> Dict:
-    """Where the numbers come from: device, versions, commit, time."""
+def _command_output(args: List[str]) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(__file__), timeout=5)
-        commit = out.stdout.strip() if out.returncode == 0 else ""
+        out = subprocess.run(args, capture_output=True, text=True, cwd=os.path.dirname(__file__), timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "not present"
-    return dict(cpu=platform.processor() or platform.machine(), cpu_threads=torch.get_num_threads(), gpu=gpu,
-                torch=torch.__version__, python=platform.python_version(), git_commit=commit or "unknown",
-                timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        return ""
+
+
+def environment() -> Dict:
+    """Where the numbers come from: device, driver, versions, commit (+dirty for uncommitted changes), time."""
+    commit = _command_output(["git", "rev-parse", "HEAD"])
+    if commit and _command_output(["git", "status", "--porcelain", "--untracked-files=no"]):
+        commit += "+dirty"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    env = dict(cpu=platform.processor() or platform.machine(), cpu_threads=torch.get_num_threads(),
+               gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "not present")
+    if torch.cuda.is_available():
+        driver = _command_output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        env.update(gpu_driver=driver.splitlines()[0] if driver else "unknown", cuda=torch.version.cuda,
+                   fp32_matmul="tf32" if fp32_matmul_uses_tf32() else "ieee")
+    env.update(torch=torch.__version__, triton=triton_version, python=platform.python_version(),
+               git_commit=commit or "unknown",
+               timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return env
 
 
 def write_results(rows: List[Dict], path: str) -> None:

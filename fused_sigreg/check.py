@@ -6,12 +6,14 @@ precision floor a backend is judged against (bf16: within 2x of it).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List
 
 import torch
 
 from . import dispatch
 from .problems import DISPATCHED_STAGE, Problem, Shape, make_problem
+from .triton_backend import fp32_matmul_uses_tf32
 
 FP32_TOLERANCE = 1e-5
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -84,6 +86,8 @@ def check_problem(problem: Problem) -> List[Dict]:
     dtype = problem.x.dtype
     truth = value_and_grad(problem, problem.x.double(), "eager")
     rows = []
+    if dtype == torch.float32 and problem.x.is_cuda and fp32_matmul_uses_tf32():
+        return _check_tf32(problem, truth)
     if dtype in LOW_PRECISION:
         budget = _errors(value_and_grad(problem.rounded(dtype), problem.x.double(), "eager"), truth, dtype)
         for name in backends_for(problem):
@@ -103,6 +107,53 @@ def check_problem(problem: Problem) -> List[Dict]:
             row["ok"] = row["value_rel_err"] <= FP32_TOLERANCE and row["grad_rel_err"] <= FP32_TOLERANCE
         rows.append(row)
     return rows
+
+
+def _check_tf32(problem: Problem, truth) -> List[Dict]:
+    """fp32 with tf32 matmuls (CUDA): every backend against float64 truth, within 2x of the larger of
+    eager's own error under the same setting and eager's error with x and the directions rounded to
+    tf32 (computed in fp32 without tf32), plus 1e-6. Both kinds of kernel round x, A and dP to tf32."""
+    from .numerics import round_to_tf32
+
+    eager = _errors(value_and_grad(problem, problem.x, "eager"), truth)
+    rounded_problem = Problem(problem.op, problem.shape, problem.x,
+                              dict(problem.fixed, directions=round_to_tf32(problem.fixed["directions"])))
+    with tf32_disabled():
+        rounded = _errors(value_and_grad(rounded_problem, round_to_tf32(problem.x), "eager"), truth)
+    budget = tuple(max(e, r) for e, r in zip(eager, rounded))
+    rows = []
+    for name in backends_for(problem):
+        errors = eager if name == "eager" else _errors(value_and_grad(problem, problem.x, name), truth)
+        row = _row(problem, name, "eager float64", errors)
+        row["dtype"] = "float32 (tf32)"
+        row["budget"] = f"2x {budget[0]:.2g}, {budget[1]:.2g}"
+        row["ok"] = all(e <= 2 * b + 1e-6 for e, b in zip(errors, budget))
+        rows.append(row)
+    return rows
+
+
+@contextlib.contextmanager
+def tf32_enabled(on: bool = True):
+    """fp32 matmuls in tf32 (or not) inside the block, through whichever API this torch has."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        saved = matmul.fp32_precision
+        matmul.fp32_precision = "tf32" if on else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = saved
+    else:
+        saved = matmul.allow_tf32
+        matmul.allow_tf32 = on
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = saved
+
+
+def tf32_disabled():
+    return tf32_enabled(False)
 
 
 def run_checks(ops, shape: Shape, dtype, device, seed: int = 0) -> List[Dict]:

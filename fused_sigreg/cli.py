@@ -8,7 +8,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
-from .check import run_checks
+from .check import run_checks, tf32_enabled
 from .dispatch import available_backends, registered_backends
 from .problems import DISPATCHED_STAGE, OPS, Shape
 
@@ -58,7 +58,10 @@ def cmd_backends(args) -> int:
 
 def cmd_check(args) -> int:
     shape = Shape(args.V, args.N, args.D, args.K, args.T)
-    rows = run_checks(_ops(args.op), shape, DTYPES[args.dtype], torch.device(args.device), args.seed)
+    if args.tf32 and (args.dtype != "float32" or not str(args.device).startswith("cuda")):
+        raise SystemExit(f"--tf32 applies to --dtype float32 on a CUDA device, got --dtype {args.dtype} on {args.device}")
+    with tf32_enabled(args.tf32):
+        rows = run_checks(_ops(args.op), shape, DTYPES[args.dtype], torch.device(args.device), args.seed)
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
     print(f"max relative error vs eager (value, d(loss)/dx); device {args.device}")
@@ -174,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--V", type=int, default=2)
     check.add_argument("--T", type=int, default=17, help="SIGReg quadrature knots")
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--tf32", action="store_true", help="float32 with tf32 matmuls (CUDA): judged against "
+                       "float64 within 2x of eager's own tf32 error")
     check.set_defaults(func=cmd_check)
 
     compile_check = sub.add_parser("compile-check", help="compile every Triton kernel config and the CUDA extension "

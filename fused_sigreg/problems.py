@@ -5,7 +5,7 @@ backend evaluates exactly the same function; only ``x`` is differentiated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
@@ -40,14 +40,11 @@ class Problem:
     shape: Shape
     x: torch.Tensor                         # the differentiated input, (N, D) or (V, N, D)
     fixed: Dict[str, torch.Tensor]          # directions (D, K) and, for RDMReg, target samples
-    _compiled: Optional[Callable] = field(default=None, repr=False)
 
     def loss(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-        """The op on x with this problem's fixed inputs; backend "compile" is torch.compile(eager)."""
+        """The op on x with this problem's fixed inputs; backend "compile" is ``compiled_reference``."""
         if backend == "compile":
-            if self._compiled is None:
-                self._compiled = torch.compile(lambda v: _CALLS[self.op](v, self, "eager"))
-            return self._compiled(x)
+            return compiled_reference(self.op, self.shape.T)(x, **self.fixed)
         return _CALLS[self.op](x, self, backend)
 
     def inputs(self):
@@ -57,6 +54,36 @@ class Problem:
         """The same problem with its directions rounded to ``dtype`` (what 16-bit kernels multiply by)."""
         fixed = dict(self.fixed, directions=self.fixed["directions"].to(dtype).float())
         return Problem(self.op, self.shape, self.x, fixed)
+
+
+def _sigreg_eager(n_points: int) -> Callable:
+    return lambda x, directions: sigreg(x, directions=directions, n_points=n_points, backend="eager")
+
+
+def _swd_eager(x, directions):
+    return sliced_wasserstein(x, directions=directions, backend="eager")
+
+
+def _visreg_eager(x, directions):
+    return visreg(x, directions=directions, backend="eager")
+
+
+def _rdmreg_eager(x, directions, target):
+    return rdmreg(x, directions=directions, target_samples=target, backend="eager")
+
+
+_COMPILED: Dict[tuple, Callable] = {}
+
+
+def compiled_reference(op: str, n_points: int = 17) -> Callable:
+    """``torch.compile(<eager reference of op>, dynamic=True)``, made once per op and reused for every
+    problem size: what an expert tries first. Dynamic shapes make one compile serve a whole sweep
+    (a static compile per size would hit dynamo's recompile limit and silently run eager)."""
+    key = (op, n_points if op == "sigreg" else None)
+    if key not in _COMPILED:
+        fn = {"sigreg": _sigreg_eager(n_points), "swd": _swd_eager, "visreg": _visreg_eager, "rdmreg": _rdmreg_eager}[op]
+        _COMPILED[key] = torch.compile(fn, dynamic=True)
+    return _COMPILED[key]
 
 
 _CALLS: Dict[str, Callable] = {

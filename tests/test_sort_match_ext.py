@@ -1,7 +1,9 @@
 """The compiled extension (csrc/): segmented sort and sort-and-match ops, and the cpu backend of
 SWD, VISReg and RDMReg, against torch.sort and the eager reference."""
 import os
+import re
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -11,36 +13,50 @@ from fused_sigreg import bench, extension
 from fused_sigreg.ops.sort_match import QuantileMatchLoss
 from fused_sigreg.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
-from conftest import SORT_OPS, hard_values, rel_err, sort_reference
+from conftest import GPU, SORT_OPS, hard_values, rel_err, sort_reference
 
 ops = torch.ops.fused_sigreg
+# The extension's kernels run on CPU tensors, and on CUDA tensors where there is a GPU (the CUDA
+# part is then required: see the first test).
+DEVICES = ["cpu"] + (["cuda"] if GPU else [])
+
+
+def _cuda_part_expected() -> bool:
+    """What setup.py decides: a CUDA torch, a toolkit of the same major version, not switched off."""
+    if os.environ.get("FUSED_SIGREG_BUILD_CUDA") == "0" or not torch.version.cuda or not shutil.which("nvcc"):
+        return False
+    out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release (\d+)\.", out)
+    return bool(m) and m.group(1) == torch.version.cuda.split(".")[0]
 
 
 def test_extension_is_built_with_cpu_and_cuda_kernels():
     assert extension.available() == (True, "")
     for op in ("sort_match", "segmented_sort"):
         assert extension.has_kernel(op, "CPU")
-        # CI builds the CUDA sources (nvcc is there); a machine without nvcc builds CPU only
-        if shutil.which("nvcc") and os.environ.get("FUSED_SIGREG_BUILD_CUDA") != "0":
-            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", "CUDA")
+        if GPU or _cuda_part_expected():
+            assert extension.has_kernel(op, "CUDA")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("S,N", [(1, 2), (3, 3), (7, 1000), (2, 5000)])
-def test_segmented_sort_equals_stable_torch_sort(rng, S, N):
+def test_segmented_sort_equals_stable_torch_sort(rng, S, N, device):
     v = hard_values(rng, S, N)
-    sorted_, rows = ops.segmented_sort(v)
+    sorted_, rows = (t.cpu() for t in ops.segmented_sort(v.to(device)))
     ref = torch.sort(v, dim=1, stable=True)
     assert rows.dtype == torch.int32
     assert torch.equal(sorted_, ref.values)  # -0 and +0 compare equal
     assert torch.equal(rows.long(), ref.indices)
 
 
-def test_nan_sorts_last_and_propagates(rng):
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_sorts_last_and_propagates(rng, device):
     v = torch.randn(2, 9, generator=rng)
     v[0, 3] = float("nan")
+    v = v.to(device)
     sorted_, rows = ops.segmented_sort(v)
     assert torch.isnan(sorted_[0, -1]) and rows[0, -1] == 3
-    sum_sq, grad = ops.sort_match(v, normal_quantiles(9))
+    sum_sq, grad = ops.sort_match(v, normal_quantiles(9).to(device))
     assert torch.isnan(sum_sq[0]) and torch.isfinite(sum_sq[1])
 
 
@@ -58,22 +74,24 @@ SIZES = [(N, K) for N in (2, 3, 1000, 100_000) for K in (1, 7, 512)]
 
 @pytest.mark.parametrize("N,K,two_sample", [(N, K, False) for N, K in SIZES] +
                          [(N, K, True) for N, K in SIZES if N * K < 10_000_000])  # one 5e7-element case is enough
-def test_sort_match_matches_eager(rng, N, K, two_sample):
+@pytest.mark.parametrize("device", DEVICES)
+def test_sort_match_matches_eager(rng, N, K, two_sample, device):
     proj = torch.randn(K, N, generator=rng)
     target = torch.randn(K, N, generator=rng) if two_sample else normal_quantiles(N)
-    p = proj.clone().requires_grad_()
-    loss = QuantileMatchLoss.apply(p, target, ops.sort_match)
+    p = proj.to(device).requires_grad_()
+    loss = QuantileMatchLoss.apply(p, target.to(device), ops.sort_match)
     loss.backward()
     ref_loss, ref_grad = _eager_match(proj, target)
     assert rel_err(loss, ref_loss) <= 1e-5
     assert rel_err(p.grad, ref_grad) <= 1e-5
 
 
-def test_sort_match_with_ties_and_infinities(rng):
+@pytest.mark.parametrize("device", DEVICES)
+def test_sort_match_with_ties_and_infinities(rng, device):
     proj = hard_values(rng, 5, 64)
     proj[:, 0] = 1.0  # keep every row partly finite
     target = normal_quantiles(64)
-    sum_sq, grad = ops.sort_match(proj, target)
+    sum_sq, grad = (t.cpu() for t in ops.sort_match(proj.to(device), target.to(device)))
     ref_loss, ref_grad = _eager_match(proj, target)
     assert torch.allclose(sum_sq.sum().double() / proj.numel(), ref_loss, rtol=1e-6, equal_nan=True)
     # a stable order within ties gives the same gradient as a stable torch.sort, infinities included
@@ -106,11 +124,13 @@ OPS = SORT_OPS
 @pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("shape,K", [((2, 5), 3), ((3, 37, 20), 33), ((300, 65), 129)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cpu_backend_matches_eager(rng, op, shape, K, dtype):
-    x = torch.randn(*shape, generator=rng).to(dtype)
-    a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0)
+@pytest.mark.parametrize("device", DEVICES)
+def test_backend_matches_eager(rng, op, shape, K, dtype, device):
+    """The cpu backend on CPU tensors, the cuda backend (CUB) on CUDA tensors."""
+    x = torch.randn(*shape, generator=rng).to(device, dtype)
+    a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0).to(device)
     got_x = x.clone().requires_grad_()
-    value = OPS[op](got_x, a, backend="cpu")
+    value = OPS[op](got_x, a, backend=device)
     value.backward()
     ref, ref_grad = sort_reference(op, x, a)
     # same projections as eager (bitwise), so the sort's ranks agree (exact ties: see sort_reference);
@@ -120,12 +140,13 @@ def test_cpu_backend_matches_eager(rng, op, shape, K, dtype):
     assert rel_err(got_x.grad, ref_grad) <= (1e-5 if dtype == torch.float32 else 2.0**-7)
 
 
-def test_rdmreg_cpu_backend_matches_eager(rng):
-    z = torch.relu(torch.randn(2, 50, 12, generator=rng))
-    a = torch.nn.functional.normalize(torch.randn(12, 40, generator=rng), dim=0)
-    y = fs.sample_rgg(z.shape, generator=rng)
+@pytest.mark.parametrize("device", DEVICES)
+def test_rdmreg_backend_matches_eager(rng, device):
+    z = torch.relu(torch.randn(2, 50, 12, generator=rng)).to(device)
+    a = torch.nn.functional.normalize(torch.randn(12, 40, generator=rng), dim=0).to(device)
+    y = fs.sample_rgg(z.shape, generator=rng).to(device)
     got = z.clone().requires_grad_()
-    v = fs.rdmreg(got, directions=a, target_samples=y, backend="cpu")
+    v = fs.rdmreg(got, directions=a, target_samples=y, backend=device)
     v.backward()
     r, ref_grad = sort_reference("rdmreg", z, a, y)
     assert rel_err(v, r) <= 1e-5 and rel_err(got.grad, ref_grad) <= 1e-5
