@@ -6,7 +6,14 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1
 STAMP := $(VENV)/.fused_sigreg-installed
 
-.PHONY: install test bench check benchmarks results clean
+# The GPU machines' stack (Python 3.12, torch 2.11.0, triton 3.6.0), tested on CPU in its own venv.
+GPU_STACK_VENV := .venv-gpu-stack
+GPU_STACK_PY := $(GPU_STACK_VENV)/bin/python
+GPU_STACK_SPEC ?= torch==2.11.0 triton==3.6.0
+PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+GPU_STACK_STAMP := $(GPU_STACK_VENV)/.fused_sigreg-installed
+
+.PHONY: install test test-gpu-stack bench check benchmarks results gpu clean
 
 # The editable install compiles csrc/ into fused_sigreg/_C (CPU always, CUDA when nvcc is found).
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
@@ -20,6 +27,21 @@ install: $(STAMP)
 # The test suite (what CI runs).
 test: install
 	$(PY) -m pytest tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
+	exit $$status
+
+# The suite on the GPU machines' stack. Its extension is built CPU-only (the CUDA sources are built
+# by `make install` above and on the GPU by `make gpu`), which keeps CI inside its time.
+$(GPU_STACK_STAMP): pyproject.toml setup.py $(wildcard csrc/*)
+	test -n "$(PYTHON312)" || { echo "no python3.12 found (set PYTHON312=...)" >&2; exit 1; }
+	test -x $(GPU_STACK_PY) || $(PYTHON312) -m venv $(GPU_STACK_VENV)
+	$(GPU_STACK_PY) -m pip install --quiet --disable-pip-version-check $(GPU_STACK_SPEC) numpy setuptools wheel
+	FUSED_SIGREG_BUILD_CUDA=0 MAX_JOBS=$${MAX_JOBS:-2} $(GPU_STACK_PY) -m pip install --quiet --disable-pip-version-check \
+		--no-build-isolation -e ".[dev]"
+	touch $(GPU_STACK_STAMP)
+
+test-gpu-stack: $(GPU_STACK_STAMP)
+	FUSED_SIGREG_BUILD_CUDA=0 $(GPU_STACK_PY) -m pytest tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
 	exit $$status
 
@@ -39,9 +61,15 @@ bench: install
 results: install
 	$(PY) benchmarks/run.py
 
+# On a machine with a CUDA GPU and torch already installed (no network, no venv): build in place
+# against that Python, run the suite, compute-sanitizer, check every dtype and the CUDA sweep
+# (scripts/gpu.sh). PY defaults to python3 here; OUT_DIR=... names the log folder.
+gpu:
+	PY=$(if $(filter command line environment,$(origin PY)),$(PY),python3) bash scripts/gpu.sh $(OUT_DIR)
+
 # pytest-benchmark suite (kept out of `make test`).
 benchmarks: install
 	$(PY) -m pytest benchmarks --benchmark-only
 
 clean:
-	rm -rf $(VENV) build *.egg-info benchmarks/out
+	rm -rf $(VENV) $(GPU_STACK_VENV) build *.egg-info benchmarks/out

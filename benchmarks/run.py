@@ -1,12 +1,12 @@
 """Regenerate the benchmark results: sweeps over N, K, D, V for every op and provider, side by side.
 
     python benchmarks/run.py --device cpu          # benchmarks/results/cpu/{results.csv,results.json,*.png} + README
-    python benchmarks/run.py --device cuda         # the same on a GPU (fills the GPU section)
+    python benchmarks/run.py --device cuda         # the same on a GPU (fills the README's GPU section)
     python benchmarks/run.py --dtype bfloat16      # another dtype -> benchmarks/results/<device>_bfloat16/
 
-Providers in one run: "fused" (backend auto), each usable backend, and "compile" (torch.compile of
-the eager reference, at the base shape only: it recompiles per shape). Speedups are ratios to eager
-within the same run. OOM is recorded as a row status, not a crash; a backend that implements the op
+Providers at every point of one run: "fused" (backend auto), each usable backend, and "compile"
+(torch.compile of the eager reference with dynamic shapes, one compile per op serving every size:
+see ``fused_sigreg.problems.compiled_reference``). Speedups are ratios to eager within the same run. OOM is recorded as a row status, not a crash; a backend that implements the op
 but cannot run here (a GPU kernel on a CPU machine) is listed as "not measured", with the reason.
 """
 import argparse
@@ -24,12 +24,13 @@ from fused_sigreg.problems import OPS, make_problem  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+# Each device's results fill their own generated block of the README.
+MARKERS = {"cpu": ("<!-- results:start -->", "<!-- results:end -->"),
+           "cuda": ("<!-- results-cuda:start -->", "<!-- results-cuda:end -->")}
 
 
-def providers(problem, axis):
-    names = ["fused"] + backends_for(problem, include_emulated=False)
-    return names + (["compile"] if axis == "base" else [])
+def providers(problem):
+    return ["fused"] + backends_for(problem, include_emulated=False) + ["compile"]
 
 
 def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
@@ -39,7 +40,7 @@ def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
         for shape, axis in sweep:
             problem = make_problem(op, shape, dtype, device=device)
             results = {}
-            for provider in providers(problem, axis):
+            for provider in providers(problem):
                 backend = None if provider == "fused" else provider
                 row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
                 row["provider"], row["backend"], row["axis"] = provider, provider, axis
@@ -63,9 +64,16 @@ def read_csv(path):
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
-def render_section(rows, env_lines):
-    """README results section from result rows (strings or numbers): one table per op."""
-    out = [START, "", *env_lines, ""]
+def env_lines(device, csv_path):
+    """The lines above a device's tables: where and with what the numbers were measured."""
+    env = [line[2:].strip() for line in open(csv_path) if line.startswith("# ")]
+    return [f"Measured on {device}: " + "; ".join(env) + "."]
+
+
+def render_section(rows, lines, device="cpu"):
+    """README results section of ``device`` from result rows (strings or numbers): one table per op."""
+    start, end = MARKERS[device]
+    out = [start, "", *lines, ""]
     for op in OPS:
         op_rows = [r for r in rows if r["op"] == op]
         if not op_rows:
@@ -88,14 +96,15 @@ def render_section(rows, env_lines):
             mem = f"{group['fused']['peak_extra_MiB']} / {group['eager']['peak_extra_MiB']}"
             out.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {mem} |")
         out.append("")
-    out.append(END)
+    out.append(end)
     return "\n".join(out)
 
 
-def update_readme(readme, section):
+def update_readme(readme, section, device="cpu"):
+    start, end = MARKERS[device]
     text = open(readme).read()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     with open(readme, "w") as f:
         f.write(head + section + tail)
 
@@ -122,10 +131,8 @@ def main(argv=None):
         n_rows = [r for r in rows if r["op"] == op and r["axis"] in ("N", "base") and r["status"] == "ok"]
         bench.plot_results(n_rows, os.path.join(out, f"{op}.png"))
     if args.readme and args.dtype == "float32":
-        env = [line[2:].strip() for line in open(csv_path) if line.startswith("# ")]
-        section = render_section(read_csv(csv_path), [f"Measured on {args.device}: " + "; ".join(env) + ".",
-                                                      "GPU: not measured." if args.device == "cpu" else ""])
-        update_readme(args.readme, section)
+        update_readme(args.readme, render_section(read_csv(csv_path), env_lines(args.device, csv_path), args.device),
+                      args.device)
     print(f"wrote {out}")
 
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,11 +16,17 @@ from sweeps import SWEEPS  # noqa: E402
 
 CSV = os.path.join(REPO, "benchmarks", "results", "cpu", "results.csv")
 
-def test_readme_section_is_generated_from_the_committed_csv():
-    rows = results_run.read_csv(CSV)
-    env = [line[2:].strip() for line in open(CSV) if line.startswith("# ")]
-    expected = results_run.render_section(rows, ["Measured on cpu: " + "; ".join(env) + ".", "GPU: not measured."])
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_readme_section_is_generated_from_the_committed_csv(device):
+    csv = os.path.join(REPO, "benchmarks", "results", device, "results.csv")
     readme = open(os.path.join(REPO, "README.md")).read()
+    start, end = results_run.MARKERS[device]
+    assert start in readme and end in readme
+    if not os.path.exists(csv):  # no GPU run committed yet: the block says so
+        assert "not measured" in readme.split(start, 1)[1].split(end, 1)[0]
+        return
+    expected = results_run.render_section(results_run.read_csv(csv), results_run.env_lines(device, csv), device)
     assert expected in readme
 
 def test_committed_csv_covers_every_sweep_point_and_provider():
@@ -29,6 +36,8 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
         assert got == {(s.V, s.N, s.D, s.K) for s, _ in sweep}, op
         providers = {r["provider"] for r in rows if r["op"] == op}
         assert {"fused", "eager", "compile"} <= providers, op
+        for key in {(r["V"], r["N"], r["D"], r["K"]) for r in rows if r["op"] == op}:  # compile at every point
+            assert any(r["provider"] == "compile" and (r["V"], r["N"], r["D"], r["K"]) == key for r in rows), (op, key)
         # every backend that implements the op is listed, timed or "not measured"
         stage = DISPATCHED_STAGE[op]
         assert {n for n, b in dispatch.registered_backends().items() if stage in b.ops} <= providers, op
