@@ -123,10 +123,12 @@ def main(argv=None):
     suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
     out = args.out or os.path.join(REPO, "benchmarks", "results", args.device + suffix)
     os.makedirs(out, exist_ok=True)
-    rows = run(args.device, args.op.split(","), args.warmup, args.repeats, args.quick, getattr(torch, args.dtype))
     csv_path = os.path.join(out, "results.csv")
-    bench.write_results(rows, csv_path)
-    bench.write_results(rows, os.path.join(out, "results.json"))
+    rows = []
+    for op in args.op.split(","):  # written after each op, so that a run cut short keeps what it measured
+        rows += run(args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype))
+        bench.write_results(rows, csv_path)
+        bench.write_results(rows, os.path.join(out, "results.json"))
     for op in args.op.split(","):
         n_rows = [r for r in rows if r["op"] == op and r["axis"] in ("N", "base") and r["status"] == "ok"]
         bench.plot_results(n_rows, os.path.join(out, f"{op}.png"))

@@ -5,6 +5,7 @@
 #   PY=python3            the interpreter whose torch/triton are used (default python3)
 #   OUT_DIR               logs, junit.xml, results-cuda.tar.gz (default benchmarks/out/gpu)
 #   GPU_STEPS="build tests sanitizer check bench"   the steps to run (default all, in this order)
+#   TEST_WORKERS=8, BENCH_LIMIT=540                 pytest-xdist workers; seconds the sweep may take
 #
 # Each step runs under a time limit (together well inside 30 minutes on one H100) and prints one
 # verdict line; the benchmark step writes benchmarks/results/cuda/ and the README's GPU section.
@@ -81,7 +82,7 @@ if wants check; then
 fi
 
 if wants bench; then
-  step bench 900 "$PY" benchmarks/run.py --device cuda
+  step bench "${BENCH_LIMIT:-540}" "$PY" benchmarks/run.py --device cuda
   tar czf "$OUT_DIR/results-cuda.tar.gz" benchmarks/results/cuda README.md 2>/dev/null
 fi
 
