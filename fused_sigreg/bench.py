@@ -232,8 +232,10 @@ def _command_output(args: List[str]) -> str:
 
 def environment() -> Dict:
     """Where the numbers come from: device, driver, versions, commit (+dirty for uncommitted changes), time."""
-    commit = _command_output(["git", "rev-parse", "HEAD"])
-    if commit and _command_output(["git", "status", "--porcelain", "--untracked-files=no"]):
+    # FUSED_SIGREG_COMMIT names the commit where the tree was copied without its history (a remote run)
+    commit = os.environ.get("FUSED_SIGREG_COMMIT") or _command_output(["git", "rev-parse", "HEAD"])
+    if commit and not os.environ.get("FUSED_SIGREG_COMMIT") and _command_output(
+            ["git", "status", "--porcelain", "--untracked-files=no"]):
         commit += "+dirty"
     try:
         import triton

@@ -5,7 +5,9 @@
 #   PY=python3            the interpreter whose torch/triton are used (default python3)
 #   OUT_DIR               logs, junit.xml, results-cuda.tar.gz (default benchmarks/out/gpu)
 #   GPU_STEPS="build tests sanitizer check bench"   the steps to run (default all, in this order)
-#   TEST_WORKERS=8, BENCH_LIMIT=540                 pytest-xdist workers; seconds the sweep may take
+#   TEST_WORKERS=8, BENCH_LIMIT=540                 pytest-xdist workers (0: one process); seconds the sweep may take
+#   FUSED_SIGREG_COMMIT=<hash>                      the commit to stamp results with where the tree
+#                                                   was copied without its git history
 #
 # Each step runs under a time limit (together well inside 30 minutes on one H100) and prints one
 # verdict line; the benchmark step writes benchmarks/results/cuda/ and the README's GPU section.
@@ -44,7 +46,8 @@ wants() { [[ $STEPS == *" $1 "* ]]; }
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi not found"
   "$PY" -c 'import sys, torch, numpy; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "numpy", numpy.__version__)'
   "$PY" -c 'import triton; print("triton", triton.__version__)' 2>/dev/null || echo "triton not installed"
-  echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo +dirty)"
+  if [ -n "${FUSED_SIGREG_COMMIT:-}" ]; then echo "commit $FUSED_SIGREG_COMMIT (given by FUSED_SIGREG_COMMIT)"
+  else echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo +dirty)"; fi
 } | tee "$OUT_DIR/env.txt"
 
 if wants build; then
@@ -57,7 +60,7 @@ fi
 
 if wants tests; then
   PARALLEL=()
-  "$PY" -c 'import xdist' 2>/dev/null && PARALLEL=(-n "${TEST_WORKERS:-8}")
+  if [ "${TEST_WORKERS:-8}" != 0 ] && "$PY" -c 'import xdist' 2>/dev/null; then PARALLEL=(-n "${TEST_WORKERS:-8}"); fi
   step tests 540 "$PY" -m pytest tests -q -rfEs -p no:cacheprovider "${PARALLEL[@]}" --junitxml="$OUT_DIR/junit.xml"
 fi
 
