@@ -10,7 +10,9 @@ STAMP := $(VENV)/.fused_sigreg-installed
 GPU_STACK_VENV := .venv-gpu-stack
 GPU_STACK_PY := $(GPU_STACK_VENV)/bin/python
 GPU_STACK_SPEC ?= torch==2.11.0 triton==3.6.0
-PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+# (a pyenv shim named python3.12 exists even where it cannot run, so the candidate must answer)
+PYTHON312 ?= $(firstword $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12),\
+	$(if $(shell $(p) -c 'import sys; print(sys.version_info[:2] == (3, 12))' 2>/dev/null | grep True),$(p))))
 GPU_STACK_STAMP := $(GPU_STACK_VENV)/.fused_sigreg-installed
 
 .PHONY: install test test-gpu-stack bench check benchmarks results gpu clean
