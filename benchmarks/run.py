@@ -125,10 +125,11 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     csv_path = os.path.join(out, "results.csv")
     rows = []
+    env = bench.environment()  # the code that runs is the code at the start (commit, dirty or not)
     for op in args.op.split(","):  # written after each op, so that a run cut short keeps what it measured
         rows += run(args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype))
-        bench.write_results(rows, csv_path)
-        bench.write_results(rows, os.path.join(out, "results.json"))
+        bench.write_results(rows, csv_path, env)
+        bench.write_results(rows, os.path.join(out, "results.json"), env)
     for op in args.op.split(","):
         n_rows = [r for r in rows if r["op"] == op and r["axis"] in ("N", "base") and r["status"] == "ok"]
         bench.plot_results(n_rows, os.path.join(out, f"{op}.png"))

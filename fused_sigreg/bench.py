@@ -255,9 +255,10 @@ def environment() -> Dict:
     return env
 
 
-def write_results(rows: List[Dict], path: str) -> None:
-    """CSV (one row per case, environment in leading '#' lines) or JSON ({environment, rows})."""
-    env = environment()
+def write_results(rows: List[Dict], path: str, env: Optional[Dict] = None) -> None:
+    """CSV (one row per case, environment in leading '#' lines) or JSON ({environment, rows}).
+    ``env`` defaults to ``environment()`` now; a long run passes the one taken when it started."""
+    env = env or environment()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.endswith(".json"):
         with open(path, "w") as f:
