@@ -13,7 +13,7 @@ import torch
 
 from . import dispatch
 from .problems import DISPATCHED_STAGE, Problem, Shape, make_problem
-from .triton_backend import fp32_matmul_uses_tf32
+from .triton_backend import NEW_TF32_API, fp32_matmul_uses_tf32
 
 FP32_TOLERANCE = 1e-5
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -136,7 +136,7 @@ def _check_tf32(problem: Problem, truth) -> List[Dict]:
 def tf32_enabled(on: bool = True):
     """fp32 matmuls in tf32 (or not) inside the block, through whichever API this torch has."""
     matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
+    if NEW_TF32_API:
         saved = matmul.fp32_precision
         matmul.fp32_precision = "tf32" if on else "ieee"
         try:

@@ -26,12 +26,13 @@ def fp32_matmul_uses_tf32() -> bool:
     ``torch.backends.cuda.matmul.fp32_precision`` (newer torch) resolves the global
     ``torch.backends.fp32_precision`` and mirrors the legacy ``allow_tf32``; reading the legacy flag
     after the new API was used raises in torch, so the new one is read wherever it exists."""
-    if _NEW_TF32_API:
+    if NEW_TF32_API:
         return torch.backends.cuda.matmul.fp32_precision == "tf32"
     return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
-_NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+# newer torch has the fp32_precision settings; older torch only allow_tf32
+NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
 
 
 def device_of(t: torch.Tensor):

@@ -60,6 +60,20 @@ def test_bench_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_check_tf32_needs_float32_on_cuda():
+    out = _run("check", "--tf32", "--device", "cpu", "--op", "swd")
+    assert out.returncode != 0 and "--tf32 applies to --dtype float32 on a CUDA device" in out.stderr
+
+
+def test_check_tf32_budget_on_cuda():
+    """The tf32 rows: every backend within 2x of eager's own tf32 error (run on a GPU; `make gpu` does)."""
+    if not torch.cuda.is_available():
+        pytest.skip("tf32 matmuls need a CUDA device")
+    out = _run("check", "--tf32", "--N", "300", "--D", "65", "--K", "129", "--V", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "float32 (tf32)" in out.stdout and "FAIL" not in out.stdout
+
+
 def test_unknown_op_is_rejected():
     out = _run("check", "--op", "nope")
     assert out.returncode != 0 and "unknown op" in out.stderr
