@@ -19,7 +19,15 @@ import sys
 
 from setuptools import setup
 
-PACKAGES = ["fused_sigreg", "fused_sigreg.ops", "fused_sigreg.kernels"]
+PACKAGES = [
+    "fused_sigreg",
+    "fused_sigreg.ops",
+    "fused_sigreg.backends",
+    "fused_sigreg.backends.triton",
+    "fused_sigreg.backends.extension",
+    "fused_sigreg.tools",
+    "fused_sigreg.kernels",
+]
 PACKAGE_DIR = {"fused_sigreg": "fused_sigreg", "fused_sigreg.kernels": "kernels"}
 
 

@@ -1,12 +1,13 @@
 """Regenerate the benchmark results: sweeps over N, K, D, V for every op and provider, side by side.
 
-    python benchmarks/run.py --device cpu          # benchmarks/results/cpu/{results.csv,results.json,*.png} + README
-    python benchmarks/run.py --device cuda         # the same on a GPU (fills the README's GPU section)
+    python benchmarks/run.py --device cpu          # benchmarks/results/cpu/{results.csv,results.json,*.png},
+                                                   # docs/results.md (all tables) and the README summary
+    python benchmarks/run.py --device cuda         # the same on a GPU (their GPU blocks)
     python benchmarks/run.py --dtype bfloat16      # another dtype -> benchmarks/results/<device>_bfloat16/
 
 Providers at every point of one run: "fused" (backend auto), each usable backend, and "compile"
 (torch.compile of the eager reference with dynamic shapes, one compile per op serving every size:
-see ``fused_sigreg.problems.compiled_reference``). Speedups are ratios to eager within the same run. OOM is recorded as a row status, not a crash; a backend that implements the op
+see ``fused_sigreg.tools.problems.compiled_reference``). Speedups are ratios to eager within the same run. OOM is recorded as a row status, not a crash; a backend that implements the op
 but cannot run here (a GPU kernel on a CPU machine) is listed as "not measured", with the reason.
 """
 import argparse
@@ -18,13 +19,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fused_sigreg import bench  # noqa: E402
-from fused_sigreg.check import backends_for, unmeasured_backends  # noqa: E402
-from fused_sigreg.problems import OPS, make_problem  # noqa: E402
+from fused_sigreg.tools import bench  # noqa: E402
+from fused_sigreg.tools.check import backends_for, unmeasured_backends  # noqa: E402
+from fused_sigreg.tools.problems import OPS, make_problem  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Each device's results fill their own generated block of the README.
+# Each device's results fill their own generated block of the README (base point) and docs/results.md (all).
 MARKERS = {"cpu": ("<!-- results:start -->", "<!-- results:end -->"),
            "cuda": ("<!-- results-cuda:start -->", "<!-- results-cuda:end -->")}
 
@@ -71,7 +72,7 @@ def env_lines(device, csv_path):
 
 
 def render_section(rows, lines, device="cpu"):
-    """README results section of ``device`` from result rows (strings or numbers): one table per op."""
+    """docs/results.md block of ``device`` from result rows (strings or numbers): one table per op."""
     start, end = MARKERS[device]
     out = [start, "", *lines, ""]
     for op in OPS:
@@ -84,15 +85,7 @@ def render_section(rows, lines, device="cpu"):
                 "|---" * (6 + len(provs)) + "|"]
         for key in dict.fromkeys((r["axis"], r["V"], r["N"], r["D"], r["K"]) for r in op_rows):
             group = {r["provider"]: r for r in op_rows if (r["axis"], r["V"], r["N"], r["D"], r["K"]) == key}
-            cells = []
-            for p in provs:
-                r = group.get(p)
-                if r is None:
-                    cells.append("")
-                elif r["status"] != "ok":
-                    cells.append(r["status"])
-                else:
-                    cells.append(f"{float(r['fwd+bwd_ms_median']):.4g} ({float(r['speedup_vs_eager']):.3g}x)")
+            cells = [_cell(group.get(p)) for p in provs]
             mem = f"{group['fused']['peak_extra_MiB']} / {group['eager']['peak_extra_MiB']}"
             out.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {mem} |")
         out.append("")
@@ -100,12 +93,38 @@ def render_section(rows, lines, device="cpu"):
     return "\n".join(out)
 
 
-def update_readme(readme, section, device="cpu"):
+def _cell(row):
+    if row is None:
+        return ""
+    if row["status"] != "ok":
+        return row["status"]
+    return f"{float(row['fwd+bwd_ms_median']):.4g} ({float(row['speedup_vs_eager']):.3g}x)"
+
+
+def render_summary(rows, lines, device="cpu"):
+    """README block of ``device``: each op at its base point, fused vs eager vs torch.compile."""
     start, end = MARKERS[device]
-    text = open(readme).read()
+    out = [start, "", *lines, "",
+           "| op | V, N, D, K | fused | eager | compile | peak MiB fused / eager |", "|---|---|---|---|---|---|"]
+    for op in OPS:
+        base = {r["provider"]: r for r in rows if r["op"] == op and r["axis"] == "base"}
+        if not base:
+            continue
+        b = base["eager"]
+        mem = f"{base['fused']['peak_extra_MiB']} / {b['peak_extra_MiB']}"
+        cells = " | ".join(_cell(base.get(p)) for p in ("fused", "eager", "compile"))
+        out.append(f"| {op} | {b['V']}, {b['N']}, {b['D']}, {b['K']} | {cells} | {mem} |")
+    out += ["", end]
+    return "\n".join(out)
+
+
+def update_block(path, section, device="cpu"):
+    """Replace ``device``'s generated block in the file at ``path`` with ``section``."""
+    start, end = MARKERS[device]
+    text = open(path).read()
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    with open(readme, "w") as f:
+    with open(path, "w") as f:
         f.write(head + section + tail)
 
 
@@ -117,6 +136,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")
     parser.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="README to update ('' to skip)")
+    parser.add_argument("--docs", default=os.path.join(REPO, "docs", "results.md"), help="tables to update ('' to skip)")
     parser.add_argument("--quick", action="store_true", help="two shapes per op (smoke test)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
@@ -133,9 +153,12 @@ def main(argv=None):
     for op in args.op.split(","):
         n_rows = [r for r in rows if r["op"] == op and r["axis"] in ("N", "base") and r["status"] == "ok"]
         bench.plot_results(n_rows, os.path.join(out, f"{op}.png"))
-    if args.readme and args.dtype == "float32":
-        update_readme(args.readme, render_section(read_csv(csv_path), env_lines(args.device, csv_path), args.device),
-                      args.device)
+    if args.dtype == "float32":
+        saved, env_text = read_csv(csv_path), env_lines(args.device, csv_path)
+        if args.readme:
+            update_block(args.readme, render_summary(saved, env_text, args.device), args.device)
+        if args.docs:
+            update_block(args.docs, render_section(saved, env_text, args.device), args.device)
     print(f"wrote {out}")
 
 

@@ -3,7 +3,7 @@
 CPU sizes finish in minutes on a 2-core machine; CUDA sizes reach the LeJEPA Table 6 and VISReg
 scaling settings (N = 8192 / 32768 with 512 slices; V = 8, N up to 50000, D up to 10000).
 """
-from fused_sigreg.problems import OPS, Shape
+from fused_sigreg.tools.problems import OPS, Shape
 
 AXES = {
     "cpu": dict(base=Shape(1, 4096, 256, 256), N=(256, 1024, 4096, 16384), K=(64, 256, 1024), D=(64, 256, 1024),

@@ -7,9 +7,10 @@ same cases run on the GPU.
 import pytest
 import torch
 
-from fused_sigreg import bench, dispatch
-from fused_sigreg.check import backends_for
-from fused_sigreg.problems import DISPATCHED_STAGE, OPS, Shape, make_problem
+from fused_sigreg import dispatch
+from fused_sigreg.tools import bench
+from fused_sigreg.tools.check import backends_for
+from fused_sigreg.tools.problems import DISPATCHED_STAGE, OPS, Shape, make_problem
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = [Shape(1, n, d, k) for n in (1024, 4096) for d in (128, 512) for k in (256,)] + [Shape(2, 2048, 256, 256)]

@@ -1,4 +1,5 @@
-// Op schemas of the compiled extension (TORCH_LIBRARY) and the Python module that loads them.
+// Every op schema of the compiled extension (TORCH_LIBRARY) and the Python module that loads them;
+// the CPU and CUDA files register implementations only (TORCH_LIBRARY_IMPL).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -16,4 +17,11 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // inside, per slice) -> (sum_sq (S,) float32, grad (S, N) float32): sum_sq[s] = sum_i (sort(proj[s])_i
   // - t_i)^2 and grad = d sum_sq[s] / d proj[s], written at the original positions.
   m.def("sort_match(Tensor proj, Tensor target) -> (Tensor, Tensor)");
+  // SIGReg's ECF stage (CPU). proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of
+  // cos / sin(j * delta * p), j < n_points.
+  m.def("ecf_sums(Tensor proj, float delta, int n_points) -> Tensor");
+  // proj (V, N, K), coef (V, 2, T, K) -> d (V, N, K) = sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p).
+  m.def("ecf_grad(Tensor proj, Tensor coef, float delta) -> Tensor");
+  // the same, written over proj (contiguous): backward's dP takes the place of the saved P
+  m.def("ecf_grad_(Tensor(a!) proj, Tensor coef, float delta) -> ()");
 }

@@ -178,15 +178,6 @@ void ecf_grad_inplace_cpu(at::Tensor& proj, const at::Tensor& coef, double delta
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(fused_sigreg, m) {
-  // proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of cos / sin(j * delta * p), j < n_points.
-  m.def("ecf_sums(Tensor proj, float delta, int n_points) -> Tensor");
-  // proj (V, N, K), coef (V, 2, T, K) -> d (V, N, K) = sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p).
-  m.def("ecf_grad(Tensor proj, Tensor coef, float delta) -> Tensor");
-  // the same, written over proj (contiguous): backward's dP takes the place of the saved P
-  m.def("ecf_grad_(Tensor(a!) proj, Tensor coef, float delta) -> ()");
-}
-
 TORCH_LIBRARY_IMPL(fused_sigreg, CPU, m) {
   m.impl("ecf_sums", &ecf_sums_cpu);
   m.impl("ecf_grad", &ecf_grad_cpu);

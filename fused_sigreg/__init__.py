@@ -3,9 +3,7 @@
 SIGReg (LeJEPA), sliced Wasserstein and VISReg, and RDMReg (Rectified LpJEPA), each as a
 function and as a drop-in module, dispatched to the best available backend.
 """
-from . import eager_backend as _eager_backend  # noqa: F401  (registers the eager backend)
-from . import triton_backend as _triton_backend  # noqa: F401  (registers the triton backend)
-from . import extension_backends as _extension_backends  # noqa: F401  (registers cpu and cuda)
+from . import backends as _backends  # noqa: F401  (registers eager, triton, cpu and cuda)
 from .dispatch import BackendUnavailableError, available_backends
 from .objectives import lejepa_loss, rectified_lpjepa_loss, visreg_loss
 from .ops.rdmreg import RDMReg, rdmreg

@@ -1,24 +1,28 @@
-"""Backend registry and per-call selection (DESIGN.md §4).
+"""Backend registry and per-call selection (docs/design.md §4).
 
-A backend serves some *ops* (named stages such as ``"ecf_means"``) with callables that take
-the same arguments as the eager reference of that stage. ``select`` picks one per call:
-an explicit name must serve the call or raise ``BackendUnavailableError``; ``"auto"`` walks the
+A backend serves some *stages* (``"ecf_means"``, ``"sliced_wasserstein"``, ...) with callables that
+take the same arguments as the eager reference of that stage. ``select`` picks one per call: an
+explicit name must serve the call or raise ``BackendUnavailableError``; ``"auto"`` walks the
 registered backends by priority and falls back to ``eager``, logging each reason once.
+
+The registry is one ``Registry`` object (``REGISTRY``); tests swap in a copy with ``use_registry``.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 logger = logging.getLogger("fused_sigreg")
 
 ENV_VAR = "FUSED_SIGREG_BACKEND"
 BACKEND_NAMES = ("auto", "eager", "triton", "cuda", "cpu")
-# Backends that later issues implement; listed so that available_backends() explains them.
-_PLANNED = {name: "no such backend is registered" for name in BACKEND_NAMES[1:]}
+KERNEL_DTYPES = ("float32", "bfloat16", "float16")
+SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
 
 Verdict = Tuple[bool, str]
 
@@ -33,10 +37,10 @@ class KernelCompileError(RuntimeError):
 
 @dataclass
 class Backend:
-    """One backend: its ops, whether it can run here, and which calls it accepts.
+    """One backend: its stages, whether it can run here, and which calls it accepts.
 
-    ``available()`` is asked once per process state (e.g. "triton not installed");
-    ``supports(op, tensors)`` per call (e.g. "CPU tensors", "N > 4096").
+    ``available()`` answers for the process (e.g. "triton is not installed");
+    ``supports(stage, tensors)`` per call (e.g. "CPU tensors", "N > 4096").
     """
 
     name: str
@@ -48,23 +52,137 @@ class Backend:
     # requests only, so that ``auto`` never routes real work through it and bench never times it.
     emulated: Callable[[], bool] = lambda: False
 
-    def verdict(self, op: str, tensors: tuple) -> Verdict:
-        ok, why = self.available()
+
+class Registry:
+    """The registered backends, which (backend, stage) pairs failed to compile in this process, and
+    which fallback reasons were already logged."""
+
+    def __init__(self, backends: Optional[Dict[str, Backend]] = None):
+        self.backends: Dict[str, Backend] = dict(backends or {})
+        self.broken: Dict[Tuple[str, str], str] = {}
+        self.logged: set = set()
+
+    def copy(self) -> "Registry":
+        """A registry with the same backends and fresh process state (nothing broken or logged)."""
+        return Registry(self.backends)
+
+    def register(self, backend: Backend) -> None:
+        if backend.name not in BACKEND_NAMES or backend.name == "auto":
+            raise ValueError(f"backend name must be one of {BACKEND_NAMES[1:]}, got {backend.name!r}")
+        self.backends[backend.name] = backend
+
+    def verdict(self, backend: Backend, op: str, tensors: tuple) -> Verdict:
+        ok, why = backend.available()
         if not ok:
             return False, why
-        if op not in self.ops:
+        if op not in backend.ops:
             return False, f"it has no implementation of {op!r}"
-        if (self.name, op) in _BROKEN:
-            return False, _BROKEN[(self.name, op)]
-        return self.supports(op, tensors)
+        if (backend.name, op) in self.broken:
+            return False, self.broken[(backend.name, op)]
+        return backend.supports(op, tensors)
+
+    def available(self) -> Dict[str, Verdict]:
+        """For each backend name: (usable here, reason when not)."""
+        out = {}
+        for name in BACKEND_NAMES[1:]:
+            backend = self.backends.get(name)
+            out[name] = backend.available() if backend is not None else (False, "no such backend is registered")
+        return out
+
+    def select(self, op: str, tensors: tuple, backend: Optional[str] = None) -> Tuple[str, Callable]:
+        """(backend name, callable) that serves stage ``op`` for these input tensors."""
+        name = requested_backend(backend)
+        if name != "auto":
+            impl = self.backends.get(name)
+            if impl is None:
+                raise BackendUnavailableError(
+                    f"backend {name!r} was requested for {op} but is unavailable: no such backend is registered"
+                )
+            ok, why = self.verdict(impl, op, tensors)
+            if not ok:
+                raise BackendUnavailableError(f"backend {name!r} was requested for {op} but cannot serve this call: {why}")
+            return name, impl.ops[op]
+        for impl in sorted(self.backends.values(), key=lambda b: -b.priority):
+            ok, why = self.verdict(impl, op, tensors)
+            if ok and impl.emulated():
+                ok, why = False, "it runs in an emulator here, so it serves explicit requests only"
+            if ok:
+                return impl.name, impl.ops[op]
+            self._log_once(op, impl.name, why)
+        raise BackendUnavailableError(f"no registered backend serves {op} (the eager backend is missing)")
+
+    def run(self, op: str, tensors: tuple, backend: Optional[str], *args):
+        """Select a backend for ``op`` and call it with ``args``.
+
+        Under ``auto``, a kernel that fails to compile here is marked broken for this process
+        (warned once) and the call falls back to eager; an explicitly requested backend re-raises.
+        """
+        name, impl = self.select(op, tensors, backend)
+        try:
+            return impl(*args)
+        except KernelCompileError as e:
+            if requested_backend(backend) != "auto":
+                raise
+            self.broken[(name, op)] = f"its kernel failed to compile here: {e}"
+            warnings.warn(
+                f"fused_sigreg: {op} on backend {name!r} failed to compile; using eager from now on ({e})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return self.backends["eager"].ops[op](*args)
+
+    def _log_once(self, op: str, name: str, why: str) -> None:
+        key = (op, name, why)
+        if key not in self.logged:
+            self.logged.add(key)
+            logger.info("fused_sigreg: %s: backend %r not used (%s); trying the next one", op, name, why)
 
 
-_REGISTRY: Dict[str, Backend] = {}
-_LOGGED = set()
-_BROKEN: Dict[Tuple[str, str], str] = {}  # (backend, op) -> why its kernel failed to compile here
+REGISTRY = Registry()
 
 
-KERNEL_DTYPES = ("float32", "bfloat16", "float16")
+@contextlib.contextmanager
+def use_registry(registry: Registry) -> Iterator[Registry]:
+    """Route every dispatch through ``registry`` inside the block (tests use a ``REGISTRY.copy()``)."""
+    global REGISTRY
+    saved, REGISTRY = REGISTRY, registry
+    try:
+        yield registry
+    finally:
+        REGISTRY = saved
+
+
+def register_backend(backend: Backend) -> None:
+    REGISTRY.register(backend)
+
+
+def registered_backends() -> Dict[str, Backend]:
+    return dict(REGISTRY.backends)
+
+
+def available_backends() -> Dict[str, Verdict]:
+    """For each backend name: (usable here, reason when not)."""
+    return REGISTRY.available()
+
+
+def select(op: str, tensors: tuple, backend: Optional[str] = None) -> Tuple[str, Callable]:
+    """(backend name, callable) that serves ``op`` for these input tensors (see ``Registry.select``)."""
+    return REGISTRY.select(op, tensors, backend)
+
+
+def run(op: str, tensors: tuple, backend: Optional[str], *args):
+    """Select a backend for ``op`` and call it with ``args`` (see ``Registry.run``)."""
+    return REGISTRY.run(op, tensors, backend, *args)
+
+
+def requested_backend(backend: Optional[str]) -> str:
+    """The explicit argument, else ``$FUSED_SIGREG_BACKEND``, else ``"auto"``; validated."""
+    source = "backend"
+    if backend is None:
+        backend, source = os.environ.get(ENV_VAR) or "auto", ENV_VAR
+    if not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES:
+        raise ValueError(f"{source} must be one of {', '.join(BACKEND_NAMES)}; got {backend!r}")
+    return backend.lower()
 
 
 def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> Verdict:
@@ -82,7 +200,7 @@ def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> 
 
 
 def lazy_op(stages: Callable[[], Dict[str, Callable]], name: str) -> Callable:
-    """An op implementation that calls ``stages()[name]``: ``stages`` imports the backend's module
+    """A stage implementation that calls ``stages()[name]``: ``stages`` imports the backend's module
     (with an import statement, which torch.compile traces) and returns its table of stages, so that
     registering a backend imports neither triton nor the extension."""
 
@@ -90,82 +208,3 @@ def lazy_op(stages: Callable[[], Dict[str, Callable]], name: str) -> Callable:
         return stages()[name](*args)
 
     return call
-
-
-SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
-
-
-def register_backend(backend: Backend) -> None:
-    if backend.name not in BACKEND_NAMES or backend.name == "auto":
-        raise ValueError(f"backend name must be one of {BACKEND_NAMES[1:]}, got {backend.name!r}")
-    _REGISTRY[backend.name] = backend
-
-
-def registered_backends() -> Dict[str, Backend]:
-    return dict(_REGISTRY)
-
-
-def available_backends() -> Dict[str, Verdict]:
-    """For each backend name: (usable here, reason when not)."""
-    out = {}
-    for name in BACKEND_NAMES[1:]:
-        backend = _REGISTRY.get(name)
-        out[name] = backend.available() if backend is not None else (False, _PLANNED[name])
-    return out
-
-
-def requested_backend(backend: Optional[str]) -> str:
-    """The explicit argument, else ``$FUSED_SIGREG_BACKEND``, else ``"auto"``; validated."""
-    source = "backend"
-    if backend is None:
-        backend, source = os.environ.get(ENV_VAR) or "auto", ENV_VAR
-    if not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES:
-        raise ValueError(f"{source} must be one of {', '.join(BACKEND_NAMES)}; got {backend!r}")
-    return backend.lower()
-
-
-def _log_once(op: str, name: str, why: str) -> None:
-    key = (op, name, why)
-    if key not in _LOGGED:
-        _LOGGED.add(key)
-        logger.info("fused_sigreg: %s: backend %r not used (%s); trying the next one", op, name, why)
-
-
-def select(op: str, tensors: tuple, backend: Optional[str] = None) -> Tuple[str, Callable]:
-    """(backend name, callable) that serves ``op`` for these input tensors."""
-    name = requested_backend(backend)
-    if name != "auto":
-        impl = _REGISTRY.get(name)
-        if impl is None:
-            raise BackendUnavailableError(f"backend {name!r} was requested for {op} but is unavailable: {_PLANNED[name]}")
-        ok, why = impl.verdict(op, tensors)
-        if not ok:
-            raise BackendUnavailableError(f"backend {name!r} was requested for {op} but cannot serve this call: {why}")
-        return name, impl.ops[op]
-    for impl in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
-        ok, why = impl.verdict(op, tensors)
-        if ok and impl.emulated():
-            ok, why = False, "it runs in an emulator here, so it serves explicit requests only"
-        if ok:
-            return impl.name, impl.ops[op]
-        _log_once(op, impl.name, why)
-    raise BackendUnavailableError(f"no registered backend serves {op} (the eager backend is missing)")
-
-
-
-def run(op: str, tensors: tuple, backend: Optional[str], *args):
-    """Select a backend for ``op`` and call it with ``args``.
-
-    Under ``auto``, a kernel that fails to compile here is marked broken for this process (warned
-    once) and the call falls back to eager; an explicitly requested backend re-raises.
-    """
-    name, impl = select(op, tensors, backend)
-    try:
-        return impl(*args)
-    except KernelCompileError as e:
-        if requested_backend(backend) != "auto":
-            raise
-        _BROKEN[(name, op)] = f"its kernel failed to compile here: {e}"
-        warnings.warn(f"fused_sigreg: {op} on backend {name!r} failed to compile; using eager from now on ({e})",
-                      RuntimeWarning, stacklevel=3)
-        return _REGISTRY["eager"].ops[op](*args)

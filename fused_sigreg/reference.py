@@ -1,6 +1,6 @@
 """Eager PyTorch reference of every statistic: the ground truth all backends are tested against.
 
-Each function mirrors the official implementation's arithmetic (DESIGN.md §3) on already
+Each function mirrors the official implementation's arithmetic (docs/design.md §3) on already
 validated arguments; the public API in ``fused_sigreg.ops`` does the checking, direction
 sampling and dispatch. Never edit this file to agree with a kernel.
 

@@ -1,7 +1,7 @@
 """Slicing directions, Epps–Pulley quadrature and 1-D Gaussian quantile targets.
 
 Everything here is deterministic given its arguments so that every backend sees the
-same directions, knots and targets as the eager reference (DESIGN.md §3).
+same directions, knots and targets as the eager reference (docs/design.md §3).
 """
 from __future__ import annotations
 

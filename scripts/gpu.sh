@@ -10,7 +10,7 @@
 #                                                   was copied without its git history
 #
 # Each step runs under a time limit (together well inside 30 minutes on one H100) and prints one
-# verdict line; the benchmark step writes benchmarks/results/cuda/ and the README's GPU section.
+# verdict line; the benchmark step writes benchmarks/results/cuda/ and the GPU blocks of README.md and docs/results.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -86,7 +86,7 @@ fi
 
 if wants bench; then
   step bench "${BENCH_LIMIT:-540}" "$PY" benchmarks/run.py --device cuda
-  tar czf "$OUT_DIR/results-cuda.tar.gz" benchmarks/results/cuda README.md 2>/dev/null
+  tar czf "$OUT_DIR/results-cuda.tar.gz" benchmarks/results/cuda README.md docs/results.md 2>/dev/null
 fi
 
 echo

@@ -10,16 +10,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from helpers import GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
 
-import fused_sigreg as fs  # noqa: E402
-
-GPU = torch.cuda.is_available()
-# Where the Triton kernels run: the GPU, else Triton's interpreter on CPU tensors.
-TRITON_DEVICE = "cuda" if GPU else "cpu"
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-GOLDEN = pathlib.Path(os.environ.get("FUSED_SIGREG_GOLDEN", REPO.parent / "shared" / "golden" / "reference_cases.pt"))
-
+from fused_sigreg import dispatch  # noqa: E402
 
 @pytest.fixture(scope="session")
 def golden():
@@ -38,14 +31,6 @@ def rng():
     return torch.Generator().manual_seed(seed)
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b|, inf when anything is non-finite (NaN never passes)."""
-    a, b = torch.as_tensor(a).detach().cpu().double(), torch.as_tensor(b).detach().cpu().double()
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        return float("inf")
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-
 @pytest.fixture
 def triton_device():
     """The device Triton tests put their tensors on (checks the interpreter is on without a GPU)."""
@@ -53,61 +38,9 @@ def triton_device():
     return TRITON_DEVICE
 
 
-def hard_values(rng: torch.Generator, *shape) -> torch.Tensor:
-    """Sort inputs with ties, +-0, +-inf and ordinary values mixed."""
-    v = torch.randint(-3, 4, shape, generator=rng).float() * 0.5
-    specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
-    pick = torch.randint(0, 4, shape, generator=rng)
-    return torch.where(torch.rand(shape, generator=rng) < 0.2, specials[pick], v)
-
-
-# The one-sample sort ops by name, with explicit directions (D, K).
-SORT_OPS = {
-    "swd": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
-    "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
-    "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
-}
-
-
-def stable_sort_formula(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=None) -> torch.Tensor:
-    """The reference formula of a sort op ("swd", "swd_clamped", "visreg", "rdmreg") with a stable sort."""
-    from fused_sigreg import reference
-    from fused_sigreg.slicing import normal_quantiles
-
-    n = x.shape[-2]
-    if op == "visreg":
-        center, scale, x = reference.visreg_terms(x)
-    proj = reference.project(x, a)
-    if op == "rdmreg":  # only the sorted values of the target matter, not the order of its ties
-        target = reference.project(target_samples, a).to(proj.dtype).sort(dim=-2).values
-    else:
-        target = normal_quantiles(n, 1e-4 if op == "swd_clamped" else None).to(proj)[:, None]
-    shape = (torch.sort(proj, dim=-2, stable=True).values - target).square().mean()
-    return shape + scale + center if op == "visreg" else shape
-
-
-def _projections_tie(op: str, x: torch.Tensor, a: torch.Tensor) -> bool:
-    from fused_sigreg import reference
-
-    x = x.detach()
-    if op == "visreg":
-        x = reference.visreg_terms(x)[2]
-    ordered = reference.project(x, a).sort(dim=-2).values
-    return bool((ordered[..., 1:, :] == ordered[..., :-1, :]).any())
-
-
-def sort_reference(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=None):
-    """(value, d value / dx) a stable sort-and-match backend must reproduce: the eager reference's. Where
-    projections tie exactly (about once in a few runs at N = 300, K = 129 in fp32; often in 16-bit),
-    eager's unstable sort may hand tied rows each other's targets, equally valid; the gradient is then
-    the reference formula's with a stable sort, which is what the kernels compute."""
-    x = x.detach().requires_grad_()
-    if op == "rdmreg":
-        value = fs.rdmreg(x, directions=a, target_samples=target_samples, backend="eager")
-    else:
-        value = SORT_OPS[op](x, a, backend="eager")
-    if _projections_tie(op, x, a):
-        (grad,) = torch.autograd.grad(stable_sort_formula(op, x, a, target_samples), x)
-    else:
-        (grad,) = torch.autograd.grad(value, x)
-    return value.detach(), grad
+@pytest.fixture
+def registry():
+    """A copy of the backend registry that every dispatch goes through during the test; the test may
+    register, replace or break backends in it without touching the package's own registry."""
+    with dispatch.use_registry(dispatch.REGISTRY.copy()) as reg:
+        yield reg

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import fused_sigreg as fs
 from fused_sigreg import reference as R
 from fused_sigreg.slicing import normal_quantiles
-from conftest import rel_err
+from helpers import rel_err
 
 OPS = {
     "sigreg": lambda x, **kw: fs.sigreg(x, **kw),

@@ -13,21 +13,10 @@ X = torch.randn(20, 4)
 A = torch.nn.functional.normalize(torch.randn(4, 6), dim=0)
 
 
-@pytest.fixture
-def registry():
-    saved = dict(dispatch._REGISTRY)
-    dispatch._LOGGED.clear()
-    yield dispatch
-    dispatch._REGISTRY.clear()
-    dispatch._REGISTRY.update(saved)
-    dispatch._LOGGED.clear()
-    dispatch._BROKEN.clear()
-
-
 def _counting_ecf(calls):
     def ecf(x, a, t_max, n_points):
         calls.append(x.shape)
-        return dispatch.registered_backends()["eager"].ops["ecf_means"](x, a, t_max, n_points)
+        return dispatch.REGISTRY.backends["eager"].ops["ecf_means"](x, a, t_max, n_points)
     return ecf
 
 
@@ -57,7 +46,7 @@ def test_forcing_a_backend_that_cannot_serve_raises():
 
 
 def test_forcing_an_unregistered_backend_raises(registry):
-    del registry._REGISTRY["cpu"]
+    del registry.backends["cpu"]
     with pytest.raises(fs.BackendUnavailableError, match="backend 'cpu' was requested for visreg but is unavailable"):
         fs.visreg(X, directions=A, backend="cpu")
     assert fs.available_backends()["cpu"] == (False, "no such backend is registered")
@@ -65,7 +54,7 @@ def test_forcing_an_unregistered_backend_raises(registry):
 
 def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry, caplog):
     calls = []
-    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf(calls)},
+    registry.register(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf(calls)},
                                       supports=lambda op, t: (t[0].shape[0] <= 32, "N > 32 is not supported")))
     expected = fs.sigreg(X, directions=A, backend="eager")
     assert torch.equal(fs.sigreg(X, directions=A), expected)
@@ -81,14 +70,14 @@ def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry
 
 
 def test_forced_backend_that_refuses_the_call_raises(registry):
-    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])},
+    registry.register(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])},
                                       supports=lambda op, t: (False, "bf16 is not supported")))
     with pytest.raises(fs.BackendUnavailableError, match="cannot serve this call: bf16 is not supported"):
         fs.sigreg(X, directions=A, backend="cpu")
 
 
 def test_forced_backend_without_the_op_raises(registry):
-    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])}))
+    registry.register(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])}))
     with pytest.raises(fs.BackendUnavailableError, match="no implementation of 'visreg'"):
         fs.visreg(X, directions=A, backend="cpu")
     # ... while auto serves it with eager
@@ -97,7 +86,7 @@ def test_forced_backend_without_the_op_raises(registry):
 
 def test_unavailable_backend_is_skipped_by_auto(registry):
     calls = []
-    registry.register_backend(Backend("triton", priority=20, ops={"ecf_means": _counting_ecf(calls)},
+    registry.register(Backend("triton", priority=20, ops={"ecf_means": _counting_ecf(calls)},
                                       available=lambda: (False, "triton is not installed")))
     fs.sigreg(X, directions=A)
     assert calls == []
@@ -106,7 +95,7 @@ def test_unavailable_backend_is_skipped_by_auto(registry):
 
 def test_environment_variable_selects_backend(registry, monkeypatch):
     calls = []
-    registry.register_backend(Backend("cpu", priority=-5, ops={"ecf_means": _counting_ecf(calls)}))
+    registry.register(Backend("cpu", priority=-5, ops={"ecf_means": _counting_ecf(calls)}))
     fs.sigreg(X, directions=A)
     assert calls == []  # eager outranks it under auto
     monkeypatch.setenv("FUSED_SIGREG_BACKEND", "cpu")
@@ -120,7 +109,7 @@ def test_kernel_compile_failure_falls_back_under_auto_only(registry):
     def broken(*args):
         raise dispatch.KernelCompileError("ptxas ran out of registers")
 
-    registry.register_backend(Backend("cpu", priority=10, ops={"ecf_means": broken}))
+    registry.register(Backend("cpu", priority=10, ops={"ecf_means": broken}))
     expected = fs.sigreg(X, directions=A, backend="eager")
     with pytest.warns(RuntimeWarning, match="failed to compile; using eager"):
         assert torch.equal(fs.sigreg(X, directions=A), expected)
@@ -128,14 +117,20 @@ def test_kernel_compile_failure_falls_back_under_auto_only(registry):
     assert torch.equal(fs.sigreg(X, directions=A), expected)
     with pytest.raises(fs.BackendUnavailableError, match="ptxas ran out of registers"):
         fs.sigreg(X, directions=A, backend="cpu")
-    registry._BROKEN.clear()
+    registry.broken.clear()
     with pytest.raises(dispatch.KernelCompileError):
         fs.sigreg(X, directions=A, backend="cpu")
 
 
+def test_the_registry_fixture_leaves_the_package_registry_untouched(registry):
+    registry.register(Backend("cpu", priority=99, ops={}))
+    assert dispatch.REGISTRY is registry
+    assert fs.available_backends()["cpu"] == (True, "")
+
+
 def test_register_rejects_unknown_names(registry):
     with pytest.raises(ValueError, match="backend name must be one of"):
-        registry.register_backend(Backend("auto", priority=0))
+        registry.register(Backend("auto", priority=0))
 
 
 def test_import_and_run_without_triton():

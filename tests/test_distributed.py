@@ -1,5 +1,5 @@
 """Two gloo processes on CPU against (a) the reference's all_reduce semantics and (b) one process
-on the concatenated batch (DESIGN.md §6)."""
+on the concatenated batch (docs/design.md §6)."""
 import os
 
 import pytest

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fused_sigreg as fs
-from conftest import rel_err
+from helpers import rel_err
 
 TOL = 1e-5
 N_SIGREG_CASES = 7

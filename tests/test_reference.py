@@ -7,7 +7,7 @@ import torch
 import fused_sigreg as fs
 from fused_sigreg import reference as R
 from fused_sigreg.slicing import epps_pulley_quadrature, normal_quantiles, random_directions
-from conftest import rel_err
+from helpers import rel_err
 
 
 def _x(rng, *shape):
@@ -30,7 +30,7 @@ def test_sigreg_gradcheck(rng, shape, preset, reduction):
 
 
 def test_sigreg_gradient_closed_form(rng):
-    """dT_k/dp_nk = 2 sum_j w_j t_j [(phi_j - C_kj) sin(t_j p) + S_kj cos(t_j p)] (DESIGN.md §3, W = 1)."""
+    """dT_k/dp_nk = 2 sum_j w_j t_j [(phi_j - C_kj) sin(t_j p) + S_kj cos(t_j p)] (docs/design.md §3, W = 1)."""
     p = _x(rng, 2, 37, 5).requires_grad_()
     stats = R.epps_pulley(p, 3.0, 17)
     stats.sum().backward()
@@ -89,7 +89,7 @@ def test_sort_ops_gradcheck(rng, op, shape):
 
 
 def test_visreg_shape_gradient_is_centred_and_sigma_detached(rng):
-    """Shape term alone: dL/dz = g / sigma minus its mean over N, sigma held constant (DESIGN.md §3)."""
+    """Shape term alone: dL/dz = g / sigma minus its mean over N, sigma held constant (docs/design.md §3)."""
     z = _x(rng, 2, 11, 4).requires_grad_()
     a = _dirs(rng, 4, 6)
     fs.visreg(z, directions=a, scale_weight=0.0, center_weight=0.0).backward()

@@ -1,6 +1,6 @@
 """SIGReg (LeJEPA): the sliced Epps–Pulley test of N(0, 1) marginals.
 
-Two stages, as DESIGN.md §5 prescribes: a backend computes the ECF means (..., K, T) of the
+Two stages, as docs/design.md §5 prescribes: a backend computes the ECF means (..., K, T) of the
 projections (the expensive part), then the statistic is formed here in eager with the DDP
 average in between, so every backend shares the distributed semantics.
 """

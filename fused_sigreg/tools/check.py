@@ -11,9 +11,10 @@ from typing import Dict, List
 
 import torch
 
-from . import dispatch
+from .. import dispatch
+from .numerics import round_to_tf32
 from .problems import DISPATCHED_STAGE, Problem, Shape, make_problem
-from .triton_backend import NEW_TF32_API, fp32_matmul_uses_tf32
+from ..backends.triton.configs import NEW_TF32_API, fp32_matmul_uses_tf32
 
 FP32_TOLERANCE = 1e-5
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -40,8 +41,10 @@ def backends_for(problem: Problem, include_emulated: bool = True) -> List[str]:
     """Backends that can serve this problem's dispatched stage (emulated ones optionally left out)."""
     stage = DISPATCHED_STAGE[problem.op]
     names = []
-    for name, backend in dispatch.registered_backends().items():
-        if backend.verdict(stage, (problem.x, *problem.fixed.values()))[0] and (include_emulated or not backend.emulated()):
+    registry = dispatch.REGISTRY
+    for name, backend in registry.backends.items():
+        usable = registry.verdict(backend, stage, (problem.x, *problem.fixed.values()))[0]
+        if usable and (include_emulated or not backend.emulated()):
             names.append(name)
     return names
 
@@ -51,10 +54,11 @@ def unmeasured_backends(problem: Problem) -> Dict[str, str]:
     (benchmarks list them as "not measured" rather than leaving them out)."""
     stage = DISPATCHED_STAGE[problem.op]
     out = {}
-    for name, backend in dispatch.registered_backends().items():
+    registry = dispatch.REGISTRY
+    for name, backend in registry.backends.items():
         if stage not in backend.ops:
             continue
-        ok, why = backend.verdict(stage, (problem.x, *problem.fixed.values()))
+        ok, why = registry.verdict(backend, stage, (problem.x, *problem.fixed.values()))
         if ok and backend.emulated():
             ok, why = False, "it runs in an emulator (Triton's interpreter) here"
         if not ok:
@@ -113,7 +117,6 @@ def _check_tf32(problem: Problem, truth) -> List[Dict]:
     """fp32 with tf32 matmuls (CUDA): every backend against float64 truth, within 2x of the larger of
     eager's own error under the same setting and eager's error with x and the directions rounded to
     tf32 (computed in fp32 without tf32), plus 1e-6. Both kinds of kernel round x, A and dP to tf32."""
-    from .numerics import round_to_tf32
 
     eager = _errors(value_and_grad(problem, problem.x, "eager"), truth)
     rounded_problem = Problem(problem.op, problem.shape, problem.x,

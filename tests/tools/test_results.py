@@ -6,28 +6,33 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import run as results_run  # noqa: E402
 from fused_sigreg import dispatch  # noqa: E402
-from fused_sigreg.problems import DISPATCHED_STAGE  # noqa: E402
+from fused_sigreg.tools.problems import DISPATCHED_STAGE  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
 CSV = os.path.join(REPO, "benchmarks", "results", "cpu", "results.csv")
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_readme_section_is_generated_from_the_committed_csv(device):
+@pytest.mark.parametrize("document", ["README.md", "docs/results.md"])
+def test_result_blocks_are_generated_from_the_committed_csv(device, document):
+    """README's base-point summary and docs/results.md's full tables are exactly what run.py renders."""
     csv = os.path.join(REPO, "benchmarks", "results", device, "results.csv")
-    readme = open(os.path.join(REPO, "README.md")).read()
+    text = open(os.path.join(REPO, document)).read()
     start, end = results_run.MARKERS[device]
-    assert start in readme and end in readme
-    if not os.path.exists(csv):  # no GPU run committed yet: the block says so
-        assert "not measured" in readme.split(start, 1)[1].split(end, 1)[0]
+    assert start in text and end in text
+    if not os.path.exists(csv):  # no run committed yet: the block says so
+        assert "not measured" in text.split(start, 1)[1].split(end, 1)[0]
         return
-    expected = results_run.render_section(results_run.read_csv(csv), results_run.env_lines(device, csv), device)
-    assert expected in readme
+    render = results_run.render_summary if document == "README.md" else results_run.render_section
+    rows = results_run.read_csv(csv)
+    assert render(rows, results_run.env_lines(device, csv), device) in text
+    assert len(rows) > 4 * len(SWEEPS[device])  # every op, several providers
+
 
 def test_committed_csv_covers_every_sweep_point_and_provider():
     rows = results_run.read_csv(CSV)
@@ -40,7 +45,7 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
             assert any(r["provider"] == "compile" and (r["V"], r["N"], r["D"], r["K"]) == key for r in rows), (op, key)
         # every backend that implements the op is listed, timed or "not measured"
         stage = DISPATCHED_STAGE[op]
-        assert {n for n, b in dispatch.registered_backends().items() if stage in b.ops} <= providers, op
+        assert {n for n, b in dispatch.REGISTRY.backends.items() if stage in b.ops} <= providers, op
     assert all(r["status"] in ("ok", "OOM", "not measured") for r in rows)
     assert all(r["reason"] for r in rows if r["status"] == "not measured")
     for op in SWEEPS["cpu"]:
@@ -48,7 +53,7 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
 
 def test_run_script_smoke(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--op", "swd", "--quick",
-                          "--repeats", "1", "--out", str(tmp_path), "--readme", ""],
+                          "--repeats", "1", "--out", str(tmp_path), "--readme", "", "--docs", ""],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
     assert out.returncode == 0, out.stderr
     rows = results_run.read_csv(tmp_path / "results.csv")

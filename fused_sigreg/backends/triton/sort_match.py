@@ -1,7 +1,7 @@
-"""Sort-and-match on Triton for N <= MAX_N: launcher, configs and ``fused_sigreg::sort_match_triton``.
+"""Sort-and-match on Triton for N <= MAX_SORT_N: launcher and ``fused_sigreg::sort_match_triton``.
 
 The op has the contract of the extension's ``sort_match`` in the (V, N, K) layout (see
-``ops/sort_match.py``): it returns per-slice sums of squared residuals (V, K) and their gradient
+``backends/sort_match.py``): it returns per-slice sums of squared residuals (V, K) and their gradient
 (V, N, K), and is not differentiable itself; ``QuantileMatchLoss`` turns it into a loss whose
 backward is one multiply. The projection stays torch's ``x @ W`` (the one eager computes), so ranks,
 and hence gradients, agree with the reference even at near-ties.
@@ -11,40 +11,14 @@ reason: ``triton_op`` fails opcheck under the interpreter).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Tuple
 
 import torch
-import triton
-from triton.errors import TritonError
 
-from ..dispatch import KernelCompileError
-from ..kernels.sort_match import sort_match_kernel
-from ..triton_backend import device_of, patch_interpreter_index
-from .sort_match import make_stages, view_columns
-
-patch_interpreter_index()
-
-
-@dataclass(frozen=True)
-class SortConfig:
-    block_n: int   # sort width: the next power of two >= N (padding sorts last)
-    num_warps: int
-
-
-# One config per sort width, the only ones the launcher can pick; compile_check compiles each for
-# sm_80 and sm_90, one- and two-sample. Warps keep <= 8 keys per thread (other counts are untimed:
-# no GPU here). Wider sorts go to the extension's CUDA backend.
-SORT_CONFIGS = (SortConfig(32, 1), SortConfig(64, 1), SortConfig(128, 1), SortConfig(256, 2),
-                SortConfig(512, 4), SortConfig(1024, 4), SortConfig(2048, 8), SortConfig(4096, 16))
-MAX_N = SORT_CONFIGS[-1].block_n
-
-
-def sort_config(n: int) -> SortConfig:
-    for cfg in SORT_CONFIGS:
-        if n <= cfg.block_n:
-            return cfg
-    raise ValueError(f"sort_match_triton sorts at most {MAX_N} values per slice, got N = {n}")
+from ...kernels.sort_match import sort_match_kernel
+from ..sort_match import make_stages, view_columns
+from .configs import SORT_CONFIGS, CompileSpec, sort_config
+from .launch import launch
 
 
 def _check(proj: torch.Tensor, target: torch.Tensor) -> None:
@@ -67,12 +41,8 @@ def sort_match_triton(proj: torch.Tensor, target: torch.Tensor) -> Tuple[torch.T
     proj, target = proj.contiguous(), target.contiguous()
     sum_sq = torch.empty((V, K), dtype=torch.float32, device=proj.device)
     grad = torch.empty_like(proj)
-    try:
-        with device_of(proj):
-            sort_match_kernel[(V * K,)](proj, target, sum_sq, grad, N, K, BLOCK_N=cfg.block_n,
-                                        TWO_SAMPLE=target.dim() == 3, num_warps=cfg.num_warps)
-    except TritonError as e:
-        raise KernelCompileError(f"sort_match_kernel failed to compile or launch ({cfg}): {e}") from e
+    launch(sort_match_kernel, (V * K,), (proj, target, sum_sq, grad, N, K), cfg, BLOCK_N=cfg.block_n,
+           TWO_SAMPLE=target.dim() == 3, num_warps=cfg.num_warps)
     return sum_sq, grad
 
 
@@ -86,8 +56,6 @@ STAGES = make_stages(sort_match_triton, view_columns)
 
 def compile_specs():
     """Every (config, one-/two-sample) the launcher can pick, for ``compile_check``."""
-    from ..compile_check import CompileSpec
-
     pointers = ("proj_ptr", "target_ptr", "sum_sq_ptr", "grad_ptr")
     for cfg in SORT_CONFIGS:
         for two_sample in (False, True):

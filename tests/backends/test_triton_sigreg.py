@@ -13,12 +13,12 @@ triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 import triton.language as tl  # noqa: E402
 
 import fused_sigreg as fs
-from fused_sigreg import bench, memory, numerics
-from fused_sigreg.check import check_problem
-from fused_sigreg.problems import Shape, make_problem
+from fused_sigreg.tools import bench, memory, numerics
+from fused_sigreg.tools.check import check_problem
+from fused_sigreg.tools.problems import Shape, make_problem
 from fused_sigreg.kernels.sigreg_ecf import _round_to_tf32
-from fused_sigreg.ops import sigreg_triton  # noqa: F401  (prepares Triton's interpreter where needed)
-from conftest import GPU, TRITON_DEVICE as DEVICE, rel_err
+from fused_sigreg.backends.triton import sigreg as sigreg_triton  # noqa: F401  (prepares Triton's interpreter where needed)
+from helpers import GPU, TRITON_DEVICE as DEVICE, rel_err
 FP32_TOL = 1e-5
 
 
@@ -98,7 +98,7 @@ def test_16bit_within_budget(dtype, shape, K):
 @pytest.mark.parametrize("i", range(7))
 def test_golden_lejepa_cases(golden, i):
     case = golden["sigreg_lejepa"][i]
-    x = case["x"].to(DEVICE).requires_grad_()
+    x = case["x"].to(DEVICE, copy=True).requires_grad_()  # a copy: the golden data is shared
     value = fs.sigreg(x, directions=case["directions"].to(DEVICE), t_max=case["t_max"],
                       n_points=case["n_points"], reduction=case["reduction"], backend="triton")
     value.sum().backward()
@@ -148,7 +148,7 @@ def test_tf32_path_rounds_operands(rng):
 
 
 def test_opcheck(rng):
-    from fused_sigreg.ops.sigreg_triton import ecf_means_triton
+    from fused_sigreg.backends.triton.sigreg import ecf_means_triton
 
     x, a = _inputs(rng, (2, 33, 10), 7)
     for requires_grad in (False, True):
@@ -174,7 +174,7 @@ def _value_and_grads_fn(fn, x):
 
 def test_memory_matches_the_accounting():
     """Saved bytes equal the analytic count exactly; peak extra memory stays within the model."""
-    from fused_sigreg.ops.sigreg_triton import forward_config
+    from fused_sigreg.backends.triton.sigreg import forward_config
 
     for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 130, 12, 40, 17)]:
         problem = make_problem("sigreg", Shape(V, N, D, K, T), device=DEVICE)
@@ -232,7 +232,7 @@ def _set_tf32(how: str, on: bool) -> None:
 def test_tf32_setting_is_read_through_the_api_the_user_used(rng, restore_tf32, how):
     """Any of torch's tf32 switches is honoured, and none makes the call raise torch's
     "mix of the legacy and new APIs" error (reading allow_tf32 after the new API was used does)."""
-    from fused_sigreg.triton_backend import fp32_matmul_uses_tf32
+    from fused_sigreg.backends.triton.configs import fp32_matmul_uses_tf32
 
     if how != "legacy" and not NEW_TF32_API:
         pytest.skip(f"torch {torch.__version__} has only the legacy allow_tf32 flag")
@@ -301,21 +301,20 @@ def test_nan_input_gives_nan_under_tf32(rng, restore_tf32):
 def test_launches_run_on_the_inputs_device(rng, monkeypatch):
     """Every Triton launch enters a device guard for its input's device (Triton launches on the current
     device and stream, which need not be x's)."""
-    from fused_sigreg import triton_backend
-    from fused_sigreg.ops import sigreg_triton, sort_match_triton
+    from fused_sigreg.backends.triton import launch
 
     seen = []
+    device_of = launch.device_of
 
     def recording(t):
         seen.append(t.device)
-        return triton_backend.device_of(t)
+        return device_of(t)
 
-    monkeypatch.setattr(sigreg_triton, "device_of", recording)
-    monkeypatch.setattr(sort_match_triton, "device_of", recording)
+    monkeypatch.setattr(launch, "device_of", recording)
     x, a = _inputs(rng, (2, 37, 19), 9)
     _value_and_grads(x, a, "triton")
     fs.visreg(x.requires_grad_(), directions=a, backend="triton").backward()
     assert len(seen) == 3 and all(d == x.device for d in seen)  # forward, backward, sort
     if GPU:
-        guard = triton_backend.device_of(x)
+        guard = device_of(x)
         assert isinstance(guard, torch.cuda.device) and guard.idx == x.device.index

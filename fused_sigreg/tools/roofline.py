@@ -1,4 +1,4 @@
-"""GPU roofline of the projection work (DESIGN.md §8): useful matmul FLOPs and bytes per op, and
+"""GPU roofline of the projection work (docs/design.md §8): useful matmul FLOPs and bytes per op, and
 the dense peak rates of the GPUs we report on (vendor datasheet numbers, SXM parts)."""
 from __future__ import annotations
 

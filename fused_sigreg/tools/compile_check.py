@@ -1,5 +1,5 @@
 """``python -m fused_sigreg compile-check``: every launchable Triton kernel configuration, compiled
-ahead of time for sm_80 and sm_90 without a GPU, with ptxas's resource report (DESIGN.md §7).
+ahead of time for sm_80 and sm_90 without a GPU, with ptxas's resource report (docs/design.md §7).
 
 A configuration passes when it compiles, spills no bytes and its shared memory fits the
 architecture's per-block limit. Triton allocates shared memory dynamically, so the figure is
@@ -12,30 +12,19 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Dict, List
+
+from ..backends.triton.configs import CompileSpec
 
 # Per-block shared memory limits (opt-in maximum): A100 163 KiB, H100 227 KiB.
 ARCHS = {80: 166912, 90: 232448}
 
 
-@dataclass(frozen=True)
-class CompileSpec:
-    """One launchable variant of a kernel: its typed signature and constexprs."""
-
-    kernel: object                       # a triton JITFunction
-    config: str                          # human-readable config, e.g. "BN64 BK64 BD32 w4"
-    variant: str                         # dtype / precision variant, e.g. "bf16"
-    signature: Dict[str, str]            # arg name -> "*fp32" / "i32" / "fp32" / "constexpr"
-    constexprs: Dict[str, object]
-    num_warps: int
-    aligned_pointers: tuple = field(default=())  # arg names launched 16-byte aligned
-
-
 def all_specs() -> List[CompileSpec]:
-    from .ops import sigreg_triton, sort_match_triton
+    # imported here, not at the top: the launchers import triton, which this module's users may lack
+    from ..backends.triton import sigreg, sort_match
 
-    return [*sigreg_triton.compile_specs(), *sort_match_triton.compile_specs()]
+    return [*sigreg.compile_specs(), *sort_match.compile_specs()]
 
 
 def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:
@@ -102,7 +91,7 @@ def extension_report(capabilities=tuple(ARCHS)) -> List[Dict]:
 
     from torch.utils.cpp_extension import include_paths
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     source = os.path.join(root, "csrc", "sort_match_cuda.cu")
     nvcc = _nvcc()
     if nvcc is None or not os.path.exists(source):

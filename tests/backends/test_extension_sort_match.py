@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import fused_sigreg as fs
-from fused_sigreg import bench, extension
-from fused_sigreg.ops.sort_match import QuantileMatchLoss
-from fused_sigreg.problems import Shape, make_problem
+from fused_sigreg.backends.extension import library as extension
+from fused_sigreg.tools import bench
+from fused_sigreg.backends.sort_match import QuantileMatchLoss
+from fused_sigreg.tools.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
-from conftest import GPU, SORT_OPS, hard_values, rel_err, sort_reference
+from helpers import GPU, SORT_OPS, hard_values, rel_err, sort_reference
 
 ops = torch.ops.fused_sigreg
 # The extension's kernels run on CPU tensors, and on CUDA tensors where there is a GPU (the CUDA

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from fused_sigreg import bench, check
-from fused_sigreg.problems import Shape, make_problem
+from fused_sigreg.tools import bench, check
+from fused_sigreg.tools.problems import Shape, make_problem
 
 
 def _run(*args):
@@ -96,8 +96,7 @@ def test_peak_memory_covers_the_saved_argument():
     assert peak >= 4 * 256 * 32 * 17  # the (N, K, T) argument is alive at some point
 
 
-def test_nan_never_passes_check(monkeypatch):
-    from fused_sigreg import dispatch
+def test_nan_never_passes_check(registry):
     from fused_sigreg.dispatch import Backend
 
     assert check.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
@@ -105,7 +104,7 @@ def test_nan_never_passes_check(monkeypatch):
         nan = x.float().sum() * float("nan")
         return tuple(nan.expand(*x.shape[:-2], a.shape[1], n_points) for _ in range(2))
 
-    monkeypatch.setitem(dispatch._REGISTRY, "cpu", Backend("cpu", priority=-1, ops={"ecf_means": nan_ecf}))
+    registry.register(Backend("cpu", priority=-1, ops={"ecf_means": nan_ecf}))
     rows = check.check_problem(make_problem("sigreg", Shape(1, 20, 4, 6)))
     ok = {r["backend"]: r["ok"] for r in rows}
     assert ok["eager"] and not ok["cpu"]
@@ -124,12 +123,12 @@ def test_numerics_command():
 
 
 def test_roofline_arithmetic():
-    from fused_sigreg import roofline
+    from fused_sigreg.tools import roofline
 
     assert roofline.device_peaks("NVIDIA H200")["hbm"] == 4.8e12
     assert roofline.device_peaks("NVIDIA H100 80GB HBM3")["hbm"] == 3.35e12
     assert roofline.device_peaks("Tesla V100") is None
-    # N=8192, D=512, K=512, V=1: 8.6 GFLOP of useful matmul (DESIGN.md §8)
+    # N=8192, D=512, K=512, V=1: 8.6 GFLOP of useful matmul (docs/design.md §8)
     assert roofline.projection_flops(1, 8192, 512, 512) == 8_589_934_592
     r = roofline.roofline(1, 8192, 512, 512, 17, torch.bfloat16, False, 1e-3, "NVIDIA H100")
     assert r["TFLOPs"] == 8.59 and r["roofline_frac"] == round(8_589_934_592 / 989e12 / 1e-3, 3)

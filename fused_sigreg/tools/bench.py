@@ -22,7 +22,7 @@ import torch
 from .check import backends_for, unmeasured_backends
 from .problems import Problem, Shape, make_problem
 from .roofline import roofline
-from .triton_backend import fp32_matmul_uses_tf32
+from ..backends.triton.configs import fp32_matmul_uses_tf32
 
 # Status of a row for a backend that implements the op but cannot run here (listed, not timed).
 NOT_MEASURED = "not measured"

@@ -1,9 +1,9 @@
 """The ``eager`` backend: the reference itself, on any device and dtype (lowest priority)."""
 from __future__ import annotations
 
-from . import reference
-from .dispatch import Backend, register_backend
-from .slicing import epps_pulley_quadrature
+from .. import reference
+from ..dispatch import Backend, register_backend
+from ..slicing import epps_pulley_quadrature
 
 
 def _ecf_means(x, directions, t_max, n_points):

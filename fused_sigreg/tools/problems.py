@@ -10,12 +10,12 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .ops.rdmreg import rdmreg
-from .ops.sigreg import sigreg
-from .ops.sliced_wasserstein import sliced_wasserstein
-from .ops.visreg import visreg
-from .rgg import sample_rgg
-from .slicing import random_directions
+from ..ops.rdmreg import rdmreg
+from ..ops.sigreg import sigreg
+from ..ops.sliced_wasserstein import sliced_wasserstein
+from ..ops.visreg import visreg
+from ..rgg import sample_rgg
+from ..slicing import random_directions
 
 OPS = ("sigreg", "swd", "visreg", "rdmreg")
 # The backend stage each public op dispatches (what a backend must implement to serve it).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import reference
+from ... import reference
 
 
 class EcfMeans(torch.autograd.Function):

@@ -10,13 +10,15 @@ import torch
 pytest.importorskip("triton", reason="the triton backend needs triton")
 
 import fused_sigreg as fs
-from fused_sigreg import bench, dispatch, extension
-from fused_sigreg.check import check_problem
-from fused_sigreg.ops.sort_match_triton import MAX_N, SORT_CONFIGS, sort_config, sort_match_triton
-from fused_sigreg.problems import Shape, make_problem
+from fused_sigreg import dispatch
+from fused_sigreg.backends.extension import library as extension
+from fused_sigreg.tools import bench
+from fused_sigreg.tools.check import check_problem
+from fused_sigreg.backends.triton.configs import MAX_SORT_N, SORT_CONFIGS, sort_config
+from fused_sigreg.backends.triton.sort_match import sort_match_triton
+from fused_sigreg.tools.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
-from fused_sigreg.triton_backend import MAX_SORT_N
-from conftest import SORT_OPS, TRITON_DEVICE as DEVICE, hard_values, rel_err, sort_reference, stable_sort_formula
+from helpers import SORT_OPS, TRITON_DEVICE as DEVICE, hard_values, rel_err, sort_reference, stable_sort_formula
 
 FP32_TOL = 1e-5
 pytestmark = pytest.mark.usefixtures("triton_device")
@@ -175,8 +177,8 @@ def test_op_rejects_bad_arguments():
         sort_match_triton(proj.double(), normal_quantiles(8).to(DEVICE))
     with pytest.raises(ValueError, match=r"target must be \(N,\) = \(8,\)"):
         sort_match_triton(proj, normal_quantiles(9).to(DEVICE))
-    with pytest.raises(ValueError, match=f"at most {MAX_N}"):
-        sort_config(MAX_N + 1)
+    with pytest.raises(ValueError, match=f"at most {MAX_SORT_N}"):
+        sort_config(MAX_SORT_N + 1)
 
 
 def test_torch_compile(rng):
@@ -202,7 +204,7 @@ def test_saved_bytes_at_most_inputs_plus_one_gradient(op):
 
 
 def test_sort_configs_cover_every_n_up_to_the_limit():
-    assert MAX_N == MAX_SORT_N  # triton_backend's routing limit is the widest compiled sort
+    assert MAX_SORT_N == SORT_CONFIGS[-1].block_n  # the routing limit is the widest compiled sort
     widths = [c.block_n for c in SORT_CONFIGS]
     assert widths == sorted(widths) and all(w & (w - 1) == 0 for w in widths)
     for n in (2, 3, 31, 32, 33, 129, 1000, 4095, 4096):

@@ -9,7 +9,10 @@ import torch
 
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import run_checks, tf32_enabled
-from .dispatch import available_backends, registered_backends
+from .compile_check import extension_report, run_compile_check
+from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
+from .numerics import recurrence_error, tf32_budget
+from ..dispatch import available_backends, registered_backends
 from .problems import DISPATCHED_STAGE, OPS, Shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -106,8 +109,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_compile_check(args) -> int:
-    from .compile_check import run_compile_check
-
     caps = tuple(int(c) for c in args.arch.split(","))
     rows = run_compile_check(caps)
     for r in rows:
@@ -115,8 +116,6 @@ def cmd_compile_check(args) -> int:
     print("ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from Triton")
     print(format_table(rows, ["kernel", "config", "variant", "arch", "registers", "spill_stores", "spill_loads",
                               "shared_bytes", "compile_s", "ok", "error"]))
-
-    from .compile_check import extension_report
 
     ext_rows = extension_report(caps)
     for r in ext_rows:
@@ -132,8 +131,6 @@ def cmd_compile_check(args) -> int:
 
 
 def cmd_numerics(args) -> int:
-    from .numerics import recurrence_error, tf32_budget
-
     for t_max, n_points in ((3.0, 17), (5.0, 9)):
         print(f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots (max |error| of cos/sin over knots)")
         print(format_table(recurrence_error(args.p_max, t_max, n_points),
@@ -146,8 +143,6 @@ def cmd_numerics(args) -> int:
 
 
 def cmd_memory(args) -> int:
-    from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
-
     V, N, D, K, T = args.V, args.N, args.D, args.K, args.T
     inputs = 4 * (V * N * D + D * K)
     rows = []

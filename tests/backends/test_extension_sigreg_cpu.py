@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import fused_sigreg as fs
-from fused_sigreg import bench
-from fused_sigreg.problems import Shape, make_problem
-from conftest import rel_err
+from fused_sigreg.tools import bench
+from fused_sigreg.tools.problems import Shape, make_problem
+from helpers import rel_err
 
 CASES = [
     ((2, 5), 3, (3.0, 17)),

@@ -1,4 +1,4 @@
-"""Loads the compiled extension ``fused_sigreg._C`` (ops from ``csrc/``) if it was built.
+"""Loads the compiled extension ``fused_sigreg._C`` (ops from ``csrc/``, schemas in ``csrc/ops.cpp``) if it was built.
 
 Without it everything still works on the other backends; importing warns once.
 """
@@ -9,7 +9,7 @@ import warnings
 import torch
 
 try:
-    from . import _C  # noqa: F401  (loading the library registers the fused_sigreg::* ops)
+    from ... import _C  # noqa: F401  (loading the library registers the fused_sigreg::* ops)
 
     _LOAD_ERROR = None
 except ImportError as e:  # not built (FUSED_SIGREG_BUILD_EXT=0, no compiler) or built for another torch
@@ -18,7 +18,7 @@ except ImportError as e:  # not built (FUSED_SIGREG_BUILD_EXT=0, no compiler) or
                   "are off and their ops run on eager", RuntimeWarning, stacklevel=2)
 
 
-if _LOAD_ERROR is None:  # shapes for fake tensors (torch.compile, opcheck)
+if _LOAD_ERROR is None:  # output shapes for fake tensors, which torch.compile and opcheck trace with
 
     @torch.library.register_fake("fused_sigreg::sort_match")
     def _(proj, target):

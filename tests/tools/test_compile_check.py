@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("triton", reason="compile-check compiles the Triton kernels")
 
-from fused_sigreg.ops import sigreg_triton, sort_match_triton  # noqa: E402
+from fused_sigreg.backends.triton import configs  # noqa: E402
+from fused_sigreg.backends.triton import sigreg as sigreg_triton  # noqa: E402
 
 
 def _rows(stdout, kernel):
@@ -25,16 +26,16 @@ def test_compile_check_every_config_for_sm80_and_sm90():
     assert out.returncode == 0, out.stdout + out.stderr
     ecf_variants = len(sigreg_triton._INPUT_VARIANTS)
     expected = {  # kernel -> configurations per architecture
-        "ecf_partial_sums_kernel": len(sigreg_triton.FORWARD_CONFIGS) * ecf_variants,
-        "ecf_backward_kernel": len(sigreg_triton.BACKWARD_CONFIGS) * ecf_variants,
-        "sort_match_kernel": len(sort_match_triton.SORT_CONFIGS) * 2,  # quantiles / two-sample
+        "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * ecf_variants,
+        "ecf_backward_kernel": len(configs.BACKWARD_CONFIGS) * ecf_variants,
+        "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
     }
     for kernel, per_arch in expected.items():
         rows = _rows(out.stdout, kernel)
         assert rows and all("PASS" in r for r in rows), kernel
         assert sum("sm_80" in r for r in rows) == per_arch and sum("sm_90" in r for r in rows) == per_arch, kernel
     # every sort width the dispatcher can launch is among them
-    widths = {f"BN{c.block_n}" for c in sort_match_triton.SORT_CONFIGS}
+    widths = {f"BN{c.block_n}" for c in configs.SORT_CONFIGS}
     assert widths == {r[1] for r in _rows(out.stdout, "sort_match_kernel")}
     # the CUDA extension's kernels get the same report (nvcc is on every machine of this project)
     if shutil.which("nvcc"):

@@ -1,4 +1,4 @@
-"""Error budgets of what the GPU kernels do differently from the eager reference (DESIGN.md §7.3):
+"""Error budgets of what the GPU kernels do differently from the eager reference (docs/design.md §7.3):
 the angle-addition recurrence over the knots, and tf32 rounding of the projection's operands.
 Both are emulated here with ordinary fp32/fp64 torch arithmetic, so they run anywhere."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import torch
 
-from .ops.sigreg import sigreg
+from ..ops.sigreg import sigreg
 
 
 def recurrence_error(p_max: float = 50.0, t_max: float = 3.0, n_points: int = 17, samples: int = 200_001,

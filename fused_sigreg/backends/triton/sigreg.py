@@ -7,42 +7,27 @@ It saves only its inputs for backward; the backward kernel recomputes the projec
 It is a ``torch.library.custom_op`` (with ``register_fake`` and ``register_autograd``), so
 torch.compile treats it as one opaque node and ``torch.library.opcheck`` applies. A
 ``triton_op`` would let inductor see inside, but it fails opcheck's fake-tensor test under the
-interpreter, which is how CI runs these kernels (DESIGN.md §7).
+interpreter, which is how CI runs these kernels (docs/design.md §7).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Tuple
 
 import torch
 import triton
-from triton.errors import TritonError
 
-from ..dispatch import KernelCompileError
-from ..triton_backend import device_of, fp32_matmul_uses_tf32, interpreter_mode, patch_interpreter_index
-from ..kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
+from ...kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
+from .configs import (
+    BACKWARD_CONFIGS,
+    FORWARD_CONFIGS,
+    CompileSpec,
+    KernelConfig,
+    fp32_matmul_uses_tf32,
+    interpreter_mode,
+    precisions,
+)
+from .launch import launch
 
-patch_interpreter_index()
-
-
-@dataclass(frozen=True)
-class KernelConfig:
-    block_n: int
-    block_k: int
-    block_d: int
-    num_warps: int
-
-    def constexprs(self) -> dict:
-        return dict(BLOCK_N=self.block_n, BLOCK_K=self.block_k, BLOCK_D=self.block_d)
-
-
-# Every config the launcher can pick; compile_check compiles each for sm_80 and sm_90.
-# Chosen from ptxas reports: 64x64 tiles need 8 warps to stay under 255 registers without
-# spilling; the backward holds more live tiles (recurrence, dP, the dX dot over BLOCK_K) and
-# stays spill-free in every variant, on every supported triton, only with BLOCK_K = BLOCK_D = 16
-# (32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton 3.6's ptxas).
-FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
-BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 16, 16, 4))
 _FALLBACK_SM_COUNT = 132  # H100; only used to size the grid heuristic without a device
 
 
@@ -65,16 +50,6 @@ def backward_config(V: int, N: int, device: torch.device) -> KernelConfig:
     return big if programs >= _sm_count(device) else BACKWARD_CONFIGS[1]
 
 
-def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
-    """tl.dot input precisions. fp32 inputs follow torch's fp32 matmul setting (tf32 or not) in both dots;
-    16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T (fp32 dP) uses tf32,
-    which is finer than the inputs' own precision."""
-    if dtype == torch.float32:
-        p = "tf32" if allow_tf32 else "ieee"
-        return dict(DOT_PRECISION=p, DX_PRECISION=p)
-    return dict(DOT_PRECISION="ieee", DX_PRECISION="tf32")
-
-
 def _operands(x: torch.Tensor, directions: torch.Tensor):
     """Contiguous (V, N, D) x and (D, K) directions in x's dtype (fp32 for fp32 x), rounded by torch."""
     xv = (x if x.dim() == 3 else x.unsqueeze(0)).contiguous()
@@ -83,12 +58,8 @@ def _operands(x: torch.Tensor, directions: torch.Tensor):
 
 def _launch(kernel, grid, args, config: KernelConfig, constexprs: dict) -> None:
     emulate = interpreter_mode() and args[0].dtype != torch.float32  # args[0] is x
-    try:
-        with device_of(args[0]):
-            kernel[grid](*args, **config.constexprs(), **constexprs, EMULATE_16BIT_DOT=emulate,
-                         num_warps=config.num_warps)
-    except TritonError as e:
-        raise KernelCompileError(f"{kernel.__name__} failed to compile or launch ({config}): {e}") from e
+    launch(kernel, grid, args, config, **config.constexprs(), **constexprs, EMULATE_16BIT_DOT=emulate,
+           num_warps=config.num_warps)
 
 
 @torch.library.custom_op("fused_sigreg::ecf_means_triton", mutates_args=())
@@ -186,8 +157,6 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def compile_specs():
     """Every (kernel, config, dtype variant) this module can launch on a GPU, for ``compile_check``."""
-    from ..compile_check import CompileSpec
-
     kernels = ((ecf_partial_sums_kernel, FORWARD_CONFIGS, ("out_ptr",), ("DOT_PRECISION",)),
                (ecf_backward_kernel, BACKWARD_CONFIGS, ("coef_ptr", "dx_ptr"), ("DOT_PRECISION", "DX_PRECISION")))
     for kernel, configs, fp32_pointers, precision_args in kernels:

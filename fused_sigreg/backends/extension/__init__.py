@@ -1,11 +1,13 @@
-"""The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``): sort-and-match for SWD,
-VISReg and RDMReg on both, and SIGReg's ECF stage on CPU."""
+"""The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``, loaded by ``library.py``):
+sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), and SIGReg's ECF stage on
+CPU (``sigreg_cpu.py``). Registering them loads the library but imports no stage module."""
 from __future__ import annotations
 
 import torch
 
-from . import extension
-from .dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
+from . import library
+
+from ...dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
 
 def _supports_on(device_type: str):
     return lambda op, tensors: kernel_supports(tensors, device_type)
@@ -13,10 +15,10 @@ def _supports_on(device_type: str):
 
 def _available_on(dispatch_key: str):
     def available():
-        ok, why = extension.available()
+        ok, why = library.available()
         if not ok:
             return ok, why
-        if not extension.has_kernel("sort_match", dispatch_key):
+        if not library.has_kernel("sort_match", dispatch_key):
             return False, "the extension was built without its CUDA sources (FUSED_SIGREG_BUILD_CUDA)"
         if dispatch_key == "CUDA" and not torch.cuda.is_available():
             return False, "no CUDA device"
@@ -25,13 +27,13 @@ def _available_on(dispatch_key: str):
 
 
 def _sort_stages():
-    from .ops import sort_match
+    from . import sort_match
 
     return sort_match.STAGES
 
 
 def _sigreg_cpu_stages():
-    from .ops import sigreg_cpu
+    from . import sigreg_cpu
 
     return sigreg_cpu.STAGES
 

@@ -1,0 +1,55 @@
+"""The ``triton`` backend: fused Triton kernels on CUDA tensors (``sigreg.py``, ``sort_match.py``).
+
+Registering it imports neither triton nor the kernels: the stages load on first use.
+With ``TRITON_INTERPRET=1`` (set before triton is first imported) the kernels run on CPU tensors
+in Triton's interpreter instead: that is how they are tested without a GPU, and only an explicit
+``backend="triton"`` uses it then."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from ...dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
+from .configs import MAX_SORT_N, interpreter_mode
+
+# Decided once at import: torch.compile refuses importlib's finder inside a traced call.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
+def _available():
+    if not _TRITON_INSTALLED:
+        return False, "triton is not installed"
+    if interpreter_mode() or torch.cuda.is_available():
+        return True, ""
+    return False, "no CUDA device (TRITON_INTERPRET=1 runs the kernels on CPU tensors in Triton's interpreter)"
+
+
+def _supports(op, tensors):
+    if interpreter_mode():
+        ok, why = kernel_supports(tensors, "cpu", " (interpreter mode)")
+    else:
+        ok, why = kernel_supports(tensors, "cuda")
+    n = tensors[0].shape[-2]
+    if ok and op in SORT_STAGES and n > MAX_SORT_N:
+        return False, f"its sort kernel takes N <= {MAX_SORT_N} rows per slice, got N = {n}"
+    return ok, why
+
+
+def _sigreg_stages():
+    from . import sigreg
+
+    return sigreg.STAGES
+
+
+def _sort_stages():
+    from . import sort_match
+
+    return sort_match.STAGES
+
+
+_OPS = {"ecf_means": lazy_op(_sigreg_stages, "ecf_means"), **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES}}
+register_backend(
+    Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports, emulated=interpreter_mode)
+)

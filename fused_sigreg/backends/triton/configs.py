@@ -1,0 +1,112 @@
+"""What the Triton backend may launch, and the run-time settings it reads; importable without triton.
+
+The config tables are the only ones the launchers pick from, and ``tools/compile_check.py`` compiles
+every one of them ahead of time for sm_80 and sm_90 (``CompileSpec``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict
+
+import torch
+
+
+def interpreter_mode() -> bool:
+    """TRITON_INTERPRET=1: kernels run on CPU tensors in Triton's interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# newer torch has the fp32_precision settings; older torch only allow_tf32
+NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+
+
+def fp32_matmul_uses_tf32() -> bool:
+    """Whether fp32 matmuls may use tf32, as the user set it through either of torch's APIs.
+
+    ``torch.backends.cuda.matmul.fp32_precision`` (newer torch) resolves the global
+    ``torch.backends.fp32_precision`` and mirrors the legacy ``allow_tf32``; reading the legacy flag
+    after the new API was used raises in torch, so the new one is read wherever it exists."""
+    if NEW_TF32_API:
+        return torch.backends.cuda.matmul.fp32_precision == "tf32"
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+# ------------------------------------------------------------------------------------- SIGReg
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    block_n: int
+    block_k: int
+    block_d: int
+    num_warps: int
+
+    def constexprs(self) -> dict:
+        return dict(BLOCK_N=self.block_n, BLOCK_K=self.block_k, BLOCK_D=self.block_d)
+
+
+# Chosen from ptxas reports: 64x64 tiles need 8 warps to stay under 255 registers without
+# spilling; the backward holds more live tiles (recurrence, dP, the dX dot over BLOCK_K) and
+# stays spill-free in every variant, on every supported triton, only with BLOCK_K = BLOCK_D = 16
+# (32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton 3.6's ptxas).
+FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
+BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 16, 16, 4))
+
+
+def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
+    """tl.dot input precisions. fp32 inputs follow torch's fp32 matmul setting (tf32 or not) in both dots;
+    16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T (fp32 dP) uses tf32,
+    which is finer than the inputs' own precision."""
+    if dtype == torch.float32:
+        p = "tf32" if allow_tf32 else "ieee"
+        return dict(DOT_PRECISION=p, DX_PRECISION=p)
+    return dict(DOT_PRECISION="ieee", DX_PRECISION="tf32")
+
+
+# --------------------------------------------------------------------------------- sort-match
+
+
+@dataclass(frozen=True)
+class SortConfig:
+    block_n: int  # sort width: the next power of two >= N (padding sorts last)
+    num_warps: int
+
+
+# One config per sort width. Warps keep <= 8 keys per thread; other warp counts were not timed.
+# Wider sorts go to the extension's CUDA backend.
+SORT_CONFIGS = (
+    SortConfig(32, 1),
+    SortConfig(64, 1),
+    SortConfig(128, 1),
+    SortConfig(256, 2),
+    SortConfig(512, 4),
+    SortConfig(1024, 4),
+    SortConfig(2048, 8),
+    SortConfig(4096, 16),
+)
+MAX_SORT_N = SORT_CONFIGS[-1].block_n  # widest sort (rows per slice) the kernel is compiled for
+
+
+def sort_config(n: int) -> SortConfig:
+    for cfg in SORT_CONFIGS:
+        if n <= cfg.block_n:
+            return cfg
+    raise ValueError(f"sort_match_triton sorts at most {MAX_SORT_N} values per slice, got N = {n}")
+
+
+# ------------------------------------------------------------------------------ compile check
+
+
+@dataclass(frozen=True)
+class CompileSpec:
+    """One launchable variant of a kernel: its typed signature and constexprs."""
+
+    kernel: object  # a triton JITFunction
+    config: str  # human-readable config, e.g. "BN64 BK64 BD32 w4"
+    variant: str  # dtype / precision variant, e.g. "bf16"
+    signature: Dict[str, str]  # arg name -> "*fp32" / "i32" / "fp32" / "constexpr"
+    constexprs: Dict[str, object]
+    num_warps: int
+    aligned_pointers: tuple = field(default=())  # arg names launched 16-byte aligned

@@ -1,0 +1,61 @@
+"""Launching Triton kernels: on the inputs' device, compile failures as ``KernelCompileError``, and
+Triton's interpreter made usable on the versions that need it. Imports triton."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from triton.errors import TritonError
+
+from ...dispatch import KernelCompileError
+from .configs import interpreter_mode
+
+
+def device_of(t: torch.Tensor):
+    """Context that makes ``t``'s GPU current for a launch: Triton launches on the current device
+    and its current stream, which need not be ``t``'s (e.g. x on cuda:1 while cuda:0 is current)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def launch(kernel, grid, args, config, **kwargs) -> None:
+    """``kernel[grid](*args, **kwargs)`` on ``args[0]``'s device; a Triton failure becomes
+    ``KernelCompileError`` naming the kernel and ``config``, which lets ``auto`` fall back to eager."""
+    try:
+        with device_of(args[0]):
+            kernel[grid](*args, **kwargs)
+    except TritonError as e:
+        raise KernelCompileError(f"{kernel.__name__} failed to compile or launch ({config}): {e}") from e
+
+
+def patch_interpreter_index() -> None:
+    """Triton's interpreter before 3.7 turns a one-element array into a loop bound with ``int()``, which
+    numpy >= 2.4 refuses for arrays that are not 0-d (fixed upstream by squeezing first). Does the
+    same here, only in interpreter mode on the affected versions; compiled kernels are untouched."""
+    if not interpreter_mode():
+        return
+    import numpy
+    import triton
+    from triton.runtime import interpreter
+
+    def version(text):
+        return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if (
+        version(triton.__version__) >= (3, 7)
+        or version(numpy.__version__) < (2, 4)
+        or patch is None
+        or getattr(patch, "squeezes_index", False)
+    ):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patched.squeezes_index = True
+    interpreter._patch_lang_tensor = patched
+
+
+patch_interpreter_index()
