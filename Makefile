@@ -15,7 +15,7 @@ PYTHON312 ?= $(firstword $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.12*/bi
 	$(if $(shell $(p) -c 'import sys; print(sys.version_info[:2] == (3, 12))' 2>/dev/null | grep True),$(p))))
 GPU_STACK_STAMP := $(GPU_STACK_VENV)/.fused_sigreg-installed
 
-.PHONY: install test test-gpu-stack bench check benchmarks results gpu clean
+.PHONY: install lint format test test-gpu-stack bench check benchmarks results gpu clean
 
 # The editable install compiles csrc/ into fused_sigreg/_C (CPU always, CUDA when nvcc is found).
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
@@ -26,8 +26,17 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 
 install: $(STAMP)
 
-# The test suite (what CI runs).
-test: install
+# Style (settings in pyproject.toml): `make lint` checks, `make format` rewrites.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# The test suite (what CI runs): style first, then pytest.
+test: lint
 	$(PY) -m pytest tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
 	exit $$status
