@@ -12,6 +12,7 @@ Build variables:
   CUDA_HOME                     CUDA toolkit root (default: found from nvcc, else /usr/local/cuda)
   MAX_JOBS                      parallel compile jobs
 """
+
 import glob
 import os
 import shutil
@@ -45,7 +46,9 @@ def _find_cuda_home():
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     candidates.append("/usr/local/cuda")
     for root in candidates:
-        if glob.glob(os.path.join(root, "lib64", "libcudart.so*")) and os.path.exists(os.path.join(root, "bin", "nvcc")):
+        if glob.glob(os.path.join(root, "lib64", "libcudart.so*")) and os.path.exists(
+            os.path.join(root, "bin", "nvcc")
+        ):
             return root
     return None
 
@@ -56,7 +59,9 @@ def _nvcc_release(cuda_home):
     import subprocess
 
     try:
-        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True
+        ).stdout
     except OSError:
         return None
     m = re.search(r"release (\d+)\.(\d+)", out)
@@ -74,8 +79,10 @@ def _why_no_cuda(torch, cuda_home):
         return f"nvcc in {cuda_home} did not report its version"
     if release[0] != int(torch.version.cuda.split(".")[0]):
         # torch's extension builder refuses a toolkit of another major version than its own CUDA
-        return (f"the CUDA toolkit in {cuda_home} is {release[0]}.{release[1]} but torch {torch.__version__} "
-                f"was built with CUDA {torch.version.cuda}; install a matching toolkit or set CUDA_HOME to one")
+        return (
+            f"the CUDA toolkit in {cuda_home} is {release[0]}.{release[1]} but torch {torch.__version__} "
+            f"was built with CUDA {torch.version.cuda}; install a matching toolkit or set CUDA_HOME to one"
+        )
     return ""
 
 
@@ -106,9 +113,12 @@ def _extensions():
     if build_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         _log(f"building CPU + CUDA extension for {os.environ['TORCH_CUDA_ARCH_LIST']} with {cuda_home}")
-        ext = CUDAExtension("fused_sigreg._C", sources + ["csrc/sort_match_cuda.cu"],
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++20", "-lineinfo"]},
-                            extra_link_args=["-fopenmp"])
+        ext = CUDAExtension(
+            "fused_sigreg._C",
+            sources + ["csrc/sort_match_cuda.cu"],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++20", "-lineinfo"]},
+            extra_link_args=["-fopenmp"],
+        )
     else:
         ext = CppExtension("fused_sigreg._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     return [ext], {"build_ext": BuildExtension}

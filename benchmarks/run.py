@@ -10,6 +10,7 @@ Providers at every point of one run: "fused" (backend auto), each usable backend
 see ``fused_sigreg.tools.problems.compiled_reference``). Speedups are ratios to eager within the same run. OOM is recorded as a row status, not a crash; a backend that implements the op
 but cannot run here (a GPU kernel on a CPU machine) is listed as "not measured", with the reason.
 """
+
 import argparse
 import csv
 import os
@@ -26,8 +27,10 @@ from sweeps import SWEEPS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each device's results fill their own generated block of the README (base point) and docs/results.md (all).
-MARKERS = {"cpu": ("<!-- results:start -->", "<!-- results:end -->"),
-           "cuda": ("<!-- results-cuda:start -->", "<!-- results-cuda:end -->")}
+MARKERS = {
+    "cpu": ("<!-- results:start -->", "<!-- results:end -->"),
+    "cuda": ("<!-- results-cuda:start -->", "<!-- results-cuda:end -->"),
+}
 
 
 def providers(problem):
@@ -46,8 +49,11 @@ def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
                 row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
                 row["provider"], row["backend"], row["axis"] = provider, provider, axis
                 results[provider] = row
-                print(f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
-                      f"{row.get('fwd+bwd_ms_median', row['status'])}", flush=True)
+                print(
+                    f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
+                    f"{row.get('fwd+bwd_ms_median', row['status'])}",
+                    flush=True,
+                )
             for provider, why in unmeasured_backends(problem).items():
                 row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
                 row["provider"], row["axis"] = provider, axis
@@ -80,9 +86,12 @@ def render_section(rows, lines, device="cpu"):
         if not op_rows:
             continue
         provs = list(dict.fromkeys(r["provider"] for r in op_rows))
-        out += [f"**{op}** — fwd+bwd median ms (speedup vs eager in the same run); peak extra MiB fused / eager", "",
-                "| axis | V | N | D | K | " + " | ".join(provs) + " | peak MiB fused / eager |",
-                "|---" * (6 + len(provs)) + "|"]
+        out += [
+            f"**{op}** — fwd+bwd median ms (speedup vs eager in the same run); peak extra MiB fused / eager",
+            "",
+            "| axis | V | N | D | K | " + " | ".join(provs) + " | peak MiB fused / eager |",
+            "|---" * (6 + len(provs)) + "|",
+        ]
         for key in dict.fromkeys((r["axis"], r["V"], r["N"], r["D"], r["K"]) for r in op_rows):
             group = {r["provider"]: r for r in op_rows if (r["axis"], r["V"], r["N"], r["D"], r["K"]) == key}
             cells = [_cell(group.get(p)) for p in provs]
@@ -104,8 +113,14 @@ def _cell(row):
 def render_summary(rows, lines, device="cpu"):
     """README block of ``device``: each op at its base point, fused vs eager vs torch.compile."""
     start, end = MARKERS[device]
-    out = [start, "", *lines, "",
-           "| op | V, N, D, K | fused | eager | compile | peak MiB fused / eager |", "|---|---|---|---|---|---|"]
+    out = [
+        start,
+        "",
+        *lines,
+        "",
+        "| op | V, N, D, K | fused | eager | compile | peak MiB fused / eager |",
+        "|---|---|---|---|---|---|",
+    ]
     for op in OPS:
         base = {r["provider"]: r for r in rows if r["op"] == op and r["axis"] == "base"}
         if not base:
@@ -136,7 +151,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")
     parser.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="README to update ('' to skip)")
-    parser.add_argument("--docs", default=os.path.join(REPO, "docs", "results.md"), help="tables to update ('' to skip)")
+    parser.add_argument(
+        "--docs", default=os.path.join(REPO, "docs", "results.md"), help="tables to update ('' to skip)"
+    )
     parser.add_argument("--quick", action="store_true", help="two shapes per op (smoke test)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)

@@ -3,13 +3,26 @@
 CPU sizes finish in minutes on a 2-core machine; CUDA sizes reach the LeJEPA Table 6 and VISReg
 scaling settings (N = 8192 / 32768 with 512 slices; V = 8, N up to 50000, D up to 10000).
 """
+
 from fused_sigreg.tools.problems import OPS, Shape
 
 AXES = {
-    "cpu": dict(base=Shape(1, 4096, 256, 256), N=(256, 1024, 4096, 16384), K=(64, 256, 1024), D=(64, 256, 1024),
-                V=(1, 2, 8), V_at_N=1024),
-    "cuda": dict(base=Shape(1, 8192, 512, 512), N=(2048, 8192, 32768, 65536), K=(64, 512, 2048, 8192),
-                 D=(64, 512, 2048, 4096), V=(1, 2, 8), V_at_N=8192),
+    "cpu": dict(
+        base=Shape(1, 4096, 256, 256),
+        N=(256, 1024, 4096, 16384),
+        K=(64, 256, 1024),
+        D=(64, 256, 1024),
+        V=(1, 2, 8),
+        V_at_N=1024,
+    ),
+    "cuda": dict(
+        base=Shape(1, 8192, 512, 512),
+        N=(2048, 8192, 32768, 65536),
+        K=(64, 512, 2048, 8192),
+        D=(64, 512, 2048, 4096),
+        V=(1, 2, 8),
+        V_at_N=8192,
+    ),
 }
 
 

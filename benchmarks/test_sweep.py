@@ -4,6 +4,7 @@ Each case times forward+backward of one op with one provider; peak extra memory 
 saved-for-backward bytes go to ``extra_info``. Sizes are CPU-friendly; on a CUDA machine the
 same cases run on the GPU.
 """
+
 import pytest
 import torch
 
@@ -19,12 +20,15 @@ SHAPES = [Shape(1, n, d, k) for n in (1024, 4096) for d in (128, 512) for k in (
 def _cases():
     for op in OPS:
         for shape in SHAPES:
-            usable = backends_for(make_problem(op, Shape(shape.V, 8, shape.D, 4), device=DEVICE), include_emulated=False)
+            usable = backends_for(
+                make_problem(op, Shape(shape.V, 8, shape.D, 4), device=DEVICE), include_emulated=False
+            )
             providers = [name for name, b in dispatch.registered_backends().items() if DISPATCHED_STAGE[op] in b.ops]
             for backend in providers:
                 marks = [] if backend in usable else [pytest.mark.skip(reason=f"{backend}: not measured on {DEVICE}")]
-                yield pytest.param(op, shape, backend, marks=marks,
-                                   id=f"{op}-{backend}-V{shape.V}-N{shape.N}-D{shape.D}-K{shape.K}")
+                yield pytest.param(
+                    op, shape, backend, marks=marks, id=f"{op}-{backend}-V{shape.V}-N{shape.N}-D{shape.D}-K{shape.K}"
+                )
 
 
 @pytest.mark.parametrize("op,shape,backend", list(_cases()))
@@ -37,7 +41,17 @@ def test_fwd_bwd(benchmark, op, shape, backend):
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 
-    benchmark.extra_info.update(dict(device=str(DEVICE), op=op, backend=backend, V=shape.V, N=shape.N,
-                                     D=shape.D, K=shape.K, peak_extra_bytes=bench.peak_extra_bytes(problem, backend),
-                                     **bench.saved_tensor_bytes(problem, backend)))
+    benchmark.extra_info.update(
+        dict(
+            device=str(DEVICE),
+            op=op,
+            backend=backend,
+            V=shape.V,
+            N=shape.N,
+            D=shape.D,
+            K=shape.K,
+            peak_extra_bytes=bench.peak_extra_bytes(problem, backend),
+            **bench.saved_tensor_bytes(problem, backend),
+        )
+    )
     benchmark.pedantic(fwd_bwd, rounds=5, warmup_rounds=1)

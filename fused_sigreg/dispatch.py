@@ -100,7 +100,9 @@ class Registry:
                 )
             ok, why = self.verdict(impl, op, tensors)
             if not ok:
-                raise BackendUnavailableError(f"backend {name!r} was requested for {op} but cannot serve this call: {why}")
+                raise BackendUnavailableError(
+                    f"backend {name!r} was requested for {op} but cannot serve this call: {why}"
+                )
             return name, impl.ops[op]
         for impl in sorted(self.backends.values(), key=lambda b: -b.priority):
             ok, why = self.verdict(impl, op, tensors)

@@ -2,6 +2,7 @@
 
 Nothing here does anything unless a default process group is initialised.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Full self-supervised objectives of the three papers: invariance term + regulariser."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -7,6 +7,7 @@ sampling and dispatch. Never edit this file to agree with a kernel.
 Shapes: x / z is (..., N, D) with an optional leading view dim V; directions are (D, K);
 statistics accumulate in float32 (float64 for float64 inputs).
 """
+
 from __future__ import annotations
 
 import math

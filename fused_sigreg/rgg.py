@@ -8,6 +8,7 @@ Moments of ReLU(X) are closed form with the regularized upper incomplete gamma f
 for Y ~ GN_p(0, 1) and b >= 0, E[Y^i 1{Y > b}] = p^(i/p) Gamma((i+1)/p) / (2 Gamma(1/p)) * Q((i+1)/p, b^p / p).
 All of it is evaluated in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,8 @@ def _upper_moment(i: int, p: float, a: float) -> float:
 
 
 class RectifiedMoments(NamedTuple):
-    mean: float          # E[ReLU(X)]
-    variance: float      # Var[ReLU(X)]
+    mean: float  # E[ReLU(X)]
+    variance: float  # Var[ReLU(X)]
     active_fraction: float  # P(X > 0): the expected l0 fraction of the target
 
 

@@ -3,6 +3,7 @@
 Everything here is deterministic given its arguments so that every backend sees the
 same directions, knots and targets as the eager reference (docs/design.md §3).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,8 @@ QUADRATURE_PRESETS = {"lejepa": (3.0, 17), "paper": (5.0, 9)}
 class Quadrature(NamedTuple):
     """Knots and weights of the folded trapezoid rule on [0, t_max], each (T,)."""
 
-    t: torch.Tensor        # knots t_j = linspace(0, t_max, T)
-    phi: torch.Tensor      # exp(-t_j^2 / 2), the N(0,1) characteristic function at t_j
+    t: torch.Tensor  # knots t_j = linspace(0, t_max, T)
+    phi: torch.Tensor  # exp(-t_j^2 / 2), the N(0,1) characteristic function at t_j
     weights: torch.Tensor  # dt * [1, 2, ..., 2, 1] * phi_j
 
 

@@ -1,4 +1,5 @@
 """Argument checks shared by every op: each failure names what was expected and what arrived."""
+
 from __future__ import annotations
 
 import math

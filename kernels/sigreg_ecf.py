@@ -10,6 +10,7 @@ are walked with the angle-addition recurrence (one sin/cos pair per element inst
 All tensors are contiguous; integer sizes are not value-specialised so that one compiled
 binary per (config, dtype) serves every shape (see ``fused_sigreg.compile_check``).
 """
+
 import triton
 import triton.language as tl
 
@@ -40,9 +41,20 @@ def _tc_dot(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _projection_tile(x_row_ptr, a_ptr, rows, cols, N, D, K,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr, EMULATE_16BIT_DOT: tl.constexpr):
+def _projection_tile(
+    x_row_ptr,
+    a_ptr,
+    rows,
+    cols,
+    N,
+    D,
+    K,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    EMULATE_16BIT_DOT: tl.constexpr,
+):
     """(BLOCK_N, BLOCK_K) fp32 tile of x[rows] @ A[:, cols]; out-of-range rows/cols are 0.
 
     x and A share a dtype: fp32 (dot precision per DOT_PRECISION) or 16-bit (tensor cores, fp32
@@ -51,10 +63,12 @@ def _projection_tile(x_row_ptr, a_ptr, rows, cols, N, D, K,
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
-        x_tile = tl.load(x_row_ptr + rows[:, None] * D + ds[None, :],
-                         mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0)
-        a_tile = tl.load(a_ptr + ds[:, None] * K + cols[None, :],
-                         mask=(ds[:, None] < D) & (cols[None, :] < K), other=0.0)
+        x_tile = tl.load(
+            x_row_ptr + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0
+        )
+        a_tile = tl.load(
+            a_ptr + ds[:, None] * K + cols[None, :], mask=(ds[:, None] < D) & (cols[None, :] < K), other=0.0
+        )
         if EMULATE_16BIT_DOT:
             acc = tl.dot(x_tile.to(tl.float32), a_tile.to(tl.float32), acc, input_precision="ieee")
         else:
@@ -64,10 +78,19 @@ def _projection_tile(x_row_ptr, a_ptr, rows, cols, N, D, K,
 
 @triton.jit(do_not_specialize=_SIZES)
 def ecf_partial_sums_kernel(
-    x_ptr, a_ptr, out_ptr,
-    N, D, K, T, n_row_tiles,
+    x_ptr,
+    a_ptr,
+    out_ptr,
+    N,
+    D,
+    K,
+    T,
+    n_row_tiles,
     delta,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
 ):
     """Grid (row tiles, column tiles, views). x (V, N, D), A (D, K) in x's dtype, out (V, n_row_tiles, 2, T, K)
@@ -77,8 +100,9 @@ def ecf_partial_sums_kernel(
     view = tl.program_id(2).to(tl.int64)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    p = _projection_tile(x_ptr + view * N * D, a_ptr, rows, cols, N, D, K,
-                         BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT)
+    p = _projection_tile(
+        x_ptr + view * N * D, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
+    )
     theta = p * delta
     c1 = tl.cos(theta)
     s1 = tl.sin(theta)
@@ -95,11 +119,22 @@ def ecf_partial_sums_kernel(
 
 @triton.jit(do_not_specialize=_SIZES)
 def ecf_backward_kernel(
-    x_ptr, a_ptr, coef_ptr, dx_ptr,
-    N, D, K, T, n_row_tiles,
+    x_ptr,
+    a_ptr,
+    coef_ptr,
+    dx_ptr,
+    N,
+    D,
+    K,
+    T,
+    n_row_tiles,
     delta,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    DX_PRECISION: tl.constexpr, EMULATE_16BIT_DOT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    DX_PRECISION: tl.constexpr,
+    EMULATE_16BIT_DOT: tl.constexpr,
 ):
     """Grid (row tiles, views). coef (V, 2, T, K) fp32 holds the per-slice, per-knot coefficients of
     cos and sin; A (D, K) is in x's dtype; dx (V, N, D) fp32 is zero on entry and receives dP A^T
@@ -113,8 +148,9 @@ def ecf_backward_kernel(
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         col_ok = cols < K
-        p = _projection_tile(x_row_ptr, a_ptr, rows, cols, N, D, K,
-                             BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT)
+        p = _projection_tile(
+            x_row_ptr, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
+        )
         theta = p * delta
         c1 = tl.cos(theta)
         s1 = tl.sin(theta)
@@ -130,8 +166,9 @@ def ecf_backward_kernel(
         # dp stays fp32 (never rounded to a 16-bit dtype); DX_PRECISION is tf32 for 16-bit inputs.
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
-            a_tile = tl.load(a_ptr + ds[:, None] * K + cols[None, :],
-                             mask=(ds[:, None] < D) & col_ok[None, :], other=0.0)
+            a_tile = tl.load(
+                a_ptr + ds[:, None] * K + cols[None, :], mask=(ds[:, None] < D) & col_ok[None, :], other=0.0
+            )
             dx_tile = dx_row_ptr + rows[:, None] * D + ds[None, :]
             dx_mask = (rows[:, None] < N) & (ds[None, :] < D)
             acc = tl.load(dx_tile, mask=dx_mask, other=0.0)

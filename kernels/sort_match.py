@@ -12,6 +12,7 @@ the keys are unique, so the order is that of a stable sort (equal values keep ro
 unpacking gives back the canonical value (-0 as +0, every NaN as +NaN, last, as torch.sort puts it)
 and its row. The same key image is ``csrc/sort_match.h``'s ``ordered_bits``.
 """
+
 import triton
 import triton.language as tl
 
@@ -48,9 +49,14 @@ def _sorted_column(ptr, rows, valid, K):
 
 @triton.jit(do_not_specialize=["N", "K"])
 def sort_match_kernel(
-    proj_ptr, target_ptr, sum_sq_ptr, grad_ptr,
-    N, K,
-    BLOCK_N: tl.constexpr, TWO_SAMPLE: tl.constexpr,
+    proj_ptr,
+    target_ptr,
+    sum_sq_ptr,
+    grad_ptr,
+    N,
+    K,
+    BLOCK_N: tl.constexpr,
+    TWO_SAMPLE: tl.constexpr,
 ):
     """Grid (V * K,). proj and grad (V, N, K) fp32; target (N,) sorted fp32, or (V, N, K) fp32 samples
     when TWO_SAMPLE; sum_sq (V * K,) fp32. Requires N <= BLOCK_N."""
@@ -60,9 +66,15 @@ def sort_match_kernel(
     valid = rows < N  # padding sorts last, so ranks < N hold exactly the real rows
     values, source_rows = _sorted_column(proj_ptr + column, rows, valid, K)
     if TWO_SAMPLE:
-        target = _from_ordered_bits(tl.sort(tl.where(
-            valid, _ordered_bits(tl.load(target_ptr + column + rows.to(tl.int64) * K, mask=valid, other=0.0)),
-            _PAD_KEY)))
+        target = _from_ordered_bits(
+            tl.sort(
+                tl.where(
+                    valid,
+                    _ordered_bits(tl.load(target_ptr + column + rows.to(tl.int64) * K, mask=valid, other=0.0)),
+                    _PAD_KEY,
+                )
+            )
+        )
     else:
         target = tl.load(target_ptr + rows, mask=valid, other=0.0)
     residual = tl.where(valid, values - target, 0.0)

@@ -1,5 +1,4 @@
 import os
-import pathlib
 
 import torch
 
@@ -10,9 +9,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-from helpers import GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
 
 from fused_sigreg import dispatch  # noqa: E402
+from helpers import GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def golden():

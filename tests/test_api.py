@@ -1,4 +1,5 @@
 """Public API behaviour: dtypes, shapes, modules, direction sources, objectives."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,10 @@ def test_dtypes_accumulate_in_float32(op, dtype, rng):
     assert rel_err(out, same) <= 1e-12
 
 
-@pytest.mark.parametrize("shape,reduction,expected", [
-    ((10, 4), None, (6,)), ((3, 10, 4), None, (3, 6)), ((3, 10, 4), "mean", ()), ((10, 4), "sum", ())])
+@pytest.mark.parametrize(
+    "shape,reduction,expected",
+    [((10, 4), None, (6,)), ((3, 10, 4), None, (3, 6)), ((3, 10, 4), "mean", ()), ((10, 4), "sum", ())],
+)
 def test_sigreg_reduction_shapes(shape, reduction, expected, rng):
     x = torch.randn(*shape, generator=rng)
     out = fs.sigreg(x, num_slices=6, step=0, reduction=reduction)
@@ -104,13 +107,15 @@ def test_default_slice_counts(rng):
 def test_modules_match_functional(rng):
     z = torch.randn(2, 30, 6, generator=rng)
     g = lambda: torch.Generator().manual_seed(9)
-    assert torch.equal(fs.VISReg(12, 0.5, 2.0, 3.0)(z, generator=g()),
-                       fs.visreg(z, 12, generator=g(), scale_weight=0.5, shape_weight=2.0, center_weight=3.0))
-    assert torch.equal(fs.SlicedWasserstein(12)(z, generator=g()),
-                       fs.sliced_wasserstein(z, 12, generator=g(), quantile_clamp=1e-4))
+    assert torch.equal(
+        fs.VISReg(12, 0.5, 2.0, 3.0)(z, generator=g()),
+        fs.visreg(z, 12, generator=g(), scale_weight=0.5, shape_weight=2.0, center_weight=3.0),
+    )
+    assert torch.equal(
+        fs.SlicedWasserstein(12)(z, generator=g()), fs.sliced_wasserstein(z, 12, generator=g(), quantile_clamp=1e-4)
+    )
     zr = torch.relu(z)
-    assert torch.equal(fs.RDMReg(12, p=1.5, mu=0.1)(zr, generator=g()),
-                       fs.rdmreg(zr, 12, p=1.5, mu=0.1, generator=g()))
+    assert torch.equal(fs.RDMReg(12, p=1.5, mu=0.1)(zr, generator=g()), fs.rdmreg(zr, 12, p=1.5, mu=0.1, generator=g()))
 
 
 def test_rdmreg_target_defaults_to_sigma_gn(rng):
@@ -121,7 +126,9 @@ def test_rdmreg_target_defaults_to_sigma_gn(rng):
     got = fs.rdmreg(z, directions=a, generator=torch.Generator().manual_seed(2), backend="eager")
     assert torch.equal(got, R.rdmreg(z, a, y))
     rgn = fs.rdmreg(z, directions=a, sigma="sigma_RGN", generator=torch.Generator().manual_seed(2), backend="eager")
-    y_rgn = fs.sample_rgg(z.shape, 1.0, 0.0, fs.rgn_unit_variance_sigma(1.0), generator=torch.Generator().manual_seed(2))
+    y_rgn = fs.sample_rgg(
+        z.shape, 1.0, 0.0, fs.rgn_unit_variance_sigma(1.0), generator=torch.Generator().manual_seed(2)
+    )
     assert torch.equal(rgn, R.rdmreg(z, a, y_rgn))
 
 

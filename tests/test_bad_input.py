@@ -1,4 +1,5 @@
 """Every malformed call raises ValueError/TypeError naming what was expected and what came."""
+
 import pytest
 import torch
 
@@ -16,31 +17,37 @@ OPS = {
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-@pytest.mark.parametrize("x,exc,match", [
-    (torch.randn(4), ValueError, r"\(N, D\) or \(V, N, D\), got 1 dims"),
-    (torch.randn(2, 2, 3, 4), ValueError, r"\(N, D\) or \(V, N, D\), got 4 dims"),
-    (torch.randn(1, 4), ValueError, "N >= 2.*got N=1"),
-    (torch.randn(3, 1, 4), ValueError, "N >= 2.*got N=1"),
-    (torch.randn(0, 4), ValueError, "must not be empty"),
-    (torch.randn(5, 0), ValueError, "must not be empty"),
-    (torch.ones(5, 4, dtype=torch.int64), TypeError, "floating dtype.*got torch.int64"),
-    (torch.ones(5, 4, dtype=torch.bool), TypeError, "floating dtype.*got torch.bool"),
-    ([[1.0, 2.0], [3.0, 4.0]], TypeError, "torch.Tensor, got list"),
-])
+@pytest.mark.parametrize(
+    "x,exc,match",
+    [
+        (torch.randn(4), ValueError, r"\(N, D\) or \(V, N, D\), got 1 dims"),
+        (torch.randn(2, 2, 3, 4), ValueError, r"\(N, D\) or \(V, N, D\), got 4 dims"),
+        (torch.randn(1, 4), ValueError, "N >= 2.*got N=1"),
+        (torch.randn(3, 1, 4), ValueError, "N >= 2.*got N=1"),
+        (torch.randn(0, 4), ValueError, "must not be empty"),
+        (torch.randn(5, 0), ValueError, "must not be empty"),
+        (torch.ones(5, 4, dtype=torch.int64), TypeError, "floating dtype.*got torch.int64"),
+        (torch.ones(5, 4, dtype=torch.bool), TypeError, "floating dtype.*got torch.bool"),
+        ([[1.0, 2.0], [3.0, 4.0]], TypeError, "torch.Tensor, got list"),
+    ],
+)
 def test_bad_embeddings(op, x, exc, match):
     with pytest.raises(exc, match=match):
         OPS[op](x)
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-@pytest.mark.parametrize("directions,exc,match", [
-    (torch.randn(3, 5), ValueError, r"\(D, K\) = \(4, K >= 1\), got shape \(3, 5\)"),
-    (torch.randn(4), ValueError, r"\(D, K\) = \(4, K >= 1\), got shape \(4,\)"),
-    (torch.randn(4, 0), ValueError, r"K >= 1"),
-    (torch.ones(4, 5, dtype=torch.int32), TypeError, "floating dtype"),
-    (torch.randn(4, 5, device="meta"), ValueError, "device cpu, got meta"),
-    ("directions", TypeError, "torch.Tensor, got str"),
-])
+@pytest.mark.parametrize(
+    "directions,exc,match",
+    [
+        (torch.randn(3, 5), ValueError, r"\(D, K\) = \(4, K >= 1\), got shape \(3, 5\)"),
+        (torch.randn(4), ValueError, r"\(D, K\) = \(4, K >= 1\), got shape \(4,\)"),
+        (torch.randn(4, 0), ValueError, r"K >= 1"),
+        (torch.ones(4, 5, dtype=torch.int32), TypeError, "floating dtype"),
+        (torch.randn(4, 5, device="meta"), ValueError, "device cpu, got meta"),
+        ("directions", TypeError, "torch.Tensor, got str"),
+    ],
+)
 def test_bad_directions(op, directions, exc, match):
     with pytest.raises(exc, match=match):
         OPS[op](X, directions=directions)
@@ -59,18 +66,21 @@ def test_one_direction_source_only():
         fs.sigreg(X, step=3, generator=torch.Generator())
 
 
-@pytest.mark.parametrize("kw,exc,match", [
-    (dict(t_max=0.0), ValueError, "t_max must be a finite number > 0, got 0.0"),
-    (dict(t_max=-1.0), ValueError, "t_max must be"),
-    (dict(t_max=float("inf")), ValueError, "t_max must be"),
-    (dict(n_points=1), ValueError, "n_points must be >= 2.*got 1"),
-    (dict(n_points=3.0), TypeError, "n_points must be an int"),
-    (dict(reduction="max"), ValueError, "reduction must be one of 'mean', 'sum', None, got 'max'"),
-    (dict(num_slices=0), ValueError, "num_slices must be >= 1, got 0"),
-    (dict(num_slices=2.5), TypeError, "num_slices must be an int"),
-    (dict(step=-1), ValueError, "step must be an int >= 0"),
-    (dict(generator="seed"), TypeError, "torch.Generator, got str"),
-])
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        (dict(t_max=0.0), ValueError, "t_max must be a finite number > 0, got 0.0"),
+        (dict(t_max=-1.0), ValueError, "t_max must be"),
+        (dict(t_max=float("inf")), ValueError, "t_max must be"),
+        (dict(n_points=1), ValueError, "n_points must be >= 2.*got 1"),
+        (dict(n_points=3.0), TypeError, "n_points must be an int"),
+        (dict(reduction="max"), ValueError, "reduction must be one of 'mean', 'sum', None, got 'max'"),
+        (dict(num_slices=0), ValueError, "num_slices must be >= 1, got 0"),
+        (dict(num_slices=2.5), TypeError, "num_slices must be an int"),
+        (dict(step=-1), ValueError, "step must be an int >= 0"),
+        (dict(generator="seed"), TypeError, "torch.Generator, got str"),
+    ],
+)
 def test_bad_sigreg_arguments(kw, exc, match):
     with pytest.raises(exc, match=match):
         fs.sigreg(X, **kw)

@@ -1,4 +1,5 @@
 """Backend registry: selection order, fallback with a logged reason, and forced-backend errors."""
+
 import logging
 import os
 
@@ -17,6 +18,7 @@ def _counting_ecf(calls):
     def ecf(x, a, t_max, n_points):
         calls.append(x.shape)
         return dispatch.REGISTRY.backends["eager"].ops["ecf_means"](x, a, t_max, n_points)
+
     return ecf
 
 
@@ -33,14 +35,19 @@ def test_triton_without_a_gpu_explains_itself(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     ok, why = fs.available_backends()["triton"]
     assert not ok and "no CUDA device" in why
-    with pytest.raises(fs.BackendUnavailableError, match="backend 'triton' was requested for ecf_means but cannot serve"):
+    with pytest.raises(
+        fs.BackendUnavailableError, match="backend 'triton' was requested for ecf_means but cannot serve"
+    ):
         fs.sigreg(X, directions=A, backend="triton")
 
 
 def test_forcing_a_backend_that_cannot_serve_raises():
-    with pytest.raises(fs.BackendUnavailableError, match="backend 'cuda' was requested for ecf_means but cannot serve"
-                                                         ".*(no implementation of 'ecf_means'|no CUDA device"
-                                                         "|built without its CUDA sources)"):
+    with pytest.raises(
+        fs.BackendUnavailableError,
+        match="backend 'cuda' was requested for ecf_means but cannot serve"
+        ".*(no implementation of 'ecf_means'|no CUDA device"
+        "|built without its CUDA sources)",
+    ):
         fs.sigreg(X, directions=A, backend="cuda")
     assert issubclass(fs.BackendUnavailableError, ValueError)
 
@@ -54,8 +61,14 @@ def test_forcing_an_unregistered_backend_raises(registry):
 
 def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry, caplog):
     calls = []
-    registry.register(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf(calls)},
-                                      supports=lambda op, t: (t[0].shape[0] <= 32, "N > 32 is not supported")))
+    registry.register(
+        Backend(
+            "cpu",
+            priority=10,
+            ops={"ecf_means": _counting_ecf(calls)},
+            supports=lambda op, t: (t[0].shape[0] <= 32, "N > 32 is not supported"),
+        )
+    )
     expected = fs.sigreg(X, directions=A, backend="eager")
     assert torch.equal(fs.sigreg(X, directions=A), expected)
     assert calls == [X.shape]  # auto picked the higher-priority backend
@@ -70,8 +83,14 @@ def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry
 
 
 def test_forced_backend_that_refuses_the_call_raises(registry):
-    registry.register(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])},
-                                      supports=lambda op, t: (False, "bf16 is not supported")))
+    registry.register(
+        Backend(
+            "cpu",
+            priority=10,
+            ops={"ecf_means": _counting_ecf([])},
+            supports=lambda op, t: (False, "bf16 is not supported"),
+        )
+    )
     with pytest.raises(fs.BackendUnavailableError, match="cannot serve this call: bf16 is not supported"):
         fs.sigreg(X, directions=A, backend="cpu")
 
@@ -86,8 +105,14 @@ def test_forced_backend_without_the_op_raises(registry):
 
 def test_unavailable_backend_is_skipped_by_auto(registry):
     calls = []
-    registry.register(Backend("triton", priority=20, ops={"ecf_means": _counting_ecf(calls)},
-                                      available=lambda: (False, "triton is not installed")))
+    registry.register(
+        Backend(
+            "triton",
+            priority=20,
+            ops={"ecf_means": _counting_ecf(calls)},
+            available=lambda: (False, "triton is not installed"),
+        )
+    )
     fs.sigreg(X, directions=A)
     assert calls == []
     assert fs.available_backends()["triton"] == (False, "triton is not installed")
@@ -153,4 +178,6 @@ def test_import_and_run_without_triton():
     lines = out.stdout.splitlines()
     assert lines[0] == "(False, 'triton is not installed')"
     assert lines[1] == "True True"
-    assert "backend 'triton' was requested for ecf_means but cannot serve this call: triton is not installed" in lines[2]
+    assert (
+        "backend 'triton' was requested for ecf_means but cannot serve this call: triton is not installed" in lines[2]
+    )

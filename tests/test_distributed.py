@@ -1,5 +1,6 @@
 """Two gloo processes on CPU against (a) the reference's all_reduce semantics and (b) one process
 on the concatenated batch (docs/design.md §6)."""
+
 import os
 
 import pytest
@@ -58,19 +59,28 @@ def _worker(rank, init_file, out_dir):
             "rdmreg": _grad(lambda v: fs.rdmreg(v, directions=a, target_samples=y, gather=True), zl),
         }
         if os.environ.get("TRITON_INTERPRET") == "1":  # the fused op between the same DDP stages
-            res["sigreg_triton"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
-                                                             backend="triton"), xl.float())
-            res["sigreg_fp32"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
-                                                           backend="eager"), xl.float())
+            res["sigreg_triton"] = _grad(
+                lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="triton"), xl.float()
+            )
+            res["sigreg_fp32"] = _grad(
+                lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="eager"), xl.float()
+            )
             for backend in ("triton", "eager"):  # the fused sort on the all-gathered batch
-                res[f"visreg_{backend}"] = _grad(lambda v: fs.visreg(v, directions=a.float(), gather=True,
-                                                                     backend=backend), xl.float())
-                res[f"rdmreg_{backend}"] = _grad(lambda v: fs.rdmreg(v, directions=a.float(), target_samples=y.float(),
-                                                                     gather=True, backend=backend), zl.float())
-        res["sigreg_cpu"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="cpu"),
-                                  xl.float())
-        res["sigreg_fp32_eager"] = _grad(lambda v: fs.sigreg(v, directions=a.float(), reduction=None,
-                                                             backend="eager"), xl.float())
+                res[f"visreg_{backend}"] = _grad(
+                    lambda v: fs.visreg(v, directions=a.float(), gather=True, backend=backend), xl.float()
+                )
+                res[f"rdmreg_{backend}"] = _grad(
+                    lambda v: fs.rdmreg(
+                        v, directions=a.float(), target_samples=y.float(), gather=True, backend=backend
+                    ),
+                    zl.float(),
+                )
+        res["sigreg_cpu"] = _grad(
+            lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="cpu"), xl.float()
+        )
+        res["sigreg_fp32_eager"] = _grad(
+            lambda v: fs.sigreg(v, directions=a.float(), reduction=None, backend="eager"), xl.float()
+        )
         module = fs.SIGReg(num_slices=K, reduction=None)
         module.global_step.fill_(STEPS[rank])
         res["module"] = module(xl).detach()
@@ -88,7 +98,7 @@ def ranks(tmp_path_factory):
 
 
 def _local(t, rank):
-    return t[:, rank * N_LOCAL:(rank + 1) * N_LOCAL]
+    return t[:, rank * N_LOCAL : (rank + 1) * N_LOCAL]
 
 
 def test_sigreg_matches_reference_all_reduce_semantics(ranks):

@@ -1,4 +1,5 @@
 """The eager reference, through the public API, against the official implementations' numbers."""
+
 import pytest
 import torch
 
@@ -20,8 +21,14 @@ def test_sigreg_lejepa_directions_equal_lejepa_draw(golden, i):
 def test_sigreg_lejepa(golden, i):
     case = golden["sigreg_lejepa"][i]
     x = case["x"].clone().requires_grad_()
-    value = fs.sigreg(x, num_slices=case["K"], t_max=case["t_max"], n_points=case["n_points"],
-                      step=case["step"], reduction=case["reduction"])
+    value = fs.sigreg(
+        x,
+        num_slices=case["K"],
+        t_max=case["t_max"],
+        n_points=case["n_points"],
+        step=case["step"],
+        reduction=case["reduction"],
+    )
     value.sum().backward()
     assert value.shape == case["value"].shape
     assert rel_err(value, case["value"]) <= TOL
@@ -31,8 +38,9 @@ def test_sigreg_lejepa(golden, i):
 @pytest.mark.parametrize("i", range(N_SIGREG_CASES))
 def test_sigreg_module_matches_golden_step(golden, i):
     case = golden["sigreg_lejepa"][i]
-    module = fs.SIGReg(num_slices=case["K"], t_max=case["t_max"], n_points=case["n_points"],
-                       reduction=case["reduction"])
+    module = fs.SIGReg(
+        num_slices=case["K"], t_max=case["t_max"], n_points=case["n_points"], reduction=case["reduction"]
+    )
     module.global_step.fill_(case["step"])
     x = case["x"].clone().requires_grad_()
     value = module(x)

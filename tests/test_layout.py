@@ -62,7 +62,7 @@ def test_no_import_cycles_between_package_modules():
         stack.append(m)
         for dep in sorted(graph[m]):
             if state.get(dep) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(dep):] + [dep]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(dep) :] + [dep]))
             if dep not in state:
                 visit(dep)
         stack.pop()

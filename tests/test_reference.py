@@ -1,4 +1,5 @@
 """Mathematical properties of the eager reference: float64 gradcheck, closed forms, presets."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """setup.py's decision to build the CUDA sources (no build is run here)."""
+
 import importlib.util
 import stat
 import types

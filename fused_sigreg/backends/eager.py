@@ -1,4 +1,5 @@
 """The ``eager`` backend: the reference itself, on any device and dtype (lowest priority)."""
+
 from __future__ import annotations
 
 from .. import reference

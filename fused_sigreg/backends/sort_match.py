@@ -10,6 +10,7 @@ and int64 indices). Two ops exist, each with its own layout of the projections:
 Projections are always the reference's own ``x @ W`` (bitwise the same numbers, so the ranks and
 hence the gradients agree with eager even at near-ties).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict

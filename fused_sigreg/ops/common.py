@@ -1,4 +1,5 @@
 """Pieces every op shares: input checks and where the slicing directions come from."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,4 +1,5 @@
 """RDMReg (Rectified LpJEPA): two-sample sliced Wasserstein to a rectified generalized Gaussian."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -45,8 +46,9 @@ def rdmreg(
     check_lp_parameter(p)
     check_generator(generator, z.device)
     # generator also draws the target samples, so it may come together with explicit directions
-    w = resolve_directions(z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None,
-                           generator if directions is None else None)
+    w = resolve_directions(
+        z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator if directions is None else None
+    )
     if gather:
         z = all_gather_batch(z)
     if target_samples is None:
@@ -62,8 +64,15 @@ class RDMReg(nn.Module):
     Official config names: ``lp_norm_parameter`` = p, ``mean_shift_value`` = mu, ``mode_of_sigma`` = sigma.
     """
 
-    def __init__(self, num_projections: int = DEFAULT_NUM_PROJECTIONS, p: float = 1.0, mu: float = 0.0,
-                 sigma="sigma_GN", gather: bool = False, backend: Optional[str] = None):
+    def __init__(
+        self,
+        num_projections: int = DEFAULT_NUM_PROJECTIONS,
+        p: float = 1.0,
+        mu: float = 0.0,
+        sigma="sigma_GN",
+        gather: bool = False,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         check_lp_parameter(p)
         self.num_projections, self.p, self.mu = num_projections, p, mu
@@ -71,5 +80,13 @@ class RDMReg(nn.Module):
         self.gather, self.backend = gather, backend
 
     def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return rdmreg(z, self.num_projections, p=self.p, mu=self.mu, sigma=self.sigma, generator=generator,
-                      gather=self.gather, backend=self.backend)
+        return rdmreg(
+            z,
+            self.num_projections,
+            p=self.p,
+            mu=self.mu,
+            sigma=self.sigma,
+            generator=generator,
+            gather=self.gather,
+            backend=self.backend,
+        )

@@ -4,6 +4,7 @@ Two stages, as docs/design.md §5 prescribes: a backend computes the ECF means (
 projections (the expensive part), then the statistic is formed here in eager with the DDP
 average in between, so every backend shares the distributed semantics.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -123,4 +124,6 @@ class SIGReg(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"num_slices={self.num_slices}, t_max={self.t_max}, n_points={self.n_points}, reduction={self.reduction!r}"
+        return (
+            f"num_slices={self.num_slices}, t_max={self.t_max}, n_points={self.n_points}, reduction={self.reduction!r}"
+        )

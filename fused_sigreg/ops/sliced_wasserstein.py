@@ -1,4 +1,5 @@
 """Sliced Wasserstein distance of the embeddings' marginals to N(0, 1) (VISReg's SWD)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -44,8 +45,9 @@ def sliced_wasserstein(
         gather: all-gather the batch over ranks first (with gradients), as the VISReg trainer does.
     Returns: a float32 scalar (float64 for float64 x).
     """
-    x, w, target = prepare_quantile_matching(x, "x", num_projections, directions, generator, quantile_clamp,
-                                             gather, check_finite)
+    x, w, target = prepare_quantile_matching(
+        x, "x", num_projections, directions, generator, quantile_clamp, gather, check_finite
+    )
     return dispatch.run("sliced_wasserstein", (x, w), backend, x, w, target)
 
 
@@ -55,12 +57,23 @@ class SlicedWasserstein(nn.Module):
     Input (V, N, D) or (N, D); fresh directions each call from ``generator`` or torch's RNG.
     """
 
-    def __init__(self, num_projections: int = DEFAULT_NUM_PROJECTIONS, quantile_clamp: Optional[float] = 1e-4,
-                 gather: bool = False, backend: Optional[str] = None):
+    def __init__(
+        self,
+        num_projections: int = DEFAULT_NUM_PROJECTIONS,
+        quantile_clamp: Optional[float] = 1e-4,
+        gather: bool = False,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         self.num_projections, self.quantile_clamp = num_projections, quantile_clamp
         self.gather, self.backend = gather, backend
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return sliced_wasserstein(x, self.num_projections, generator=generator, quantile_clamp=self.quantile_clamp,
-                                  gather=self.gather, backend=self.backend)
+        return sliced_wasserstein(
+            x,
+            self.num_projections,
+            generator=generator,
+            quantile_clamp=self.quantile_clamp,
+            gather=self.gather,
+            backend=self.backend,
+        )

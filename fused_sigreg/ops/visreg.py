@@ -1,4 +1,5 @@
 """VISReg: centre, scale and shape (sliced Wasserstein to N(0, 1)) regularisation."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -40,15 +41,28 @@ def visreg(
 class VISReg(nn.Module):
     """Drop-in for VISReg's ``VISReg(num_projections, scale_weight, shape_weight, center_weight)``."""
 
-    def __init__(self, num_projections: int = DEFAULT_NUM_PROJECTIONS, scale_weight: float = 1.0,
-                 shape_weight: float = 1.0, center_weight: float = 1.0, gather: bool = False,
-                 backend: Optional[str] = None):
+    def __init__(
+        self,
+        num_projections: int = DEFAULT_NUM_PROJECTIONS,
+        scale_weight: float = 1.0,
+        shape_weight: float = 1.0,
+        center_weight: float = 1.0,
+        gather: bool = False,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         self.num_projections = num_projections
         self.scale_weight, self.shape_weight, self.center_weight = scale_weight, shape_weight, center_weight
         self.gather, self.backend = gather, backend
 
     def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return visreg(z, self.num_projections, generator=generator, scale_weight=self.scale_weight,
-                      shape_weight=self.shape_weight, center_weight=self.center_weight,
-                      gather=self.gather, backend=self.backend)
+        return visreg(
+            z,
+            self.num_projections,
+            generator=generator,
+            scale_weight=self.scale_weight,
+            shape_weight=self.shape_weight,
+            center_weight=self.center_weight,
+            gather=self.gather,
+            backend=self.backend,
+        )

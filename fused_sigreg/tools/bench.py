@@ -5,6 +5,7 @@ on GPU (backward there is fwd+bwd minus fwd). Memory on CPU comes from the profi
 events (peak of the running sum over one fwd+bwd), on GPU from the caching allocator's peak. Saved bytes are the unique storages the
 autograd graph keeps (``saved_tensors_hooks``), also net of the op's own inputs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,10 +20,10 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
+from ..backends.triton.configs import fp32_matmul_uses_tf32
 from .check import backends_for, unmeasured_backends
 from .problems import Problem, Shape, make_problem
 from .roofline import roofline
-from ..backends.triton.configs import fp32_matmul_uses_tf32
 
 # Status of a row for a backend that implements the op but cannot run here (listed, not timed).
 NOT_MEASURED = "not measured"
@@ -77,8 +78,11 @@ def _do_bench_phases(problem: Problem, backend: str) -> Dict[str, Dict[str, floa
     fb = do_bench(fwd_bwd, quantiles=quantiles)
     problem.x.grad = None
     names = ("median", "p20", "p80")
-    return {"fwd": dict(zip(names, f)), "fwd+bwd": dict(zip(names, fb)),
-            "bwd": dict(zip(names, (b - a for a, b in zip(f, fb))))}
+    return {
+        "fwd": dict(zip(names, f)),
+        "fwd+bwd": dict(zip(names, fb)),
+        "bwd": dict(zip(names, (b - a for a, b in zip(f, fb)))),
+    }
 
 
 def time_phases(problem: Problem, backend: str, warmup: int, repeats: int) -> Dict[str, Dict[str, float]]:
@@ -170,11 +174,21 @@ def matmul_floor_ms(problem: Problem, warmup: int, repeats: int) -> float:
     return 2 * statistics.median(samples)
 
 
-def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, repeats: int,
-               problem: Optional[Problem] = None) -> Dict:
+def bench_case(
+    op: str, shape: Shape, backend: str, dtype, device, warmup: int, repeats: int, problem: Optional[Problem] = None
+) -> Dict:
     problem = problem or make_problem(op, shape, dtype, device)
-    row = dict(op=op, backend=backend, device=str(device), dtype=str(dtype).replace("torch.", ""),
-               V=shape.V, N=shape.N, D=shape.D, K=shape.K, T=shape.T if op == "sigreg" else "")
+    row = dict(
+        op=op,
+        backend=backend,
+        device=str(device),
+        dtype=str(dtype).replace("torch.", ""),
+        V=shape.V,
+        N=shape.N,
+        D=shape.D,
+        K=shape.K,
+        T=shape.T if op == "sigreg" else "",
+    )
     try:
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():
@@ -182,19 +196,39 @@ def bench_case(op: str, shape: Shape, backend: str, dtype, device, warmup: int, 
         if op == "sigreg":
             row["matmul_floor_ms"] = round(matmul_floor_ms(problem, warmup, repeats), 3)
         if problem.x.device.type == "cuda" and op == "sigreg":
-            row.update(roofline(shape.V, shape.N, shape.D, shape.K, shape.T, problem.x.dtype,
-                                fp32_matmul_uses_tf32(), row["fwd+bwd_ms_median"] / 1e3,
-                                torch.cuda.get_device_name(problem.x.device)))
+            row.update(
+                roofline(
+                    shape.V,
+                    shape.N,
+                    shape.D,
+                    shape.K,
+                    shape.T,
+                    problem.x.dtype,
+                    fp32_matmul_uses_tf32(),
+                    row["fwd+bwd_ms_median"] / 1e3,
+                    torch.cuda.get_device_name(problem.x.device),
+                )
+            )
         row["peak_extra_MiB"] = round(peak_extra_bytes(problem, backend) / 2**20, 2)
-        row.update({k.replace("_bytes", "_MiB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()})
+        row.update(
+            {k.replace("_bytes", "_MiB"): round(v / 2**20, 2) for k, v in saved_tensor_bytes(problem, backend).items()}
+        )
         row["status"] = "ok"
     except torch.OutOfMemoryError:
         row["status"] = "OOM"
     return row
 
 
-def sweep(ops: Iterable[str], shapes: Iterable[Shape], dtype, device, backends: Optional[List[str]],
-          warmup: int, repeats: int, progress: Callable[[Dict], None] = lambda row: None) -> List[Dict]:
+def sweep(
+    ops: Iterable[str],
+    shapes: Iterable[Shape],
+    dtype,
+    device,
+    backends: Optional[List[str]],
+    warmup: int,
+    repeats: int,
+    progress: Callable[[Dict], None] = lambda row: None,
+) -> List[Dict]:
     rows = []
     for op in ops:
         for shape in shapes:
@@ -213,9 +247,19 @@ def sweep(ops: Iterable[str], shapes: Iterable[Shape], dtype, device, backends: 
 
 def not_measured_row(op: str, shape: Shape, backend: str, dtype, device, why: str) -> Dict:
     """A provider of ``op`` that cannot run here (e.g. a GPU kernel on a CPU machine): listed, not timed."""
-    return dict(op=op, backend=backend, device=str(device), dtype=str(dtype).replace("torch.", ""),
-                V=shape.V, N=shape.N, D=shape.D, K=shape.K, T=shape.T if op == "sigreg" else "",
-                status=NOT_MEASURED, reason=why)
+    return dict(
+        op=op,
+        backend=backend,
+        device=str(device),
+        dtype=str(dtype).replace("torch.", ""),
+        V=shape.V,
+        N=shape.N,
+        D=shape.D,
+        K=shape.K,
+        T=shape.T if op == "sigreg" else "",
+        status=NOT_MEASURED,
+        reason=why,
+    )
 
 
 def shapes_from(N, D, K, V, T=17) -> List[Shape]:
@@ -234,8 +278,11 @@ def environment() -> Dict:
     """Where the numbers come from: device, driver, versions, commit (+dirty for uncommitted changes), time."""
     # FUSED_SIGREG_COMMIT names the commit where the tree was copied without its history (a remote run)
     commit = os.environ.get("FUSED_SIGREG_COMMIT") or _command_output(["git", "rev-parse", "HEAD"])
-    if commit and not os.environ.get("FUSED_SIGREG_COMMIT") and _command_output(
-            ["git", "status", "--porcelain", "--untracked-files=no"]):
+    if (
+        commit
+        and not os.environ.get("FUSED_SIGREG_COMMIT")
+        and _command_output(["git", "status", "--porcelain", "--untracked-files=no"])
+    ):
         commit += "+dirty"
     try:
         import triton
@@ -243,15 +290,25 @@ def environment() -> Dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = "not installed"
-    env = dict(cpu=platform.processor() or platform.machine(), cpu_threads=torch.get_num_threads(),
-               gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "not present")
+    env = dict(
+        cpu=platform.processor() or platform.machine(),
+        cpu_threads=torch.get_num_threads(),
+        gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "not present",
+    )
     if torch.cuda.is_available():
         driver = _command_output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-        env.update(gpu_driver=driver.splitlines()[0] if driver else "unknown", cuda=torch.version.cuda,
-                   fp32_matmul="tf32" if fp32_matmul_uses_tf32() else "ieee")
-    env.update(torch=torch.__version__, triton=triton_version, python=platform.python_version(),
-               git_commit=commit or "unknown",
-               timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        env.update(
+            gpu_driver=driver.splitlines()[0] if driver else "unknown",
+            cuda=torch.version.cuda,
+            fp32_matmul="tf32" if fp32_matmul_uses_tf32() else "ieee",
+        )
+    env.update(
+        torch=torch.__version__,
+        triton=triton_version,
+        python=platform.python_version(),
+        git_commit=commit or "unknown",
+        timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
     return env
 
 
@@ -286,8 +343,11 @@ def plot_results(rows: List[Dict], path: str) -> None:
         raise RuntimeError("--plot needs matplotlib: pip install 'fused_sigreg[plot]'") from e
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     for key in dict.fromkeys((r["op"], r["backend"], r["D"], r["K"], r["V"]) for r in rows if r["status"] == "ok"):
-        pts = sorted((r["N"], r["fwd+bwd_ms_median"], r["peak_extra_MiB"]) for r in rows
-                     if r["status"] == "ok" and (r["op"], r["backend"], r["D"], r["K"], r["V"]) == key)
+        pts = sorted(
+            (r["N"], r["fwd+bwd_ms_median"], r["peak_extra_MiB"])
+            for r in rows
+            if r["status"] == "ok" and (r["op"], r["backend"], r["D"], r["K"], r["V"]) == key
+        )
         label = f"{key[0]} {key[1]} D={key[2]} K={key[3]} V={key[4]}"
         ax_t.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
         ax_m.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=label)

@@ -4,6 +4,7 @@ For each op and backend the value and the input gradient of ``(loss * g)`` are c
 eager at the same dtype; the eager row compares with a float64 eager run, which shows the
 precision floor a backend is judged against (bf16: within 2x of it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,9 +13,9 @@ from typing import Dict, List
 import torch
 
 from .. import dispatch
+from ..backends.triton.configs import NEW_TF32_API, fp32_matmul_uses_tf32
 from .numerics import round_to_tf32
 from .problems import DISPATCHED_STAGE, Problem, Shape, make_problem
-from ..backends.triton.configs import NEW_TF32_API, fp32_matmul_uses_tf32
 
 FP32_TOLERANCE = 1e-5
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -67,9 +68,15 @@ def unmeasured_backends(problem: Problem) -> Dict[str, str]:
 
 
 def _row(problem: Problem, backend: str, against: str, errors) -> Dict:
-    return dict(op=problem.op, backend=backend, dtype=str(problem.x.dtype).replace("torch.", ""),
-                shape="x".join(map(str, problem.x.shape)), against=against,
-                value_rel_err=errors[0], grad_rel_err=errors[1])
+    return dict(
+        op=problem.op,
+        backend=backend,
+        dtype=str(problem.x.dtype).replace("torch.", ""),
+        shape="x".join(map(str, problem.x.shape)),
+        against=against,
+        value_rel_err=errors[0],
+        grad_rel_err=errors[1],
+    )
 
 
 def _errors(got, want, dtype=None):
@@ -119,8 +126,9 @@ def _check_tf32(problem: Problem, truth) -> List[Dict]:
     tf32 (computed in fp32 without tf32), plus 1e-6. Both kinds of kernel round x, A and dP to tf32."""
 
     eager = _errors(value_and_grad(problem, problem.x, "eager"), truth)
-    rounded_problem = Problem(problem.op, problem.shape, problem.x,
-                              dict(problem.fixed, directions=round_to_tf32(problem.fixed["directions"])))
+    rounded_problem = Problem(
+        problem.op, problem.shape, problem.x, dict(problem.fixed, directions=round_to_tf32(problem.fixed["directions"]))
+    )
     with tf32_disabled():
         rounded = _errors(value_and_grad(rounded_problem, round_to_tf32(problem.x), "eager"), truth)
     budget = tuple(max(e, r) for e, r in zip(eager, rounded))

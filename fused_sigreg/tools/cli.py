@@ -1,4 +1,5 @@
 """Command line: ``python -m fused_sigreg backends | check | bench | compile-check | numerics | memory``."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,12 +8,12 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from ..dispatch import available_backends, registered_backends
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import run_checks, tf32_enabled
 from .compile_check import extension_report, run_compile_check
 from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
 from .numerics import recurrence_error, tf32_budget
-from ..dispatch import available_backends, registered_backends
 from .problems import DISPATCHED_STAGE, OPS, Shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -62,7 +63,9 @@ def cmd_backends(args) -> int:
 def cmd_check(args) -> int:
     shape = Shape(args.V, args.N, args.D, args.K, args.T)
     if args.tf32 and (args.dtype != "float32" or not str(args.device).startswith("cuda")):
-        raise SystemExit(f"--tf32 applies to --dtype float32 on a CUDA device, got --dtype {args.dtype} on {args.device}")
+        raise SystemExit(
+            f"--tf32 applies to --dtype float32 on a CUDA device, got --dtype {args.dtype} on {args.device}"
+        )
     with tf32_enabled(args.tf32):
         rows = run_checks(_ops(args.op), shape, DTYPES[args.dtype], torch.device(args.device), args.seed)
     for r in rows:
@@ -80,9 +83,24 @@ def cmd_bench(args) -> int:
     sizes = {k: getattr(args, k) or DEFAULT_CPU_SWEEP[k] for k in ("N", "D", "K", "V")}
     shapes = shapes_from(sizes["N"], sizes["D"], sizes["K"], sizes["V"], args.T)
     backends = args.backend.split(",") if args.backend else None
-    columns = ["op", "backend", "dtype", "V", "N", "D", "K", "fwd_ms_median", "bwd_ms_median",
-               "fwd+bwd_ms_median", "fwd+bwd_ms_p20", "fwd+bwd_ms_p80", "peak_extra_MiB", "saved_MiB",
-               "saved_extra_MiB", "status"]
+    columns = [
+        "op",
+        "backend",
+        "dtype",
+        "V",
+        "N",
+        "D",
+        "K",
+        "fwd_ms_median",
+        "bwd_ms_median",
+        "fwd+bwd_ms_median",
+        "fwd+bwd_ms_p20",
+        "fwd+bwd_ms_p80",
+        "peak_extra_MiB",
+        "saved_MiB",
+        "saved_extra_MiB",
+        "status",
+    ]
     if "sigreg" in _ops(args.op):
         columns[-1:-1] = ["matmul_floor_ms"]
     if device.type == "cuda":
@@ -90,8 +108,16 @@ def cmd_bench(args) -> int:
     print(f"device {device}; {args.repeats} repeats after {args.warmup} warm-up; times in ms, memory in MiB")
     if device.type == "cpu":
         print(f"GPU: {'not measured (no CUDA device here)' if not torch.cuda.is_available() else 'use --device cuda'}")
-    rows = sweep(_ops(args.op), shapes, DTYPES[args.dtype], device, backends, args.warmup, args.repeats,
-                 progress=lambda row: print(format_table([row], columns).splitlines()[-1], flush=True))
+    rows = sweep(
+        _ops(args.op),
+        shapes,
+        DTYPES[args.dtype],
+        device,
+        backends,
+        args.warmup,
+        args.repeats,
+        progress=lambda row: print(format_table([row], columns).splitlines()[-1], flush=True),
+    )
     print()
     print(format_table(rows, columns))
     for path in args.out or []:
@@ -114,8 +140,24 @@ def cmd_compile_check(args) -> int:
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
     print("ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from Triton")
-    print(format_table(rows, ["kernel", "config", "variant", "arch", "registers", "spill_stores", "spill_loads",
-                              "shared_bytes", "compile_s", "ok", "error"]))
+    print(
+        format_table(
+            rows,
+            [
+                "kernel",
+                "config",
+                "variant",
+                "arch",
+                "registers",
+                "spill_stores",
+                "spill_loads",
+                "shared_bytes",
+                "compile_s",
+                "ok",
+                "error",
+            ],
+        )
+    )
 
     ext_rows = extension_report(caps)
     for r in ext_rows:
@@ -123,8 +165,23 @@ def cmd_compile_check(args) -> int:
     print()
     if ext_rows:
         print("CUDA extension csrc/sort_match_cuda.cu, nvcc -Xptxas -v per architecture (CUB's kernels included)")
-        print(format_table(ext_rows, ["kernel", "arch", "registers", "spill_stores", "spill_loads", "stack",
-                                      "shared_bytes", "compile_s", "ok", "error"]))
+        print(
+            format_table(
+                ext_rows,
+                [
+                    "kernel",
+                    "arch",
+                    "registers",
+                    "spill_stores",
+                    "spill_loads",
+                    "stack",
+                    "shared_bytes",
+                    "compile_s",
+                    "ok",
+                    "error",
+                ],
+            )
+        )
     else:
         print("CUDA extension: no nvcc here, not compiled")
     return 0 if all(r["ok"] == "PASS" for r in rows + ext_rows) else 1
@@ -132,11 +189,20 @@ def cmd_compile_check(args) -> int:
 
 def cmd_numerics(args) -> int:
     for t_max, n_points in ((3.0, 17), (5.0, 9)):
-        print(f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots (max |error| of cos/sin over knots)")
-        print(format_table(recurrence_error(args.p_max, t_max, n_points),
-                           ["p_range", "recurrence_max_abs_error", "direct_fp32_max_abs_error"]))
+        print(
+            f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots (max |error| of cos/sin over knots)"
+        )
+        print(
+            format_table(
+                recurrence_error(args.p_max, t_max, n_points),
+                ["p_range", "recurrence_max_abs_error", "direct_fp32_max_abs_error"],
+            )
+        )
         print()
-    rows = [dict(tf32_budget(args.N, args.D, args.K, mode), N=args.N, D=args.D, K=args.K) for mode in ("nearest", "truncate")]
+    rows = [
+        dict(tf32_budget(args.N, args.D, args.K, mode), N=args.N, D=args.D, K=args.K)
+        for mode in ("nearest", "truncate")
+    ]
     print("SIGReg with x and A rounded to tf32 vs fp32 (relative; gradient in max norm)")
     print(format_table(rows, ["mode", "N", "D", "K", "value_rel_err", "grad_rel_err"]))
     return 0
@@ -148,13 +214,23 @@ def cmd_memory(args) -> int:
     rows = []
     for backend in ("eager", "triton"):
         saved = sigreg_saved_extra_bytes(backend, V, N, K, T)
-        rows.append(dict(backend=backend, saved_extra_MiB=saved / 2**20, saved_with_inputs_MiB=(saved + inputs) / 2**20,
-                         peak_extra_MiB=sigreg_peak_extra_bytes_model(backend, V, N, D, K, T) / 2**20))
-    print(f"SIGReg float32 memory accounting, V={V} N={N} D={D} K={K} T={T} (analytic; matches measurements at small sizes)")
+        rows.append(
+            dict(
+                backend=backend,
+                saved_extra_MiB=saved / 2**20,
+                saved_with_inputs_MiB=(saved + inputs) / 2**20,
+                peak_extra_MiB=sigreg_peak_extra_bytes_model(backend, V, N, D, K, T) / 2**20,
+            )
+        )
+    print(
+        f"SIGReg float32 memory accounting, V={V} N={N} D={D} K={K} T={T} (analytic; matches measurements at small sizes)"
+    )
     print(format_table(rows, ["backend", "saved_extra_MiB", "saved_with_inputs_MiB", "peak_extra_MiB"]))
     e, f = rows
-    print(f"eager / fused: saved with inputs {e['saved_with_inputs_MiB'] / f['saved_with_inputs_MiB']:.1f}x, "
-          f"saved beyond inputs {e['saved_extra_MiB'] / f['saved_extra_MiB']:.0f}x, peak {e['peak_extra_MiB'] / f['peak_extra_MiB']:.1f}x")
+    print(
+        f"eager / fused: saved with inputs {e['saved_with_inputs_MiB'] / f['saved_with_inputs_MiB']:.1f}x, "
+        f"saved beyond inputs {e['saved_extra_MiB'] / f['saved_extra_MiB']:.0f}x, peak {e['peak_extra_MiB'] / f['peak_extra_MiB']:.1f}x"
+    )
     return 0
 
 
@@ -172,12 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--V", type=int, default=2)
     check.add_argument("--T", type=int, default=17, help="SIGReg quadrature knots")
     check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--tf32", action="store_true", help="float32 with tf32 matmuls (CUDA): judged against "
-                       "float64 within 2x of eager's own tf32 error")
+    check.add_argument(
+        "--tf32",
+        action="store_true",
+        help="float32 with tf32 matmuls (CUDA): judged against float64 within 2x of eager's own tf32 error",
+    )
     check.set_defaults(func=cmd_check)
 
-    compile_check = sub.add_parser("compile-check", help="compile every Triton kernel config and the CUDA extension "
-                                                         "for sm_80/sm_90, with ptxas's resource report")
+    compile_check = sub.add_parser(
+        "compile-check",
+        help="compile every Triton kernel config and the CUDA extension for sm_80/sm_90, with ptxas's resource report",
+    )
     compile_check.add_argument("--arch", default="80,90", help="comma-separated compute capabilities")
     compile_check.set_defaults(func=cmd_compile_check)
 
@@ -196,8 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time / memory sweep over N, D, K, V")
     _common(bench)
     for dim in ("N", "D", "K", "V"):
-        bench.add_argument(f"--{dim}", type=_ints, default=None,
-                           help=f"comma-separated sizes (default {','.join(map(str, DEFAULT_CPU_SWEEP[dim]))})")
+        bench.add_argument(
+            f"--{dim}",
+            type=_ints,
+            default=None,
+            help=f"comma-separated sizes (default {','.join(map(str, DEFAULT_CPU_SWEEP[dim]))})",
+        )
     bench.add_argument("--T", type=int, default=17, help="SIGReg quadrature knots")
     bench.add_argument("--backend", default=None, help="comma-separated backends (default: every usable one)")
     bench.add_argument("--warmup", type=int, default=1)

@@ -5,6 +5,7 @@ A configuration passes when it compiles, spills no bytes and its shared memory f
 architecture's per-block limit. Triton allocates shared memory dynamically, so the figure is
 Triton's own (``metadata.shared``); registers and spills come from ``ptxas -v``.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,12 @@ def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:
         path = os.path.join(tmp, "kernel.ptx")
         with open(path, "w") as f:
             f.write(ptx)
-        out = subprocess.run([knobs.nvidia.ptxas.path, "-v", f"--gpu-name={arch}", path, "-o", os.devnull],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [knobs.nvidia.ptxas.path, "-v", f"--gpu-name={arch}", path, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     text = out.stdout + out.stderr
     regs = re.search(r"Used (\d+) registers", text)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
@@ -54,15 +59,20 @@ def compile_one(spec: CompileSpec, capability: int) -> Dict:
     row = dict(kernel=spec.kernel.__name__, config=spec.config, variant=spec.variant, arch=f"sm_{capability}")
     start = time.perf_counter()
     try:
-        compiled = triton.compile(ASTSource(spec.kernel, spec.signature, spec.constexprs, attrs),
-                                  target=GPUTarget("cuda", capability, 32), options={"num_warps": spec.num_warps})
+        compiled = triton.compile(
+            ASTSource(spec.kernel, spec.signature, spec.constexprs, attrs),
+            target=GPUTarget("cuda", capability, 32),
+            options={"num_warps": spec.num_warps},
+        )
         arch = re.search(r"^\.target (\S+)", compiled.asm["ptx"], re.M).group(1)
         row.update(_ptxas_report(compiled.asm["ptx"], arch))
         row["shared_bytes"] = int(compiled.metadata.shared)
         row["ok"] = row["spill_stores"] == 0 and row["spill_loads"] == 0 and row["shared_bytes"] <= ARCHS[capability]
         row["error"] = ""
     except Exception as e:  # a compile failure is a result to report, not a crash
-        row.update(registers="", spill_stores="", spill_loads="", shared_bytes="", ok=False, error=str(e).splitlines()[0])
+        row.update(
+            registers="", spill_stores="", spill_loads="", shared_bytes="", ok=False, error=str(e).splitlines()[0]
+        )
     row["compile_s"] = round(time.perf_counter() - start, 2)
     return row
 
@@ -96,13 +106,31 @@ def extension_report(capabilities=tuple(ARCHS)) -> List[Dict]:
     nvcc = _nvcc()
     if nvcc is None or not os.path.exists(source):
         return []
-    includes = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}", f"-I{os.path.dirname(source)}"]
+    includes = [f"-I{p}" for p in include_paths()] + [
+        f"-I{sysconfig.get_paths()['include']}",
+        f"-I{os.path.dirname(source)}",
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cap in capabilities:
             start = time.perf_counter()
-            out = subprocess.run([nvcc, "-std=c++20", "-O3", "--cubin", f"-arch=sm_{cap}", "-Xptxas", "-v", *includes,
-                                  source, "-o", os.path.join(tmp, f"sm_{cap}.cubin")], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    nvcc,
+                    "-std=c++20",
+                    "-O3",
+                    "--cubin",
+                    f"-arch=sm_{cap}",
+                    "-Xptxas",
+                    "-v",
+                    *includes,
+                    source,
+                    "-o",
+                    os.path.join(tmp, f"sm_{cap}.cubin"),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 rows.append(dict(kernel="(nvcc failed)", arch=f"sm_{cap}", ok=False, error=out.stderr.strip()[-300:]))
                 continue
@@ -138,8 +166,11 @@ def _parse_ptxas(text: str, arch: str, cap: int) -> List[Dict]:
             smem = re.search(r"(\d+) bytes smem", line)
             current.update(registers=int(m.group(1)), shared_bytes=int(smem.group(1)) if smem else 0)
     for row in rows:
-        row["ok"] = (row.get("spill_stores", 0) == 0 and row.get("spill_loads", 0) == 0
-                     and row.get("shared_bytes", 0) <= ARCHS[cap])
+        row["ok"] = (
+            row.get("spill_stores", 0) == 0
+            and row.get("spill_loads", 0) == 0
+            and row.get("shared_bytes", 0) <= ARCHS[cap]
+        )
         row["error"] = ""
     return rows
 
@@ -155,5 +186,5 @@ def _kernel_name(mangled: str) -> str:
     name = full[: full.find("(")] if "(" in full else full
     name = re.sub(r"^void ", "", name)
     if name.startswith("fused_sigreg::"):
-        return name[len("fused_sigreg::"):]
+        return name[len("fused_sigreg::") :]
     return re.split(r"[<(]", name)[0].split("::")[-1]

@@ -1,6 +1,7 @@
 """Error budgets of what the GPU kernels do differently from the eager reference (docs/design.md §7.3):
 the angle-addition recurrence over the knots, and tf32 rounding of the projection's operands.
 Both are emulated here with ordinary fp32/fp64 torch arithmetic, so they run anywhere."""
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -10,8 +11,13 @@ import torch
 from ..ops.sigreg import sigreg
 
 
-def recurrence_error(p_max: float = 50.0, t_max: float = 3.0, n_points: int = 17, samples: int = 200_001,
-                     buckets=(1.0, 3.0, 10.0, 30.0, 50.0)) -> List[Dict]:
+def recurrence_error(
+    p_max: float = 50.0,
+    t_max: float = 3.0,
+    n_points: int = 17,
+    samples: int = 200_001,
+    buckets=(1.0, 3.0, 10.0, 30.0, 50.0),
+) -> List[Dict]:
     """Max |error| of cos/sin(t_j p) from the fp32 recurrence (as the kernels run it) against fp64
     cos/sin, over p in [-p_max, p_max], per |p| bucket and over all knots; beside it the error of
     the reference's own fp32 cos/sin(t_j p), whose rounded argument t_j p dominates at large |p|."""
@@ -28,14 +34,21 @@ def recurrence_error(p_max: float = 50.0, t_max: float = 3.0, n_points: int = 17
         exact = knots[j].double() * p.float().double()
         exact_c, exact_s = torch.cos(exact), torch.sin(exact)
         err = torch.maximum(err, torch.maximum((c.double() - exact_c).abs(), (s.double() - exact_s).abs()))
-        direct = torch.maximum(direct, torch.maximum((torch.cos(arg32).double() - exact_c).abs(),
-                                                     (torch.sin(arg32).double() - exact_s).abs()))
+        direct = torch.maximum(
+            direct,
+            torch.maximum((torch.cos(arg32).double() - exact_c).abs(), (torch.sin(arg32).double() - exact_s).abs()),
+        )
         c, s = c * c1 - s * s1, s * c1 + c * s1
     rows, lo = [], 0.0
     for hi in buckets:
         mask = (p.abs() >= lo) & (p.abs() <= hi)
-        rows.append(dict(p_range=f"{lo:g} <= |p| <= {hi:g}", recurrence_max_abs_error=err[mask].max().item(),
-                         direct_fp32_max_abs_error=direct[mask].max().item()))
+        rows.append(
+            dict(
+                p_range=f"{lo:g} <= |p| <= {hi:g}",
+                recurrence_max_abs_error=err[mask].max().item(),
+                direct_fp32_max_abs_error=direct[mask].max().item(),
+            )
+        )
         lo = hi
     return rows
 
@@ -64,5 +77,8 @@ def tf32_budget(N: int = 4096, D: int = 512, K: int = 512, mode: str = "nearest"
         (grad,) = torch.autograd.grad(value, xi)
         out[name] = (value.detach().double(), grad.double())
     (v32, g32), (vtf, gtf) = out["fp32"], out["tf32"]
-    return dict(mode=mode, value_rel_err=((vtf - v32).abs() / v32.abs()).item(),
-                grad_rel_err=((gtf - g32).abs().max() / g32.abs().max()).item())
+    return dict(
+        mode=mode,
+        value_rel_err=((vtf - v32).abs() / v32.abs()).item(),
+        grad_rel_err=((gtf - g32).abs().max() / g32.abs().max()).item(),
+    )

@@ -3,6 +3,7 @@
 A problem fixes everything random (inputs, directions, RDMReg target samples) so that every
 backend evaluates exactly the same function; only ``x`` is differentiated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ class Shape:
 class Problem:
     op: str
     shape: Shape
-    x: torch.Tensor                         # the differentiated input, (N, D) or (V, N, D)
-    fixed: Dict[str, torch.Tensor]          # directions (D, K) and, for RDMReg, target samples
+    x: torch.Tensor  # the differentiated input, (N, D) or (V, N, D)
+    fixed: Dict[str, torch.Tensor]  # directions (D, K) and, for RDMReg, target samples
 
     def loss(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
         """The op on x with this problem's fixed inputs; backend "compile" is ``compiled_reference``."""
@@ -81,7 +82,9 @@ def compiled_reference(op: str, n_points: int = 17) -> Callable:
     (a static compile per size would hit dynamo's recompile limit and silently run eager)."""
     key = (op, n_points if op == "sigreg" else None)
     if key not in _COMPILED:
-        fn = {"sigreg": _sigreg_eager(n_points), "swd": _swd_eager, "visreg": _visreg_eager, "rdmreg": _rdmreg_eager}[op]
+        fn = {"sigreg": _sigreg_eager(n_points), "swd": _swd_eager, "visreg": _visreg_eager, "rdmreg": _rdmreg_eager}[
+            op
+        ]
         _COMPILED[key] = torch.compile(fn, dynamic=True)
     return _COMPILED[key]
 

@@ -1,5 +1,6 @@
 """GPU roofline of the projection work (docs/design.md §8): useful matmul FLOPs and bytes per op, and
 the dense peak rates of the GPUs we report on (vendor datasheet numbers, SXM parts)."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -45,7 +46,9 @@ def roofline(V, N, D, K, T, dtype, allow_tf32, seconds: float, device_name: str)
     if peaks is None:
         out["roofline_frac"] = "unknown GPU"
         return out
-    floor = max(flops / peaks[precision_key(dtype, allow_tf32)],
-                min_bytes(V, N, D, K, T, torch.empty((), dtype=dtype).element_size()) / peaks["hbm"])
+    floor = max(
+        flops / peaks[precision_key(dtype, allow_tf32)],
+        min_bytes(V, N, D, K, T, torch.empty((), dtype=dtype).element_size()) / peaks["hbm"],
+    )
     out["roofline_frac"] = round(floor / seconds, 3)
     return out

@@ -1,4 +1,5 @@
 """SIGReg's ECF stage on the compiled CPU extension (csrc/sigreg_cpu.cpp) against eager."""
+
 import pytest
 import torch
 
@@ -61,8 +62,14 @@ def test_auto_uses_it_and_nan_propagates(rng):
 def test_golden_lejepa_cases(golden, i):
     case = golden["sigreg_lejepa"][i]
     x = case["x"].clone().requires_grad_()
-    value = fs.sigreg(x, directions=case["directions"], t_max=case["t_max"], n_points=case["n_points"],
-                      reduction=case["reduction"], backend="cpu")
+    value = fs.sigreg(
+        x,
+        directions=case["directions"],
+        t_max=case["t_max"],
+        n_points=case["n_points"],
+        reduction=case["reduction"],
+        backend="cpu",
+    )
     value.sum().backward()
     assert rel_err(value, case["value"]) <= 1e-5 and rel_err(x.grad, case["grad"]) <= 1e-5
 

@@ -1,5 +1,6 @@
 """The compiled extension (csrc/): segmented sort and sort-and-match ops, and the cpu backend of
 SWD, VISReg and RDMReg, against torch.sort and the eager reference."""
+
 import os
 import re
 import shutil
@@ -10,10 +11,10 @@ import torch
 
 import fused_sigreg as fs
 from fused_sigreg.backends.extension import library as extension
-from fused_sigreg.tools import bench
 from fused_sigreg.backends.sort_match import QuantileMatchLoss
-from fused_sigreg.tools.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
+from fused_sigreg.tools import bench
+from fused_sigreg.tools.problems import Shape, make_problem
 from helpers import GPU, SORT_OPS, hard_values, rel_err, sort_reference
 
 ops = torch.ops.fused_sigreg
@@ -73,8 +74,9 @@ def _eager_match(proj, target):
 SIZES = [(N, K) for N in (2, 3, 1000, 100_000) for K in (1, 7, 512)]
 
 
-@pytest.mark.parametrize("N,K,two_sample", [(N, K, False) for N, K in SIZES] +
-                         [(N, K, True) for N, K in SIZES if N * K < 10_000_000])  # one 5e7-element case is enough
+@pytest.mark.parametrize(
+    "N,K,two_sample", [(N, K, False) for N, K in SIZES] + [(N, K, True) for N, K in SIZES if N * K < 10_000_000]
+)  # one 5e7-element case is enough
 @pytest.mark.parametrize("device", DEVICES)
 def test_sort_match_matches_eager(rng, N, K, two_sample, device):
     proj = torch.randn(K, N, generator=rng)
@@ -182,7 +184,9 @@ def test_auto_uses_cpu_backend_and_refuses_what_it_cannot_do(rng):
         fs.visreg(x.double(), directions=a.double(), backend="cpu")
     with pytest.raises(fs.BackendUnavailableError, match="require grad"):
         fs.visreg(x, directions=a.clone().requires_grad_(), backend="cpu")
-    with pytest.raises(fs.BackendUnavailableError, match="runs on cuda tensors|no CUDA device|built without its CUDA sources"):
+    with pytest.raises(
+        fs.BackendUnavailableError, match="runs on cuda tensors|no CUDA device|built without its CUDA sources"
+    ):
         fs.visreg(x, directions=a, backend="cuda")
 
 

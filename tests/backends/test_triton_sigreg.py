@@ -4,6 +4,7 @@ Without a GPU the kernels run in Triton's interpreter on CPU tensors (conftest s
 ``TRITON_INTERPRET=1`` before triton is imported); with a CUDA device they run for real.
 Inputs are fresh random each run (seed printed on failure).
 """
+
 import os
 
 import pytest
@@ -13,12 +14,14 @@ triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 import triton.language as tl  # noqa: E402
 
 import fused_sigreg as fs
+from fused_sigreg.backends.triton import sigreg as sigreg_triton  # noqa: F401  (prepares Triton's interpreter where needed)
+from fused_sigreg.kernels.sigreg_ecf import _round_to_tf32
 from fused_sigreg.tools import bench, memory, numerics
 from fused_sigreg.tools.check import check_problem
 from fused_sigreg.tools.problems import Shape, make_problem
-from fused_sigreg.kernels.sigreg_ecf import _round_to_tf32
-from fused_sigreg.backends.triton import sigreg as sigreg_triton  # noqa: F401  (prepares Triton's interpreter where needed)
-from helpers import GPU, TRITON_DEVICE as DEVICE, rel_err
+from helpers import GPU, rel_err
+from helpers import TRITON_DEVICE as DEVICE
+
 FP32_TOL = 1e-5
 
 
@@ -72,11 +75,11 @@ def test_fp32_matches_eager(rng, shape, K, quad):
 @pytest.mark.parametrize("kind", ["collapse", "near_constant", "large_projections"])
 def test_fp32_hard_inputs(rng, kind):
     x, a = _inputs(rng, (2, 64, 24), 40)
-    if kind == "collapse":          # the golden near-collapse case: everything shrunk toward 0
+    if kind == "collapse":  # the golden near-collapse case: everything shrunk toward 0
         x = x * 0.05
-    elif kind == "near_constant":   # every sample almost the same vector
+    elif kind == "near_constant":  # every sample almost the same vector
         x = x[:, :1] + 1e-3 * x
-    else:                           # |p| up to ~50: the recurrence's worst range
+    else:  # |p| up to ~50: the recurrence's worst range
         x = x * 12
     value, grad = _value_and_grads(x, a, "triton")
     ref_value, ref_grad = _value_and_grads(x, a, "eager")
@@ -89,8 +92,13 @@ def test_fp32_hard_inputs(rng, kind):
 @pytest.mark.parametrize("shape,K", [((3, 37, 20), 33), ((300, 65), 129)])
 def test_16bit_within_budget(dtype, shape, K):
     """16-bit: error vs float64 within 2x of eager's with the directions rounded to the dtype."""
-    problem = make_problem("sigreg", Shape(*((1,) + shape if len(shape) == 2 else shape), K), dtype, DEVICE,
-                           seed=int(torch.randint(0, 2**31, (1,))))
+    problem = make_problem(
+        "sigreg",
+        Shape(*((1,) + shape if len(shape) == 2 else shape), K),
+        dtype,
+        DEVICE,
+        seed=int(torch.randint(0, 2**31, (1,))),
+    )
     rows = {r["backend"]: r for r in check_problem(problem)}
     assert rows["triton"]["ok"], rows["triton"]
 
@@ -99,8 +107,14 @@ def test_16bit_within_budget(dtype, shape, K):
 def test_golden_lejepa_cases(golden, i):
     case = golden["sigreg_lejepa"][i]
     x = case["x"].to(DEVICE, copy=True).requires_grad_()  # a copy: the golden data is shared
-    value = fs.sigreg(x, directions=case["directions"].to(DEVICE), t_max=case["t_max"],
-                      n_points=case["n_points"], reduction=case["reduction"], backend="triton")
+    value = fs.sigreg(
+        x,
+        directions=case["directions"].to(DEVICE),
+        t_max=case["t_max"],
+        n_points=case["n_points"],
+        reduction=case["reduction"],
+        backend="triton",
+    )
     value.sum().backward()
     assert rel_err(value.cpu(), case["value"]) <= FP32_TOL
     assert rel_err(x.grad.cpu(), case["grad"]) <= FP32_TOL
@@ -246,13 +260,31 @@ def test_tf32_setting_is_read_through_the_api_the_user_used(rng, restore_tf32, h
         xr, ar = (numerics.round_to_tf32(x), numerics.round_to_tf32(a)) if on else (x, a)
         ref_value, ref_grad = _value_and_grads(xr, ar, "eager")
         # with tf32 the backward's dX = dP A^T also rounds dP (half a tf32 ulp, 2^-11 relative)
-        assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= (1e-3 if on else FP32_TOL), (how, on)
+        assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= (1e-3 if on else FP32_TOL), (
+            how,
+            on,
+        )
 
 
 # Bit patterns: GPU NaN (0x7FFFFFFF), quiet/signalling/negative NaNs, +-inf, the largest finite
 # value (rounds up to inf), values whose rounding carries into the exponent, and ordinary values.
-SPECIAL_BITS = [0x7FFFFFFF, 0x7FC00000, 0x7F800001, 0xFFFFFFFF, 0xFFC00000, 0x7F800000, 0xFF800000,
-                0x7F7FFFFF, 0x3FFFF000, 0xBFFFFFFF, 0x00000001, 0x80000000, 0x00000000, 0x3F800FFF, 0x3F801000]
+SPECIAL_BITS = [
+    0x7FFFFFFF,
+    0x7FC00000,
+    0x7F800001,
+    0xFFFFFFFF,
+    0xFFC00000,
+    0x7F800000,
+    0xFF800000,
+    0x7F7FFFFF,
+    0x3FFFF000,
+    0xBFFFFFFF,
+    0x00000001,
+    0x80000000,
+    0x00000000,
+    0x3F800FFF,
+    0x3F801000,
+]
 
 
 @triton.jit
@@ -268,7 +300,12 @@ def _float_from_bits(bits) -> torch.Tensor:
 def test_round_to_tf32_keeps_nan_and_inf(rng):
     """The kernels' tf32 rounding (run as a Triton kernel) equals the host twin bit for bit; NaN stays
     NaN, inf stays inf, every finite value lands on the tf32 grid within half a tf32 ulp."""
-    values = torch.cat([_float_from_bits(SPECIAL_BITS), torch.randn(241, generator=rng) * 10.0 ** torch.randint(-30, 30, (241,), generator=rng)])
+    values = torch.cat(
+        [
+            _float_from_bits(SPECIAL_BITS),
+            torch.randn(241, generator=rng) * 10.0 ** torch.randint(-30, 30, (241,), generator=rng),
+        ]
+    )
     x = values.to(DEVICE)
     out = torch.empty_like(x)
     round_kernel[(1,)](x, out, x.numel(), BLOCK=256)

@@ -4,6 +4,7 @@ Without a GPU the kernel runs in Triton's interpreter on CPU tensors (conftest s
 ``TRITON_INTERPRET=1``), where one program sorts ~128 values in ~0.2 s: sizes stay small.
 Inputs are fresh random each run (seed printed on failure).
 """
+
 import pytest
 import torch
 
@@ -12,13 +13,14 @@ pytest.importorskip("triton", reason="the triton backend needs triton")
 import fused_sigreg as fs
 from fused_sigreg import dispatch
 from fused_sigreg.backends.extension import library as extension
-from fused_sigreg.tools import bench
-from fused_sigreg.tools.check import check_problem
 from fused_sigreg.backends.triton.configs import MAX_SORT_N, SORT_CONFIGS, sort_config
 from fused_sigreg.backends.triton.sort_match import sort_match_triton
-from fused_sigreg.tools.problems import Shape, make_problem
 from fused_sigreg.slicing import normal_quantiles
-from helpers import SORT_OPS, TRITON_DEVICE as DEVICE, hard_values, rel_err, sort_reference, stable_sort_formula
+from fused_sigreg.tools import bench
+from fused_sigreg.tools.check import check_problem
+from fused_sigreg.tools.problems import Shape, make_problem
+from helpers import SORT_OPS, hard_values, rel_err, sort_reference, stable_sort_formula
+from helpers import TRITON_DEVICE as DEVICE
 
 FP32_TOL = 1e-5
 pytestmark = pytest.mark.usefixtures("triton_device")
@@ -141,7 +143,7 @@ def test_16bit_inputs(op, dtype):
     value.backward(), ref_value.backward()
     assert got.grad.dtype == dtype
     # one 16-bit rounding step of slack: the float32 gradients may differ in their last bits
-    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref.grad) <= 2.0 ** -8
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref.grad) <= 2.0**-8
 
 
 @pytest.mark.parametrize("i", range(4))
@@ -159,8 +161,12 @@ def test_golden_visreg_repository(golden, i):
 def test_golden_rdmreg(golden, i):
     case = golden["rdmreg"][i]
     z = case["z"].clone().to(DEVICE).requires_grad_()
-    value = fs.rdmreg(z, directions=case["projections"].t().to(DEVICE),
-                      target_samples=case["target_samples"].to(DEVICE), backend="triton")
+    value = fs.rdmreg(
+        z,
+        directions=case["projections"].t().to(DEVICE),
+        target_samples=case["target_samples"].to(DEVICE),
+        backend="triton",
+    )
     value.backward()
     assert rel_err(value.cpu(), case["value"]) <= FP32_TOL and rel_err(z.grad.cpu(), case["grad"]) <= FP32_TOL
 

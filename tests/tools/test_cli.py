@@ -1,4 +1,5 @@
 """The CLI and the measurement helpers behind ``check`` and ``bench``."""
+
 import csv
 import json
 import subprocess
@@ -19,7 +20,9 @@ def test_check_command_prints_every_op():
     out = _run("check", "--N", "37", "--D", "9", "--K", "11", "--V", "2")
     assert out.returncode == 0, out.stderr
     for op in ("sigreg", "swd", "visreg", "rdmreg"):
-        assert any(line.split()[:2] == [op, "eager"] and line.rstrip().endswith("PASS") for line in out.stdout.splitlines())
+        assert any(
+            line.split()[:2] == [op, "eager"] and line.rstrip().endswith("PASS") for line in out.stdout.splitlines()
+        )
 
 
 def test_backends_command():
@@ -32,8 +35,23 @@ def test_backends_command():
 
 def test_bench_command_writes_csv_and_json(tmp_path):
     csv_path, json_path = tmp_path / "r.csv", tmp_path / "r.json"
-    out = _run("bench", "--op", "sigreg,swd", "--N", "64,128", "--D", "8", "--K", "16", "--repeats", "2",
-               "--out", str(csv_path), "--out", str(json_path))
+    out = _run(
+        "bench",
+        "--op",
+        "sigreg,swd",
+        "--N",
+        "64,128",
+        "--D",
+        "8",
+        "--K",
+        "16",
+        "--repeats",
+        "2",
+        "--out",
+        str(csv_path),
+        "--out",
+        str(json_path),
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(json_path.read_text())
     assert data["environment"]["torch"] == torch.__version__
@@ -45,7 +63,10 @@ def test_bench_command_writes_csv_and_json(tmp_path):
             assert r["reason"] and "fwd+bwd_ms_median" not in r
     if not torch.cuda.is_available():
         assert {(r["op"], r["backend"]) for r in data["rows"] if r["status"] == "not measured"} >= {
-            ("sigreg", "triton"), ("swd", "triton"), ("swd", "cuda")}
+            ("sigreg", "triton"),
+            ("swd", "triton"),
+            ("swd", "cuda"),
+        }
     rows = list(csv.DictReader(line for line in csv_path.read_text().splitlines() if not line.startswith("#")))
     eager = [(r["op"], r["N"]) for r in rows if r["backend"] == "eager"]
     assert eager == [("sigreg", "64"), ("sigreg", "128"), ("swd", "64"), ("swd", "128")]
@@ -100,6 +121,7 @@ def test_nan_never_passes_check(registry):
     from fused_sigreg.dispatch import Backend
 
     assert check.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
+
     def nan_ecf(x, a, t_max, n_points):  # differentiable, all NaN
         nan = x.float().sum() * float("nan")
         return tuple(nan.expand(*x.shape[:-2], a.shape[1], n_points) for _ in range(2))

@@ -1,6 +1,7 @@
 """`python -m fused_sigreg compile-check`: every Triton configuration the launchers can pick, compiled
 ahead of time for sm_80 and sm_90 with the real Triton compiler (no GPU needed), and the CUDA
 extension's kernels built by nvcc: 0 spills, shared memory within the architecture's limit."""
+
 import os
 import shutil
 import subprocess
@@ -20,8 +21,9 @@ def _rows(stdout, kernel):
 
 def test_compile_check_every_config_for_sm80_and_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "fused_sigreg", "compile-check"], capture_output=True, text=True,
-                         env=env, timeout=1200)
+    out = subprocess.run(
+        [sys.executable, "-m", "fused_sigreg", "compile-check"], capture_output=True, text=True, env=env, timeout=1200
+    )
     print(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr
     ecf_variants = len(sigreg_triton._INPUT_VARIANTS)

@@ -1,4 +1,5 @@
 """The committed benchmark results and the README section generated from them stay in step."""
+
 import os
 import subprocess
 import sys
@@ -51,10 +52,29 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
     for op in SWEEPS["cpu"]:
         assert os.path.exists(os.path.join(REPO, "benchmarks", "results", "cpu", f"{op}.png"))
 
+
 def test_run_script_smoke(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--op", "swd", "--quick",
-                          "--repeats", "1", "--out", str(tmp_path), "--readme", "", "--docs", ""],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "0"})
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "run.py"),
+            "--op",
+            "swd",
+            "--quick",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--readme",
+            "",
+            "--docs",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TRITON_INTERPRET": "0"},
+    )
     assert out.returncode == 0, out.stderr
     rows = results_run.read_csv(tmp_path / "results.csv")
     assert {r["provider"] for r in rows} >= {"fused", "eager", "compile"}

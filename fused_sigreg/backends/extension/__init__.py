@@ -1,13 +1,14 @@
 """The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``, loaded by ``library.py``):
 sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), and SIGReg's ECF stage on
 CPU (``sigreg_cpu.py``). Registering them loads the library but imports no stage module."""
+
 from __future__ import annotations
 
 import torch
 
+from ...dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
 from . import library
 
-from ...dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
 
 def _supports_on(device_type: str):
     return lambda op, tensors: kernel_supports(tensors, device_type)
@@ -23,6 +24,7 @@ def _available_on(dispatch_key: str):
         if dispatch_key == "CUDA" and not torch.cuda.is_available():
             return False, "no CUDA device"
         return True, ""
+
     return available
 
 
@@ -39,7 +41,15 @@ def _sigreg_cpu_stages():
 
 
 _OPS = {name: lazy_op(_sort_stages, name) for name in SORT_STAGES}
-register_backend(Backend("cpu", priority=10, ops=dict(_OPS, ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means")),
-                         available=_available_on("CPU"), supports=_supports_on("cpu")))
-register_backend(Backend("cuda", priority=10, ops=dict(_OPS), available=_available_on("CUDA"),
-                         supports=_supports_on("cuda")))
+register_backend(
+    Backend(
+        "cpu",
+        priority=10,
+        ops=dict(_OPS, ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means")),
+        available=_available_on("CPU"),
+        supports=_supports_on("cpu"),
+    )
+)
+register_backend(
+    Backend("cuda", priority=10, ops=dict(_OPS), available=_available_on("CUDA"), supports=_supports_on("cuda"))
+)

@@ -2,6 +2,7 @@
 
 Without it everything still works on the other backends; importing warns once.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -14,8 +15,12 @@ try:
     _LOAD_ERROR = None
 except ImportError as e:  # not built (FUSED_SIGREG_BUILD_EXT=0, no compiler) or built for another torch
     _LOAD_ERROR = str(e)
-    warnings.warn(f"fused_sigreg: the compiled extension is not available ({e}); the 'cpu' and 'cuda' backends "
-                  "are off and their ops run on eager", RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"fused_sigreg: the compiled extension is not available ({e}); the 'cpu' and 'cuda' backends "
+        "are off and their ops run on eager",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 if _LOAD_ERROR is None:  # output shapes for fake tensors, which torch.compile and opcheck trace with
@@ -48,8 +53,11 @@ def available():
 
 
 # Fixed once the library is loaded; a plain dict keeps the lookup traceable by torch.compile.
-_KERNELS = {(op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
-            for op in ("sort_match", "segmented_sort", "ecf_sums", "ecf_grad", "ecf_grad_") for key in ("CPU", "CUDA")}
+_KERNELS = {
+    (op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
+    for op in ("sort_match", "segmented_sort", "ecf_sums", "ecf_grad", "ecf_grad_")
+    for key in ("CPU", "CUDA")
+}
 
 
 def has_kernel(op: str, dispatch_key: str) -> bool:

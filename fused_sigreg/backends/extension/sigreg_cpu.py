@@ -7,6 +7,7 @@ Keeping P and reusing its memory for dP costs only the two unavoidable matmuls a
 Overwriting a saved tensor bumps its version, so a second backward through the same graph
 (retain_graph) fails loudly in autograd instead of reading dP as P.
 """
+
 from __future__ import annotations
 
 import torch

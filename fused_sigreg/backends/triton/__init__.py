@@ -49,7 +49,10 @@ def _sort_stages():
     return sort_match.STAGES
 
 
-_OPS = {"ecf_means": lazy_op(_sigreg_stages, "ecf_means"), **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES}}
+_OPS = {
+    "ecf_means": lazy_op(_sigreg_stages, "ecf_means"),
+    **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES},
+}
 register_backend(
     Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports, emulated=interpreter_mode)
 )

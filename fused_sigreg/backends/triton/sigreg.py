@@ -9,6 +9,7 @@ torch.compile treats it as one opaque node and ``torch.library.opcheck`` applies
 ``triton_op`` would let inductor see inside, but it fails opcheck's fake-tensor test under the
 interpreter, which is how CI runs these kernels (docs/design.md §7).
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -58,13 +59,22 @@ def _operands(x: torch.Tensor, directions: torch.Tensor):
 
 def _launch(kernel, grid, args, config: KernelConfig, constexprs: dict) -> None:
     emulate = interpreter_mode() and args[0].dtype != torch.float32  # args[0] is x
-    launch(kernel, grid, args, config, **config.constexprs(), **constexprs, EMULATE_16BIT_DOT=emulate,
-           num_warps=config.num_warps)
+    launch(
+        kernel,
+        grid,
+        args,
+        config,
+        **config.constexprs(),
+        **constexprs,
+        EMULATE_16BIT_DOT=emulate,
+        num_warps=config.num_warps,
+    )
 
 
 @torch.library.custom_op("fused_sigreg::ecf_means_triton", mutates_args=())
-def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float,
-                     n_points: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def ecf_means_triton(
+    x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """(cos_mean, sin_mean), each (..., K, T) float32, of x (..., N, D) projected on directions (D, K).
 
     fp32 dots use tf32 when torch's fp32 matmul setting says so at run time, as cuBLAS does in eager
@@ -77,8 +87,13 @@ def ecf_means_triton(x: torch.Tensor, directions: torch.Tensor, t_max: float,
     n_tiles = triton.cdiv(N, cfg.block_n)
     partial = torch.full((V, n_tiles, 2, T, K), float("nan"), dtype=torch.float32, device=x.device)
     grid = (n_tiles, triton.cdiv(K, cfg.block_k), V)
-    _launch(ecf_partial_sums_kernel, grid, (xv, a, partial, N, D, K, T, n_tiles, t_max / (T - 1)),
-            cfg, dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"]))
+    _launch(
+        ecf_partial_sums_kernel,
+        grid,
+        (xv, a, partial, N, D, K, T, n_tiles, t_max / (T - 1)),
+        cfg,
+        dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"]),
+    )
     # Deterministic second stage: a fixed-order sum over row tiles.
     means = partial.sum(dim=1).div_(N).transpose(-1, -2)  # (V, 2, K, T)
     # always copies: custom-op outputs must not alias each other (contiguous() would not copy at K = 1)
@@ -95,8 +110,14 @@ def _(x, directions, t_max, n_points):
 
 
 @torch.library.custom_op("fused_sigreg::ecf_means_triton_backward", mutates_args=())
-def ecf_means_triton_backward(x: torch.Tensor, directions: torch.Tensor, grad_cos: torch.Tensor,
-                              grad_sin: torch.Tensor, t_max: float, n_points: int) -> torch.Tensor:
+def ecf_means_triton_backward(
+    x: torch.Tensor,
+    directions: torch.Tensor,
+    grad_cos: torch.Tensor,
+    grad_sin: torch.Tensor,
+    t_max: float,
+    n_points: int,
+) -> torch.Tensor:
     """dL/dx from dL/dcos_mean and dL/dsin_mean (..., K, T): dP = sum_j w_cos cos(t_j p) + w_sin sin(t_j p), dX = dP A^T.
     Reads the tf32 setting when backward runs, as eager's backward matmul does."""
     allow_tf32 = fp32_matmul_uses_tf32()
@@ -111,8 +132,13 @@ def ecf_means_triton_backward(x: torch.Tensor, directions: torch.Tensor, grad_co
     cfg = backward_config(V, N, x.device)
     n_tiles = triton.cdiv(N, cfg.block_n)
     dx = torch.zeros((V, N, D), dtype=torch.float32, device=x.device)
-    _launch(ecf_backward_kernel, (n_tiles, V), (xv, a, coef, dx, N, D, K, T, n_tiles, t_max / (T - 1)),
-            cfg, precisions(x.dtype, allow_tf32))
+    _launch(
+        ecf_backward_kernel,
+        (n_tiles, V),
+        (xv, a, coef, dx, N, D, K, T, n_tiles, t_max / (T - 1)),
+        cfg,
+        precisions(x.dtype, allow_tf32),
+    )
     return dx.to(x.dtype).reshape(x.shape)
 
 
@@ -151,22 +177,39 @@ STAGES = {"ecf_means": ecf_means}  # what the dispatcher's triton backend calls
 # ------------------------------------------------------------------------------- compile check
 
 _INPUT_VARIANTS = (  # (label, element type of x and A, allow_tf32): every dtype/precision the launcher uses
-    ("fp32 ieee", "fp32", False), ("fp32 tf32", "fp32", True), ("bf16", "bf16", False), ("fp16", "fp16", False))
+    ("fp32 ieee", "fp32", False),
+    ("fp32 tf32", "fp32", True),
+    ("bf16", "bf16", False),
+    ("fp16", "fp16", False),
+)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def compile_specs():
     """Every (kernel, config, dtype variant) this module can launch on a GPU, for ``compile_check``."""
-    kernels = ((ecf_partial_sums_kernel, FORWARD_CONFIGS, ("out_ptr",), ("DOT_PRECISION",)),
-               (ecf_backward_kernel, BACKWARD_CONFIGS, ("coef_ptr", "dx_ptr"), ("DOT_PRECISION", "DX_PRECISION")))
+    kernels = (
+        (ecf_partial_sums_kernel, FORWARD_CONFIGS, ("out_ptr",), ("DOT_PRECISION",)),
+        (ecf_backward_kernel, BACKWARD_CONFIGS, ("coef_ptr", "dx_ptr"), ("DOT_PRECISION", "DX_PRECISION")),
+    )
     for kernel, configs, fp32_pointers, precision_args in kernels:
         for cfg in configs:
             for label, elem, allow_tf32 in _INPUT_VARIANTS:
                 chosen = precisions(_DTYPES[elem], allow_tf32)
                 constexprs = dict(cfg.constexprs(), **{k: chosen[k] for k in precision_args}, EMULATE_16BIT_DOT=False)
-                signature = {"x_ptr": f"*{elem}", "a_ptr": f"*{elem}", **{p: "*fp32" for p in fp32_pointers},
-                             **{n: "i32" for n in ("N", "D", "K", "T", "n_row_tiles")}, "delta": "fp32",
-                             **{c: "constexpr" for c in constexprs}}
-                yield CompileSpec(kernel, f"BN{cfg.block_n} BK{cfg.block_k} BD{cfg.block_d} w{cfg.num_warps}", label,
-                                  signature, constexprs, cfg.num_warps,
-                                  aligned_pointers=("x_ptr", "a_ptr", *fp32_pointers))
+                signature = {
+                    "x_ptr": f"*{elem}",
+                    "a_ptr": f"*{elem}",
+                    **{p: "*fp32" for p in fp32_pointers},
+                    **{n: "i32" for n in ("N", "D", "K", "T", "n_row_tiles")},
+                    "delta": "fp32",
+                    **{c: "constexpr" for c in constexprs},
+                }
+                yield CompileSpec(
+                    kernel,
+                    f"BN{cfg.block_n} BK{cfg.block_k} BD{cfg.block_d} w{cfg.num_warps}",
+                    label,
+                    signature,
+                    constexprs,
+                    cfg.num_warps,
+                    aligned_pointers=("x_ptr", "a_ptr", *fp32_pointers),
+                )

@@ -9,6 +9,7 @@ and hence gradients, agree with the reference even at near-ties.
 A ``torch.library.custom_op`` with ``register_fake`` (like ``ecf_means_triton``, for the same
 reason: ``triton_op`` fails opcheck under the interpreter).
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -41,8 +42,15 @@ def sort_match_triton(proj: torch.Tensor, target: torch.Tensor) -> Tuple[torch.T
     proj, target = proj.contiguous(), target.contiguous()
     sum_sq = torch.empty((V, K), dtype=torch.float32, device=proj.device)
     grad = torch.empty_like(proj)
-    launch(sort_match_kernel, (V * K,), (proj, target, sum_sq, grad, N, K), cfg, BLOCK_N=cfg.block_n,
-           TWO_SAMPLE=target.dim() == 3, num_warps=cfg.num_warps)
+    launch(
+        sort_match_kernel,
+        (V * K,),
+        (proj, target, sum_sq, grad, N, K),
+        cfg,
+        BLOCK_N=cfg.block_n,
+        TWO_SAMPLE=target.dim() == 3,
+        num_warps=cfg.num_warps,
+    )
     return sum_sq, grad
 
 
@@ -60,7 +68,18 @@ def compile_specs():
     for cfg in SORT_CONFIGS:
         for two_sample in (False, True):
             constexprs = dict(BLOCK_N=cfg.block_n, TWO_SAMPLE=two_sample)
-            signature = {**{p: "*fp32" for p in pointers}, "N": "i32", "K": "i32", **{c: "constexpr" for c in constexprs}}
-            yield CompileSpec(sort_match_kernel, f"BN{cfg.block_n} w{cfg.num_warps}",
-                              "two-sample" if two_sample else "quantiles", signature, constexprs, cfg.num_warps,
-                              aligned_pointers=pointers)
+            signature = {
+                **{p: "*fp32" for p in pointers},
+                "N": "i32",
+                "K": "i32",
+                **{c: "constexpr" for c in constexprs},
+            }
+            yield CompileSpec(
+                sort_match_kernel,
+                f"BN{cfg.block_n} w{cfg.num_warps}",
+                "two-sample" if two_sample else "quantiles",
+                signature,
+                constexprs,
+                cfg.num_warps,
+                aligned_pointers=pointers,
+            )
