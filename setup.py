@@ -2,8 +2,8 @@
 extension ``fused_sigreg._C`` from ``csrc/`` (metadata lives in pyproject.toml).
 
 The extension needs torch at build time: install with ``pip install --no-build-isolation -e .``
-(``make`` does). Its CPU part is always built; the CUDA part when torch has CUDA and a CUDA toolkit of the same major version is found (otherwise
-a warning says why it was left out).
+(``make`` does). Its CPU part is always built; the CUDA part when torch has CUDA and a CUDA toolkit
+of the same major version is found (otherwise a warning says why it was left out).
 
 Build variables:
   FUSED_SIGREG_BUILD_CUDA=0|1   force the CUDA sources off / on (default: auto-detect)
@@ -15,7 +15,9 @@ Build variables:
 
 import glob
 import os
+import re
 import shutil
+import subprocess
 import sys
 
 from setuptools import setup
@@ -55,9 +57,6 @@ def _find_cuda_home():
 
 def _nvcc_release(cuda_home):
     """(major, minor) of the toolkit's nvcc, or None when it does not answer."""
-    import re
-    import subprocess
-
     try:
         out = subprocess.run(
             [os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True

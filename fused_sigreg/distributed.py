@@ -26,6 +26,7 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return t
+    # loaded only under torch.distributed: torch.distributed.nn pulls in the RPC framework where it exists
     import torch.distributed.nn.functional as dist_fn
 
     return dist_fn.all_reduce(t, op=dist.ReduceOp.SUM) / dist.get_world_size()
@@ -47,6 +48,7 @@ def all_gather_batch(x: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's batch along dim -2 (N), with gradients flowing back to each rank."""
     if not is_distributed():
         return x
+    # loaded only under torch.distributed: torch.distributed.nn pulls in the RPC framework where it exists
     import torch.distributed.nn.functional as dist_fn
 
     parts = dist_fn.all_gather(x.contiguous())

@@ -26,7 +26,7 @@ def test_available_backends_explains_each():
     status = fs.available_backends()
     assert set(status) == {"eager", "triton", "cuda", "cpu"}
     assert status["eager"] == (True, "")
-    for name, (ok, why) in status.items():
+    for ok, why in status.values():
         assert ok or why  # every unusable backend says why
 
 
@@ -170,7 +170,8 @@ def test_import_and_run_without_triton():
         "print(fs.available_backends()['triton'])\n"
         "x = torch.randn(40, 6); a = torch.nn.functional.normalize(torch.randn(6, 9), dim=0)\n"
         "print(float(fs.sigreg(x, directions=a)) > 0, float(fs.visreg(x, directions=a)) > 0)\n"
-        "try:\n    fs.sigreg(x, directions=a, backend='triton')\nexcept fs.BackendUnavailableError as e:\n    print(e)\n"
+        "try:\n    fs.sigreg(x, directions=a, backend='triton')\n"
+        "except fs.BackendUnavailableError as e:\n    print(e)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)

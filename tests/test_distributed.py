@@ -48,7 +48,7 @@ def _worker(rank, init_file, out_dir):
     try:
         x, a, y = _inputs()
         local = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
-        xl, yl = x[:, local], y[:, local]
+        xl = x[:, local]
         zl = torch.relu(xl)
         res = {
             "sigreg": _grad(lambda v: fs.sigreg(v, directions=a, reduction=None), xl),
@@ -67,10 +67,11 @@ def _worker(rank, init_file, out_dir):
             )
             for backend in ("triton", "eager"):  # the fused sort on the all-gathered batch
                 res[f"visreg_{backend}"] = _grad(
-                    lambda v: fs.visreg(v, directions=a.float(), gather=True, backend=backend), xl.float()
+                    lambda v, backend=backend: fs.visreg(v, directions=a.float(), gather=True, backend=backend),
+                    xl.float(),
                 )
                 res[f"rdmreg_{backend}"] = _grad(
-                    lambda v: fs.rdmreg(
+                    lambda v, backend=backend: fs.rdmreg(
                         v, directions=a.float(), target_samples=y.float(), gather=True, backend=backend
                     ),
                     zl.float(),

@@ -4,8 +4,8 @@ A match op takes projections and a target and returns, per slice, the sum of squ
 between the sorted projections and the target, and the gradient of that sum at the original rows.
 Backward is then one multiply: nothing but that float32 gradient is kept (eager keeps sorted values
 and int64 indices). Two ops exist, each with its own layout of the projections:
-  - ``fused_sigreg::sort_match`` (compiled extension, ``backends/extension/sort_match.py``, CPU and CUDA): (S, N) = (V * K, N),
-    one contiguous slice per row;
+  - ``fused_sigreg::sort_match`` (compiled extension, ``backends/extension/sort_match.py``, CPU and CUDA):
+    (S, N) = (V * K, N), one contiguous slice per row;
   - ``fused_sigreg::sort_match_triton`` (``backends/triton/sort_match.py``): (V, N, K), as ``x @ W`` writes it.
 Projections are always the reference's own ``x @ W`` (bitwise the same numbers, so the ranks and
 hence the gradients agree with eager even at near-ties).

@@ -2,13 +2,14 @@
 
 Times are medians (with p20 / p80): a warmed-up ``perf_counter`` loop on CPU, ``triton.testing.do_bench``
 on GPU (backward there is fwd+bwd minus fwd). Memory on CPU comes from the profiler's allocator
-events (peak of the running sum over one fwd+bwd), on GPU from the caching allocator's peak. Saved bytes are the unique storages the
-autograd graph keeps (``saved_tensors_hooks``), also net of the op's own inputs.
+events (peak of the running sum over one fwd+bwd), on GPU from the caching allocator's peak. Saved bytes
+are the unique storages the autograd graph keeps (``saved_tensors_hooks``), also net of the op's own inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime
 import json
 import os
@@ -321,8 +322,6 @@ def write_results(rows: List[Dict], path: str, env: Optional[Dict] = None) -> No
         with open(path, "w") as f:
             json.dump({"environment": env, "rows": rows}, f, indent=1)
         return
-    import csv
-
     keys = list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as f:
         for k, v in env.items():

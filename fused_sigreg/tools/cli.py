@@ -190,7 +190,8 @@ def cmd_compile_check(args) -> int:
 def cmd_numerics(args) -> int:
     for t_max, n_points in ((3.0, 17), (5.0, 9)):
         print(
-            f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots (max |error| of cos/sin over knots)"
+            f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots"
+            " (max |error| of cos/sin over knots)"
         )
         print(
             format_table(
@@ -223,13 +224,15 @@ def cmd_memory(args) -> int:
             )
         )
     print(
-        f"SIGReg float32 memory accounting, V={V} N={N} D={D} K={K} T={T} (analytic; matches measurements at small sizes)"
+        f"SIGReg float32 memory accounting, V={V} N={N} D={D} K={K} T={T}"
+        " (analytic; matches measurements at small sizes)"
     )
     print(format_table(rows, ["backend", "saved_extra_MiB", "saved_with_inputs_MiB", "peak_extra_MiB"]))
     e, f = rows
     print(
         f"eager / fused: saved with inputs {e['saved_with_inputs_MiB'] / f['saved_with_inputs_MiB']:.1f}x, "
-        f"saved beyond inputs {e['saved_extra_MiB'] / f['saved_extra_MiB']:.0f}x, peak {e['peak_extra_MiB'] / f['peak_extra_MiB']:.1f}x"
+        f"saved beyond inputs {e['saved_extra_MiB'] / f['saved_extra_MiB']:.0f}x,"
+        f" peak {e['peak_extra_MiB'] / f['peak_extra_MiB']:.1f}x"
     )
     return 0
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sysconfig
 import tempfile
 import time
 from typing import Dict, List
@@ -97,8 +99,6 @@ def extension_report(capabilities=tuple(ARCHS)) -> List[Dict]:
     """ptxas's report (registers, spills, stack, shared memory) for every kernel of the CUDA extension
     source ``csrc/sort_match_cuda.cu``, compiled with nvcc for each architecture as the build does.
     Empty when nvcc or the sources are not here."""
-    import sysconfig
-
     from torch.utils.cpp_extension import include_paths
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -141,8 +141,6 @@ def extension_report(capabilities=tuple(ARCHS)) -> List[Dict]:
 
 
 def _nvcc():
-    import shutil
-
     home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
     candidate = os.path.join(home, "bin", "nvcc")
     return candidate if os.path.exists(candidate) else shutil.which("nvcc")
@@ -177,8 +175,6 @@ def _parse_ptxas(text: str, arch: str, cap: int) -> List[Dict]:
 
 def _kernel_name(mangled: str) -> str:
     """Readable kernel name: ours with their template arguments, CUB's by their base name."""
-    import shutil
-
     if not shutil.which("c++filt"):
         return mangled
     full = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip()

@@ -1,5 +1,6 @@
 """Analytic memory accounting of SIGReg per backend (float32), checked against measurements at
-small sizes (tests) and used to report sizes too large to run on the machine at hand (`python -m fused_sigreg memory`)."""
+small sizes (tests) and used to report sizes too large to run on the machine at hand
+(``python -m fused_sigreg memory``)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy
 import torch
+import triton
 from triton.errors import TritonError
+from triton.runtime import interpreter
 
 from ...dispatch import KernelCompileError
 from .configs import interpreter_mode
@@ -34,9 +37,6 @@ def patch_interpreter_index() -> None:
     same here, only in interpreter mode on the affected versions; compiled kernels are untouched."""
     if not interpreter_mode():
         return
-    import numpy
-    import triton
-    from triton.runtime import interpreter
 
     def version(text):
         return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())

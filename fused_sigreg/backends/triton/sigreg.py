@@ -118,7 +118,8 @@ def ecf_means_triton_backward(
     t_max: float,
     n_points: int,
 ) -> torch.Tensor:
-    """dL/dx from dL/dcos_mean and dL/dsin_mean (..., K, T): dP = sum_j w_cos cos(t_j p) + w_sin sin(t_j p), dX = dP A^T.
+    """dL/dx from dL/dcos_mean and dL/dsin_mean (..., K, T):
+    dP = sum_j w_cos cos(t_j p) + w_sin sin(t_j p), dX = dP A^T.
     Reads the tf32 setting when backward runs, as eager's backward matmul does."""
     allow_tf32 = fp32_matmul_uses_tf32()
     xv, a = _operands(x, directions)
