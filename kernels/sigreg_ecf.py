@@ -8,7 +8,7 @@ are walked with the angle-addition recurrence (one sin/cos pair per element inst
   c_{j+1} = c_j c_1 - s_j s_1,  s_{j+1} = s_j c_1 + c_j s_1,  (c_1, s_1) = (cos, sin)(delta p).
 
 All tensors are contiguous; integer sizes are not value-specialised so that one compiled
-binary per (config, dtype) serves every shape (see ``fused_sigreg.compile_check``).
+binary per (config, dtype) serves every shape (see ``fused_sigreg.tools.compile_check``).
 """
 
 import triton
@@ -23,7 +23,7 @@ def _round_to_tf32(v):
 
     tensor cores read only the top 10 mantissa bits of a tf32 operand, i.e. they truncate; rounding
     first halves the error and removes truncation's bias toward zero, which the ECF gradient feels
-    (see ``fused_sigreg.numerics.tf32_budget``)."""
+    (see ``fused_sigreg.tools.numerics.tf32_budget``)."""
     bits = v.to(tl.uint32, bitcast=True)
     rounded = (bits + 0x1000) & 0xFFFFE000
     # inf and NaN pass unchanged: adding the rounding bit to a NaN payload such as the GPU's
