@@ -17,6 +17,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+import torch
+
 logger = logging.getLogger("fused_sigreg")
 
 ENV_VAR = "FUSED_SIGREG_BACKEND"
@@ -134,6 +136,10 @@ class Registry:
             return self.backends["eager"].ops[op](*args)
 
     def _log_once(self, op: str, name: str, why: str) -> None:
+        # not while torch.compile traces: dynamo cannot trace a logger (fullgraph=True fails), and
+        # the same selection runs, and logs, on the first eager call or when the graph is built
+        if torch.compiler.is_compiling():
+            return
         key = (op, name, why)
         if key not in self.logged:
             self.logged.add(key)
@@ -189,8 +195,12 @@ def requested_backend(backend: Optional[str]) -> str:
 
 def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> Verdict:
     """What every compiled/fused backend requires of a call: x (tensors[0]) on ``device_type`` in
-    float32/bfloat16/float16, and no gradient wanted for the other inputs (directions, targets)."""
+    float32/bfloat16/float16, no gradient wanted for the other inputs (directions, targets), and no
+    torch.func transform around the call (the kernels' autograd.Functions have no functorch rules)."""
     x = tensors[0]
+    if not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
+        why = "torch.func transforms (grad, vmap, jacrev, ...) are active, which its kernels do not support"
+        return False, why + " (backend='eager' does)"
     if x.device.type != device_type:
         return False, f"it runs on {device_type} tensors{device_note}, got {x.device}"
     if str(x.dtype).replace("torch.", "") not in KERNEL_DTYPES:
@@ -199,6 +209,17 @@ def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> 
         if t.requires_grad:
             return False, f"{name} require grad, and its kernels do not differentiate them"
     return True, ""
+
+
+def check_first_order(what: str) -> None:
+    """Called at the start of a fused backward: raise when autograd wants its result differentiable
+    (``create_graph=True``: double backward, gradient penalties), which fused backwards are not."""
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"fused_sigreg: the fused backward of {what} is not differentiable, but create_graph=True asked for "
+            "a differentiable gradient (double backward, gradient penalty); use backend='eager' for higher-order "
+            "gradients"
+        )
 
 
 def lazy_op(stages: Callable[[], Dict[str, Callable]], name: str) -> Callable:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .ops.rdmreg import rdmreg
 from .ops.sigreg import sigreg
 from .ops.visreg import visreg
-from .validation import check_embeddings, check_same_shape
+from .validation import as_int, check_embeddings, check_number, check_same_shape
 
 
 def _check_views(global_emb: torch.Tensor, all_emb: torch.Tensor) -> None:
@@ -32,6 +32,7 @@ def lejepa_loss(global_emb: torch.Tensor, all_emb: torch.Tensor, lambd: float = 
     V views of all_emb, which share directions. ``sigreg_kwargs`` go to ``fused_sigreg.sigreg``.
     """
     _check_views(global_emb, all_emb)
+    check_number(lambd, "lambd")
     centers = global_emb.mean(dim=0)
     prediction = (centers - all_emb).square().mean()
     return (1.0 - lambd) * prediction + lambd * sigreg(all_emb, reduction="mean", **sigreg_kwargs)
@@ -44,8 +45,13 @@ def visreg_loss(proj: torch.Tensor, n_global: int, lamb: float = 0.9, **visreg_k
     (proj - mean of the global views)^2. ``visreg_kwargs`` go to ``fused_sigreg.visreg``
     (``gather=True`` all-gathers the batch for the regulariser, as the trainer does).
     """
-    if isinstance(n_global, bool) or not isinstance(n_global, int) or n_global < 1:
-        raise ValueError(f"n_global must be an int >= 1, got {n_global!r}")
+    check_embeddings(proj, "proj")
+    if proj.dim() != 3:
+        raise ValueError(f"proj must be (V, N, D), got shape {tuple(proj.shape)}")
+    n_global = as_int(n_global, "n_global", 1)
+    if n_global > proj.shape[0]:
+        raise ValueError(f"n_global must be <= the {proj.shape[0]} views of proj (V, N, D), got {n_global}")
+    check_number(lamb, "lamb")
     _check_views(proj[:n_global], proj)
     invariance = (proj - proj[:n_global].mean(dim=0, keepdim=True)).square().mean()
     return lamb * visreg(proj, **visreg_kwargs) + (1.0 - lamb) * invariance
@@ -67,6 +73,8 @@ def rectified_lpjepa_loss(
     """
     check_embeddings(z1, "z1")
     check_same_shape(z1, z2, "z1", "z2")
+    check_number(lamb_inv, "lamb_inv")
+    check_number(lamb_reg, "lamb_reg")
     invariance = F.mse_loss(z1, z2)
     reg = 0.5 * (rdmreg(z1, generator=generator, **rdmreg_kwargs) + rdmreg(z2, generator=generator, **rdmreg_kwargs))
     return lamb_inv * invariance + lamb_reg * reg

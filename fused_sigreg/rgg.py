@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from .validation import check_lp_parameter
+from .validation import check_lp_parameter, check_number
 
 
 def gn_unit_variance_sigma(p: float) -> float:
@@ -100,10 +100,16 @@ def resolve_sigma(p: float, mu: float, sigma) -> float:
     return float(sigma)
 
 
+def _rng(generator) -> dict:
+    # generator=None is left out rather than passed: torch's samplers with an explicit generator
+    # argument reject the symbolic sizes torch.compile(dynamic=True) traces with
+    return {} if generator is None else {"generator": generator}
+
+
 def _standard_gamma(shape, alpha: float, generator, device) -> torch.Tensor:
     # torch's gamma sampler takes no generator: seed a forked default RNG from it instead,
     # so that a given generator still reproduces the same samples.
-    conc = torch.full(shape, alpha, dtype=torch.float32, device=device)
+    conc = torch.full(shape, alpha, dtype=torch.float64, device=device)
     if generator is None:
         return torch._standard_gamma(conc)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
@@ -124,18 +130,32 @@ def sample_rgg(
 ) -> torch.Tensor:
     """Samples of ReLU(GN_p(mu, sigma)) with the given shape (sigma defaults to sigma_GN)."""
     check_lp_parameter(p)
+    check_number(mu, "mu")
     sigma = resolve_sigma(p, mu, sigma)
     if generator is not None:
         device = generator.device
     shape = tuple(shape)
     if p == 1.0:
         # Laplace by inversion: u in (-1/2, 1/2), x = -sign(u) log(1 - 2|u|).
-        u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32) - 0.5
+        u = torch.rand(shape, **_rng(generator), device=device, dtype=torch.float32) - 0.5
         y = -torch.sign(u) * torch.log1p(-2.0 * u.abs())
     elif p == 2.0:
-        y = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+        y = torch.randn(shape, **_rng(generator), device=device, dtype=torch.float32)
     else:
-        sign = torch.randint(0, 2, shape, generator=generator, device=device).to(torch.float32) * 2 - 1
-        g = _standard_gamma(shape, 1.0 / p, generator, device)
-        y = sign * (p * g).pow(1.0 / p)
+        sign = torch.randint(0, 2, shape, **_rng(generator), device=device).to(torch.float32) * 2 - 1
+        y = sign * _gn_magnitude(shape, p, generator, device).to(torch.float32)
     return torch.relu(mu + sigma * y).to(dtype)
+
+
+def _gn_magnitude(shape, p: float, generator, device) -> torch.Tensor:
+    """|X| of X ~ GN_p(0, 1) as (p G)^(1/p), G ~ Gamma(1/p, 1), in float64 and log space.
+
+    For large p the shape 1/p is small and G has most of its mass far below the smallest float
+    (p = 50: P(G < 1e-38) ~ 0.17), so G itself cannot be stored. Its log can:
+    G = G' U^(1/alpha) with G' ~ Gamma(alpha + 1) and U ~ U(0, 1] (the gamma shape-augmentation
+    identity), hence log G = log G' + log(U) / alpha, and |X| = exp((log p + log G) / p)."""
+    alpha = 1.0 / p
+    log_g = torch.log(_standard_gamma(shape, alpha + 1.0, generator, device))
+    u = 1.0 - torch.rand(shape, **_rng(generator), device=device, dtype=torch.float64)  # (0, 1]
+    log_g = log_g + torch.log(u) / alpha
+    return torch.exp((math.log(p) + log_g) / p)

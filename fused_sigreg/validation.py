@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -46,20 +47,38 @@ def check_directions(directions, dim: int, device: torch.device, name: str = "di
         raise ValueError(f"{name} must be on the embeddings' device {device}, got {directions.device}")
 
 
+def as_int(value, name: str, minimum: int) -> int:
+    """``value`` as a Python int >= ``minimum``; numpy and other integral types are accepted, bools and
+    floats are not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_number(value, name: str, low: float = -math.inf, high: float = math.inf, low_open: bool = False) -> None:
+    """A real number (not a bool) in [low, high) — (low, high) when ``low_open``; NaN fails."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    # comparisons, not math.isfinite: they also hold for torch.compile's symbolic floats (NaN fails both)
+    above = low < value if low_open else low <= value
+    if not (above and value < high):
+        if high == math.inf:
+            bound = f"{'>' if low_open else '>='} {low:g}" if low > -math.inf else ""
+            raise ValueError(f"{name} must be a finite number {bound}".rstrip() + f", got {value!r}")
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+
+
 def check_num_slices(num_slices, name: str = "num_slices") -> None:
-    if isinstance(num_slices, bool) or not isinstance(num_slices, int):
-        raise TypeError(f"{name} must be an int, got {type(num_slices).__name__}")
-    if num_slices < 1:
-        raise ValueError(f"{name} must be >= 1, got {num_slices}")
+    as_int(num_slices, name, 1)
 
 
 def check_quadrature(t_max, n_points) -> None:
-    if isinstance(n_points, bool) or not isinstance(n_points, int):
-        raise TypeError(f"n_points must be an int, got {type(n_points).__name__}")
-    if n_points < 2:
-        raise ValueError(f"n_points must be >= 2 (trapezoid rule), got {n_points}")
-    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 0):
-        raise ValueError(f"t_max must be a finite number > 0, got {t_max!r}")
+    as_int(n_points, "n_points", 2)
+    check_number(t_max, "t_max", 0.0, low_open=True)
 
 
 def check_reduction(reduction) -> None:
@@ -68,8 +87,7 @@ def check_reduction(reduction) -> None:
 
 
 def check_lp_parameter(p) -> None:
-    if not (isinstance(p, (int, float)) and math.isfinite(p) and p > 0):
-        raise ValueError(f"p (the generalized Gaussian shape) must be a finite number > 0, got {p!r}")
+    check_number(p, "p (the generalized Gaussian shape)", 0.0, low_open=True)
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

@@ -72,10 +72,10 @@ def test_one_direction_source_only():
         (dict(t_max=0.0), ValueError, "t_max must be a finite number > 0, got 0.0"),
         (dict(t_max=-1.0), ValueError, "t_max must be"),
         (dict(t_max=float("inf")), ValueError, "t_max must be"),
-        (dict(n_points=1), ValueError, "n_points must be >= 2.*got 1"),
+        (dict(n_points=1), ValueError, "n_points must be an int >= 2.*got 1"),
         (dict(n_points=3.0), TypeError, "n_points must be an int"),
         (dict(reduction="max"), ValueError, "reduction must be one of 'mean', 'sum', None, got 'max'"),
-        (dict(num_slices=0), ValueError, "num_slices must be >= 1, got 0"),
+        (dict(num_slices=0), ValueError, "num_slices must be an int >= 1, got 0"),
         (dict(num_slices=2.5), TypeError, "num_slices must be an int"),
         (dict(step=-1), ValueError, "step must be an int >= 0"),
         (dict(generator="seed"), TypeError, "torch.Generator, got str"),
@@ -100,11 +100,14 @@ def test_bad_sigreg_module_arguments(kw):
 @pytest.mark.parametrize("p", [0, -1.0, float("nan"), float("inf"), "1"])
 def test_bad_lp_parameter(p):
     z = torch.relu(X)
-    with pytest.raises(ValueError, match="p .*must be a finite number > 0"):
+    exc, match = (
+        (TypeError, "must be a number, got str '1'") if isinstance(p, str) else (ValueError, "finite number > 0")
+    )
+    with pytest.raises(exc, match=f"p .*{match}"):
         fs.rdmreg(z, directions=A, p=p)
-    with pytest.raises(ValueError, match="must be a finite number > 0"):
+    with pytest.raises(exc, match=match):
         fs.sample_rgg((3, 2), p=p)
-    with pytest.raises(ValueError):
+    with pytest.raises(exc):
         fs.RDMReg(p=p)
 
 
@@ -151,3 +154,51 @@ def test_objective_shapes():
         fs.visreg_loss(torch.randn(3, 8, 4), n_global=0)
     with pytest.raises(ValueError, match="z2 must match z1"):
         fs.rectified_lpjepa_loss(torch.rand(8, 4), torch.rand(8, 5))
+
+
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "visreg", "rdmreg"])
+def test_sort_ops_name_num_projections(op):
+    with pytest.raises(ValueError, match="num_projections must be an int >= 1, got 0"):
+        getattr(fs, op)(torch.relu(X), num_projections=0)
+    with pytest.raises(ValueError, match="num_projections=6 does not match the 5 columns"):
+        getattr(fs, op)(torch.relu(X), num_projections=6, directions=A)
+
+
+def test_integral_types_are_accepted_where_ints_are():
+    np = pytest.importorskip("numpy")
+    expected = fs.sigreg(X, num_slices=5, step=3, n_points=9)
+    assert torch.equal(fs.sigreg(X, num_slices=np.int64(5), step=np.int64(3), n_points=np.int32(9)), expected)
+    assert torch.equal(fs.sigreg(X, num_slices=5, step=torch.tensor(3), n_points=9), expected)
+    with pytest.raises(TypeError, match="step must be an int or a one-element integer tensor"):
+        fs.sigreg(X, step=torch.tensor(3.0))
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: fs.sigreg(X, t_max=True), TypeError, "t_max must be a number, got bool"),
+        (lambda: fs.sigreg(X, t_max="3"), TypeError, "t_max must be a number, got str '3'"),
+        (lambda: fs.sigreg(X, clip_value="0.1"), TypeError, "clip_value must be a number, got str"),
+        (lambda: fs.visreg(X, scale_weight="1"), TypeError, "scale_weight must be a number, got str"),
+        (lambda: fs.rdmreg(torch.relu(X), mu="0"), TypeError, "mu must be a number, got str"),
+        (lambda: fs.sample_rgg((3, 2), mu=float("nan")), ValueError, "mu must be a finite number, got nan"),
+        (lambda: fs.sliced_wasserstein(X, quantile_clamp="x"), TypeError, "quantile_clamp must be a number"),
+        (lambda: fs.sliced_wasserstein(X, quantile_clamp=0.6), ValueError, r"quantile_clamp must be a number in \(0"),
+        (lambda: fs.sliced_wasserstein(X, quantile_clamp=-1), ValueError, r"quantile_clamp must be a number in \(0"),
+        (lambda: fs.lejepa_loss(X[None], X[None], lambd="x"), TypeError, "lambd must be a number"),
+        (lambda: fs.visreg_loss(X[None].expand(3, -1, -1), n_global=4), ValueError, "n_global must be <= the 3 views"),
+        (lambda: fs.rectified_lpjepa_loss(X.relu(), X.relu(), lamb_reg=None), TypeError, "lamb_reg must be a number"),
+    ],
+)
+def test_numeric_arguments_are_checked(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("op", ["sigreg", "sliced_wasserstein", "visreg", "rdmreg"])
+def test_check_finite_covers_given_directions(op):
+    bad = A.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="directions must be finite"):
+        getattr(fs, op)(torch.relu(X), directions=bad, check_finite=True)
+    assert torch.isnan(getattr(fs, op)(torch.relu(X), directions=bad, backend="eager"))  # propagated otherwise

@@ -18,6 +18,7 @@ from typing import Callable, Dict
 import torch
 
 from .. import reference
+from ..dispatch import check_first_order
 
 MatchOp = Callable[[torch.Tensor, torch.Tensor], tuple]
 
@@ -33,6 +34,7 @@ class QuantileMatchLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        check_first_order("the sort-and-match loss")
         (grad,) = ctx.saved_tensors
         return grad * (grad_out / grad.numel()), None, None
 

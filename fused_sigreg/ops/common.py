@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import torch
 
 from ..distributed import sync_step
 from ..slicing import lejepa_directions, random_directions
-from ..validation import check_directions, check_embeddings, check_finite, check_num_slices
+from ..validation import as_int, check_directions, check_embeddings, check_finite
+
+
+def autocast_off(op: Callable) -> Callable:
+    """Run ``op`` with autocast disabled on its input's device.
+
+    Under autocast the projections would be computed in 16 bits and every backend would see another
+    dtype; with it off, an autocast region changes nothing: the input's own dtype decides the
+    arithmetic (16-bit inputs accumulate in float32) and the result is float32 on every backend,
+    as outside autocast. Like torch's own losses, the regularisers run outside autocast."""
+
+    @functools.wraps(op)
+    def run(x, *args, **kwargs):
+        device = x.device.type if isinstance(x, torch.Tensor) else None
+        if device is not None and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            with torch.autocast(x.device.type, enabled=False):
+                return op(x, *args, **kwargs)
+        return op(x, *args, **kwargs)
+
+    return run
 
 
 def check_input(x, name: str, check_finite_values: bool) -> None:
@@ -33,12 +53,15 @@ def resolve_directions(
     directions: Optional[torch.Tensor] = None,
     step: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    slices_name: str = "num_slices",
+    check_finite_values: bool = False,
 ) -> torch.Tensor:
     """(D, K) unit directions for x (..., N, D), from exactly one source.
 
     ``directions`` are used as given; ``step`` draws lejepa's directions (step synchronised to the
     maximum over ranks); ``generator`` (on x's device) draws fresh ones; with none of them, torch's
-    default RNG does.
+    default RNG does. ``slices_name`` is the op's name for K in messages; ``check_finite_values``
+    also rejects NaN/inf in given directions.
     """
     given = [n for n, v in (("directions", directions), ("step", step), ("generator", generator)) if v is not None]
     if len(given) > 1:
@@ -46,18 +69,20 @@ def resolve_directions(
     dim = x.shape[-1]
     if directions is not None:
         check_directions(directions, dim, x.device)
+        if check_finite_values:
+            check_finite(directions, "directions")
         if num_slices is not None and num_slices != directions.shape[1]:
             raise ValueError(
-                f"num_slices={num_slices} does not match the {directions.shape[1]} columns of directions (D, K)"
+                f"{slices_name}={num_slices} does not match the {directions.shape[1]} columns of directions (D, K)"
             )
         return directions
-    k = default_slices if num_slices is None else num_slices
-    check_num_slices(k)
+    k = as_int(default_slices if num_slices is None else num_slices, slices_name, 1)
     if step is not None:
         if isinstance(step, torch.Tensor):
-            step = int(step.item())
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}")
+            if step.numel() != 1 or step.is_floating_point() or step.is_complex():
+                raise TypeError(f"step must be an int or a one-element integer tensor, got {step!r}")
+            step = step.item()
+        step = as_int(step, "step", 0)
         return lejepa_directions(dim, k, sync_step(step, x.device), device=x.device)
     check_generator(generator, x.device)
     return random_directions(dim, k, generator, device=x.device)

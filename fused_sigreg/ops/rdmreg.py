@@ -10,12 +10,13 @@ from torch import nn
 from .. import dispatch
 from ..distributed import all_gather_batch
 from ..rgg import resolve_sigma, sample_rgg
-from ..validation import check_lp_parameter, check_same_shape
-from .common import check_generator, check_input, resolve_directions
+from ..validation import check_lp_parameter, check_number, check_same_shape, compute_dtype
+from .common import autocast_off, check_generator, check_input, resolve_directions
 
 DEFAULT_NUM_PROJECTIONS = 8192
 
 
+@autocast_off
 def rdmreg(
     z: torch.Tensor,
     num_projections: Optional[int] = None,
@@ -35,7 +36,8 @@ def rdmreg(
         z: (N, D) or (V, N, D) rectified features (the model ends in ReLU). N >= 2.
         num_projections: M (default 8192, or the columns of ``directions``).
         directions: explicit (D, M) unit directions, i.e. the official ``projections`` (M, D) transposed.
-        target_samples: explicit target Y, same shape as (gathered) z; else drawn from the RGG.
+        target_samples: explicit target Y, same shape as (gathered) z, any float dtype (used in float32,
+            float64 for float64 z); else drawn from the RGG.
         p, mu, sigma: target GN_p(mu, sigma); sigma a number, "sigma_GN" (default: unit variance before
             rectification) or "sigma_RGN" (unit variance after).
         generator: draws the directions (unless given) and then the target samples.
@@ -44,10 +46,12 @@ def rdmreg(
     """
     check_input(z, "z", check_finite)
     check_lp_parameter(p)
+    check_number(mu, "mu")
     check_generator(generator, z.device)
     # generator also draws the target samples, so it may come together with explicit directions
+    gen = generator if directions is None else None
     w = resolve_directions(
-        z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator if directions is None else None
+        z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, gen, "num_projections", check_finite
     )
     if gather:
         z = all_gather_batch(z)
@@ -55,6 +59,8 @@ def rdmreg(
         target_samples = sample_rgg(z.shape, p, mu, resolve_sigma(p, mu, sigma), generator, device=z.device)
     else:
         check_same_shape(z, target_samples, "z", "target_samples")
+        # one precision for both sides on every backend: the target in z's compute dtype
+        target_samples = target_samples.to(compute_dtype(z))
     return dispatch.run("rdmreg", (z, w, target_samples), backend, z, w, target_samples)
 
 

@@ -16,12 +16,13 @@ from .. import dispatch
 from ..distributed import all_reduce_mean, world_size
 from ..reference import clip_statistics, epps_pulley_from_ecf, reduce_statistics
 from ..slicing import epps_pulley_quadrature
-from ..validation import check_quadrature, check_reduction
-from .common import check_input, resolve_directions
+from ..validation import check_number, check_quadrature, check_reduction
+from .common import autocast_off, check_input, resolve_directions
 
 DEFAULT_NUM_SLICES = 256
 
 
+@autocast_off
 def sigreg(
     x: torch.Tensor,
     num_slices: Optional[int] = None,
@@ -57,7 +58,12 @@ def sigreg(
     check_input(x, "x", check_finite)
     check_quadrature(t_max, n_points)
     check_reduction(reduction)
-    a = resolve_directions(x, num_slices, DEFAULT_NUM_SLICES, directions, step, generator)
+    if clip_value is not None:
+        check_number(clip_value, "clip_value")
+    n_points = int(n_points)
+    a = resolve_directions(
+        x, num_slices, DEFAULT_NUM_SLICES, directions, step, generator, check_finite_values=check_finite
+    )
     quad = epps_pulley_quadrature(float(t_max), n_points, device=x.device)
     cos_mean, sin_mean = dispatch.run("ecf_means", (x, a), backend, x, a, float(t_max), n_points)
     cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)

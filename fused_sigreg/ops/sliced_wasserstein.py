@@ -10,7 +10,8 @@ from torch import nn
 from .. import dispatch
 from ..distributed import all_gather_batch
 from ..slicing import normal_quantiles
-from .common import check_input, resolve_directions
+from ..validation import check_number
+from .common import autocast_off, check_input, resolve_directions
 
 DEFAULT_NUM_PROJECTIONS = 256
 
@@ -18,12 +19,17 @@ DEFAULT_NUM_PROJECTIONS = 256
 def prepare_quantile_matching(x, name, num_projections, directions, generator, quantile_clamp, gather, check_finite):
     """Checked (gathered) input, (D, K) directions and the (N,) N(0,1) quantile target."""
     check_input(x, name, check_finite)
-    w = resolve_directions(x, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator)
+    if quantile_clamp is not None:
+        check_number(quantile_clamp, "quantile_clamp", 0.0, 0.5, low_open=True)
+    w = resolve_directions(
+        x, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator, "num_projections", check_finite
+    )
     if gather:
         x = all_gather_batch(x)
     return x, w, normal_quantiles(x.shape[-2], quantile_clamp, device=x.device)
 
 
+@autocast_off
 def sliced_wasserstein(
     x: torch.Tensor,
     num_projections: Optional[int] = None,

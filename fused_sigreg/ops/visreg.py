@@ -8,9 +8,12 @@ import torch
 from torch import nn
 
 from .. import dispatch
+from ..validation import check_number
+from .common import autocast_off
 from .sliced_wasserstein import DEFAULT_NUM_PROJECTIONS, prepare_quantile_matching
 
 
+@autocast_off
 def visreg(
     z: torch.Tensor,
     num_projections: Optional[int] = None,
@@ -34,6 +37,12 @@ def visreg(
         gather: all-gather the batch over ranks first (with gradients), as the VISReg trainer does.
     Returns: a float32 scalar (float64 for float64 z).
     """
+    for name, weight in (
+        ("scale_weight", scale_weight),
+        ("shape_weight", shape_weight),
+        ("center_weight", center_weight),
+    ):
+        check_number(weight, name)
     z, w, target = prepare_quantile_matching(z, "z", num_projections, directions, generator, None, gather, check_finite)
     return dispatch.run("visreg", (z, w), backend, z, w, target, scale_weight, shape_weight, center_weight)
 

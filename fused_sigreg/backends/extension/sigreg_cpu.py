@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ... import reference
+from ...dispatch import check_first_order
 
 
 class EcfMeans(torch.autograd.Function):
@@ -33,7 +34,15 @@ class EcfMeans(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_cos, grad_sin):
-        views, directions = ctx.saved_tensors
+        check_first_order("SIGReg on the cpu backend")
+        try:
+            views, directions = ctx.saved_tensors
+        except RuntimeError as e:  # the saved P was overwritten by dP in the first backward
+            raise RuntimeError(
+                "fused_sigreg: the cpu backend's SIGReg backward reuses the saved projections' memory, so each "
+                "graph can be backpropagated once; for a second backward (retain_graph=True) call sigreg again "
+                "or use backend='eager'"
+            ) from e
         t_max, n_points, shape, dtype = ctx.args
         V, N, K = views.shape
         t = torch.linspace(0.0, t_max, n_points, dtype=torch.float32)
@@ -42,10 +51,17 @@ class EcfMeans(torch.autograd.Function):
         gs = zeros() if grad_sin is None else grad_sin.reshape(V, K, n_points).float()
         # d cos_mean / dp = -t sin(t p) / N, d sin_mean / dp = t cos(t p) / N
         coef = torch.stack((gs * (t / N), gc * (-t / N)), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
-        torch.ops.fused_sigreg.ecf_grad_(views, coef, t_max / (n_points - 1))  # views now holds dP
-        # a C++ op does not bump the version counter itself: do it, so that reusing this graph raises
-        torch.autograd.graph.increment_version(views)
-        dx = views @ directions.float().t()
+        delta = t_max / (n_points - 1)
+        if torch.compiler.is_compiling():
+            # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
+            # shapes are dynamic, and a compiled graph plans its buffers itself
+            dp = torch.ops.fused_sigreg.ecf_grad(views, coef, delta)
+        else:
+            torch.ops.fused_sigreg.ecf_grad_(views, coef, delta)  # views now holds dP
+            # a C++ op does not bump the version counter itself: do it, so that reusing this graph raises
+            torch.autograd.graph.increment_version(views)
+            dp = views
+        dx = dp @ directions.float().t()
         return dx.reshape(shape).to(dtype), None, None, None
 
 

@@ -17,6 +17,7 @@ from typing import Tuple
 import torch
 import triton
 
+from ...dispatch import check_first_order
 from ...kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
 from .configs import (
     BACKWARD_CONFIGS,
@@ -155,6 +156,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_cos, grad_sin):
+    check_first_order("SIGReg on the triton backend")
     x, directions = ctx.saved_tensors
     shape = (*x.shape[:-2], directions.shape[1], ctx.args[1])
     zeros = lambda: torch.zeros(shape, dtype=torch.float32, device=x.device)

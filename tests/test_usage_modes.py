@@ -1,0 +1,172 @@
+"""Every way a PyTorch user calls the ops — autocast, torch.compile, torch.func, double backward,
+retain_graph, mixed dtypes — equals eager or raises an error that names the cause and the fix."""
+
+import pytest
+import torch
+
+import fused_sigreg as fs
+from helpers import TRITON_DEVICE, rel_err
+
+OPS = ("sigreg", "sliced_wasserstein", "visreg", "rdmreg")
+FP32_TOL = 1e-5
+
+
+def _usable(backend):
+    if backend in (None, "eager"):
+        return True
+    ok, why = fs.available_backends()[backend]
+    if not ok:
+        pytest.skip(f"backend {backend!r} is not usable here: {why}")
+    return True
+
+
+def _device(backend):
+    return TRITON_DEVICE if backend == "triton" else "cpu"
+
+
+def _problem(op, rng, device, n=40, d=12, k=9):
+    x = torch.randn(n, d, generator=rng).to(device)
+    if op == "rdmreg":
+        x = x.relu()
+    a = torch.nn.functional.normalize(torch.randn(d, k, generator=rng), dim=0).to(device)
+    kwargs = {"target_samples": torch.rand(n, d, generator=rng).to(device)} if op == "rdmreg" else {}
+    return x, a, kwargs
+
+
+def _call(op, x, a, backend, **kwargs):
+    return getattr(fs, op)(x, directions=a, backend=backend, **kwargs)
+
+
+def _value_and_grad(op, x, a, backend, **kwargs):
+    x = x.detach().requires_grad_()
+    value = _call(op, x, a, backend, **kwargs)
+    (grad,) = torch.autograd.grad(value, x)
+    return value.detach(), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("backend", [None, "eager", "cpu", "triton"])
+@pytest.mark.parametrize("op", OPS)
+def test_autocast_changes_nothing(rng, op, backend, dtype):
+    """The ops run with autocast off: inside an autocast region they give the same bits as outside,
+    for the input's own dtype, and the result is float32 on every backend."""
+    _usable(backend)
+    device = _device(backend)
+    x, a, kwargs = _problem(op, rng, device)
+    x = x.to(dtype)
+    expected = _value_and_grad(op, x, a, backend, **kwargs)
+    v = x.detach().requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        value = _call(op, v, a, backend, **kwargs)
+    value.backward()  # outside the region, as torch's autocast recipe has it
+    assert value.dtype == torch.float32
+    assert torch.equal(value.detach(), expected[0]) and torch.equal(v.grad, expected[1])
+
+
+@pytest.mark.parametrize("backend", [None, "cpu", "triton"])
+@pytest.mark.parametrize("target_dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_rdmreg_target_samples_of_another_dtype(rng, backend, target_dtype):
+    """Target samples of any float dtype are used in z's compute dtype (float32 here), on every backend."""
+    _usable(backend)
+    device = _device(backend)
+    z, a, kwargs = _problem("rdmreg", rng, device)
+    target = kwargs["target_samples"].to(target_dtype)
+    value, grad = _value_and_grad("rdmreg", z, a, backend, target_samples=target)
+    ref_value, ref_grad = _value_and_grad("rdmreg", z, a, "eager", target_samples=target.float())
+    assert value.dtype == torch.float32
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_torch_func_on_the_default_path_equals_eager(rng, op):
+    x, a, kwargs = _problem(op, rng, "cpu")
+    fn = lambda v: _call(op, v, a, None, **kwargs)
+    eager = lambda v: _call(op, v, a, "eager", **kwargs)
+    assert rel_err(torch.func.grad(fn)(x), torch.func.grad(eager)(x)) <= FP32_TOL
+    assert rel_err(torch.func.jacrev(fn)(x), torch.func.jacrev(eager)(x)) <= FP32_TOL
+    views = torch.stack([x, x.flip(0), 2 * x])
+    if op == "rdmreg":
+        fn_v = lambda v: _call(op, v, a, None, target_samples=kwargs["target_samples"])
+    else:
+        fn_v = fn
+    assert rel_err(torch.func.vmap(fn_v)(views), torch.stack([eager(v) for v in views])) <= FP32_TOL
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_torch_func_with_a_forced_fused_backend_says_to_use_eager(rng, backend):
+    _usable(backend)
+    x, a, _ = _problem("sigreg", rng, _device(backend))
+    with pytest.raises(fs.BackendUnavailableError, match="torch.func transforms.*backend='eager'"):
+        torch.func.grad(lambda v: fs.sigreg(v, directions=a, backend=backend))(x)
+
+
+@pytest.mark.parametrize("backend", [None, "cpu", "triton"])
+@pytest.mark.parametrize("op", OPS)
+def test_double_backward_raises_on_fused_backends_and_works_on_eager(rng, op, backend):
+    """create_graph=True through a fused backward raises, naming the fix, instead of silently dropping
+    the second-order term; eager gives it (float64 gradgradcheck)."""
+    _usable(backend)
+    x, a, kwargs = _problem(op, rng, _device(backend))
+    v = x.detach().requires_grad_()
+    with pytest.raises(RuntimeError, match="create_graph=True.*backend='eager'"):
+        (g,) = torch.autograd.grad(_call(op, v, a, backend, **kwargs), v, create_graph=True)
+        g.square().sum().backward()
+    # first-order gradients are unaffected (create_graph=False)
+    assert rel_err(
+        _value_and_grad(op, x, a, backend, **kwargs)[1], _value_and_grad(op, x, a, "eager", **kwargs)[1]
+    ) <= (FP32_TOL)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_double_backward_on_eager(rng, op):
+    x, a, kwargs = _problem(op, rng, "cpu", n=7, d=4, k=3)
+    x, a = x.double().requires_grad_(), a.double()
+    kwargs = {k: t.double() for k, t in kwargs.items()}
+    if op == "visreg":  # its gradient holds sigma constant (stop-gradient): not the derivative gradgradcheck expects
+        (g,) = torch.autograd.grad(_call(op, x, a, "eager", **kwargs), x, create_graph=True)
+        (gg,) = torch.autograd.grad(g.square().sum(), x)
+        assert torch.isfinite(gg).all() and gg.abs().sum() > 0
+    else:
+        torch.autograd.gradgradcheck(lambda v: _call(op, v, a, "eager", **kwargs), (x,))
+
+
+def test_second_backward_on_cpu_sigreg_says_what_to_do(rng):
+    x, a, _ = _problem("sigreg", rng, "cpu")
+    x.requires_grad_()
+    value = fs.sigreg(x, directions=a, backend="cpu")
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backpropagated once.*backend='eager'"):
+        value.backward()
+    value = fs.sigreg(x, directions=a, backend="eager")  # eager keeps what it needs
+    value.backward(retain_graph=True)
+    value.backward()
+
+
+@pytest.mark.parametrize("mode", ["fullgraph", "dynamic"])
+@pytest.mark.parametrize("op", OPS)
+def test_torch_compile_with_changing_batch_equals_eager(rng, registry, op, mode):
+    """fullgraph=True (recompiling as N changes) and dynamic=True + fullgraph=True, forward and backward,
+    on the default path, from a fresh registry (nothing logged yet: logging must not break tracing)."""
+    torch._dynamo.reset()
+    _, a, _ = _problem(op, rng, "cpu")
+    options = {"fullgraph": True, "dynamic": True if mode == "dynamic" else None}
+    compiled = torch.compile(lambda v, **kw: _call(op, v, a, None, **kw), **options)
+    for n in (40, 40, 28, 52):
+        x, _, kwargs = _problem(op, rng, "cpu", n=n)
+        v = x.detach().requires_grad_()
+        value = compiled(v, **kwargs)
+        (grad,) = torch.autograd.grad(value, v)
+        ref_value, ref_grad = _value_and_grad(op, x, a, "eager", **kwargs)
+        assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL, n
+
+
+def test_torch_compile_dynamic_draws_rdmreg_targets(rng):
+    """RDMReg's own target draw (no target_samples) traces with symbolic batch sizes."""
+    torch._dynamo.reset()
+    _, a, _ = _problem("rdmreg", rng, "cpu")
+    compiled = torch.compile(lambda v: fs.rdmreg(v, directions=a), fullgraph=True, dynamic=True)
+    for n in (40, 28):
+        z = _problem("rdmreg", rng, "cpu", n=n)[0].requires_grad_()
+        value = compiled(z)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(z.grad).all()
