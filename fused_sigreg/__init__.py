@@ -6,6 +6,7 @@ function and as a drop-in module, dispatched to the best available backend.
 
 from . import backends as _backends  # noqa: F401  (registers eager, triton, cpu and cuda)
 from .dispatch import BackendUnavailableError, available_backends
+from .distributed import single_process
 from .objectives import lejepa_loss, rectified_lpjepa_loss, visreg_loss
 from .ops.rdmreg import RDMReg, rdmreg
 from .ops.sigreg import SIGReg, sigreg
@@ -29,6 +30,7 @@ __all__ = [
     "visreg_loss",
     "rectified_lpjepa_loss",
     "available_backends",
+    "single_process",
     "BackendUnavailableError",
     "QUADRATURE_PRESETS",
     "lejepa_directions",

@@ -1,16 +1,35 @@
 """torch.distributed helpers with the autograd semantics of the official trainers.
 
-Nothing here does anything unless a default process group is initialised.
+Nothing here does anything unless a default process group is initialised, and nothing inside
+``single_process()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import torch.distributed as dist
 
+_LOCAL_DEPTH = 0  # > 0 inside single_process()
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Compute the statistics of this rank's batch alone, with no collective, as without
+    torch.distributed (e.g. an evaluation metric on one rank: a collective there would wait for
+    ranks that never call it). Steps are not synchronised and ``gather=True`` gathers nothing."""
+    global _LOCAL_DEPTH
+    _LOCAL_DEPTH += 1
+    try:
+        yield
+    finally:
+        _LOCAL_DEPTH -= 1
+
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return _LOCAL_DEPTH == 0 and dist.is_available() and dist.is_initialized()
 
 
 def world_size() -> int:
@@ -36,20 +55,34 @@ def sync_step(step: int, device: torch.device) -> int:
     """The maximum of ``step`` over ranks, so that every rank draws the same directions."""
     if not is_distributed():
         return int(step)
-    # NCCL needs a tensor on the rank's GPU; gloo a CPU tensor.
-    backend = dist.get_backend()
-    dev = device if backend == "nccl" else torch.device("cpu")
-    t = torch.tensor([int(step)], dtype=torch.int64, device=dev)
+    t = torch.tensor([int(step)], dtype=torch.int64, device=_collective_device(device))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
 
 
+def _collective_device(device: torch.device) -> torch.device:
+    # NCCL needs tensors on the rank's GPU; gloo CPU tensors.
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def all_gather_batch(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's batch along dim -2 (N), with gradients flowing back to each rank."""
+    """Concatenate every rank's batch along dim -2 (N), with gradients flowing back to each rank.
+
+    Ranks may hold different N: the sizes are gathered first and shorter batches are padded for the
+    collective, then cut back, so the result is exactly the concatenation of every rank's rows."""
     if not is_distributed():
         return x
     # loaded only under torch.distributed: torch.distributed.nn pulls in the RPC framework where it exists
     import torch.distributed.nn.functional as dist_fn
 
-    parts = dist_fn.all_gather(x.contiguous())
-    return torch.cat(parts, dim=-2)
+    n = x.shape[-2]
+    size = torch.tensor([n], dtype=torch.int64, device=_collective_device(x.device))
+    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    sizes = [int(s.item()) for s in sizes]
+    longest = max(sizes)
+    if longest == n and min(sizes) == n:
+        return torch.cat(dist_fn.all_gather(x.contiguous()), dim=-2)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, longest - n)).contiguous()
+    parts = dist_fn.all_gather(padded)
+    return torch.cat([part[..., :rows, :] for part, rows in zip(parts, sizes)], dim=-2)

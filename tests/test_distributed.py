@@ -24,16 +24,16 @@ def _inputs():
     return x, a, y
 
 
-def _lejepa_semantics(x, a):
+def _lejepa_semantics(x, a, world=WORLD):
     """lejepa's EppsPulley under DDP, written out with torch.distributed.nn's autograd all_reduce."""
     import torch.distributed.nn.functional as dist_fn
 
     t, phi, w = (v.double() for v in epps_pulley_quadrature(3.0, 17))
     arg = (x @ a).unsqueeze(-1) * t
-    cos_mean = dist_fn.all_reduce(arg.cos().mean(-3), op=dist.ReduceOp.SUM) / WORLD
-    sin_mean = dist_fn.all_reduce(arg.sin().mean(-3), op=dist.ReduceOp.SUM) / WORLD
+    cos_mean = dist_fn.all_reduce(arg.cos().mean(-3), op=dist.ReduceOp.SUM) / world
+    sin_mean = dist_fn.all_reduce(arg.sin().mean(-3), op=dist.ReduceOp.SUM) / world
     err = (cos_mean - phi).square() + sin_mean.square()
-    return (err @ w) * x.shape[-2] * WORLD
+    return (err @ w) * x.shape[-2] * world
 
 
 def _grad(fn, x):
@@ -167,3 +167,94 @@ def test_gather_matches_one_process_on_the_whole_batch(ranks, op):
         assert torch.allclose(res[op][0], value, rtol=1e-12)
         # all_gather's backward sums every rank's gradient of the (identical) loss: W times one process's
         assert torch.allclose(res[op][1], WORLD * _local(grad, rank), rtol=1e-10, atol=1e-15)
+
+
+# --------------------------------------------------------------- unequal batches, three ranks
+
+UNEQUAL_N = (5, 9, 13)
+
+
+def _unequal_inputs():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(sum(UNEQUAL_N), D, generator=g, dtype=torch.float64)
+    a = torch.nn.functional.normalize(torch.randn(D, K, generator=g, dtype=torch.float64), dim=0)
+    return x, a
+
+
+def _rows(rank):
+    start = sum(UNEQUAL_N[:rank])
+    return slice(start, start + UNEQUAL_N[rank])
+
+
+def _unequal_worker(rank, init_file, out_dir):
+    import warnings
+
+    world = len(UNEQUAL_N)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        x, a = _unequal_inputs()
+        xl = x[_rows(rank)]
+        res = {
+            "sigreg": _grad(lambda v: fs.sigreg(v, directions=a, reduction=None), xl),
+            "sigreg_ref": _grad(lambda v: _lejepa_semantics(v, a, world), xl),
+            "swd": _grad(lambda v: fs.sliced_wasserstein(v, directions=a, gather=True), xl),
+            "swd_cpu": _grad(lambda v: fs.sliced_wasserstein(v, directions=a.float(), gather=True), xl.float()),
+        }
+        if rank == 0:  # a metric on one rank only: no collective may run, or it would wait forever
+            with fs.single_process():
+                res["local"] = fs.sigreg(xl, directions=a, reduction=None)
+                res["local_swd"] = fs.sliced_wasserstein(xl, directions=a, gather=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fs.sigreg(xl, num_slices=4)
+            fs.sigreg(xl, num_slices=4)
+            fs.sigreg(xl, num_slices=4, step=1)
+        res["warnings"] = [str(w.message) for w in caught if "own random state" in str(w.message)]
+        dist.barrier()
+        torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def unequal_ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp_unequal")
+    world = len(UNEQUAL_N)
+    mp.spawn(_unequal_worker, args=(str(tmp / "init"), str(tmp)), nprocs=world, join=True)
+    return [torch.load(tmp / f"rank{r}.pt") for r in range(world)]
+
+
+def test_sigreg_with_unequal_batches_is_lejepas_statistic(unequal_ranks):
+    """Each rank's ECF means count equally (all_reduce AVG) and the statistic is scaled by N_local * W,
+    as lejepa computes it: with unequal batches that is not the whole-batch statistic."""
+    x, a = _unequal_inputs()
+    whole = fs.sigreg(x, directions=a, reduction=None)
+    for res in unequal_ranks:
+        value, grad = res["sigreg"]
+        ref_value, ref_grad = res["sigreg_ref"]
+        assert torch.allclose(value, ref_value, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
+        assert not torch.allclose(value, whole, rtol=1e-3)
+
+
+@pytest.mark.parametrize("key", ["swd", "swd_cpu"])
+def test_gather_with_unequal_batches_matches_one_process(unequal_ranks, key):
+    x, a = _unequal_inputs()
+    if key == "swd_cpu":
+        x, a = x.float(), a.float()
+    value, grad = _grad(lambda v: fs.sliced_wasserstein(v, directions=a), x)
+    tol = dict(rtol=1e-12, atol=1e-15) if x.dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
+    for rank, res in enumerate(unequal_ranks):
+        assert torch.allclose(res[key][0], value.to(res[key][0].dtype), **tol)
+        assert torch.allclose(res[key][1], len(UNEQUAL_N) * grad[_rows(rank)], **tol)
+
+
+def test_single_process_runs_no_collective(unequal_ranks):
+    x, a = _unequal_inputs()
+    xl = x[_rows(0)]
+    assert torch.allclose(unequal_ranks[0]["local"], fs.sigreg(xl, directions=a, reduction=None), rtol=1e-12)
+    assert torch.allclose(unequal_ranks[0]["local_swd"], fs.sliced_wasserstein(xl, directions=a), rtol=1e-12)
+
+
+def test_rank_local_directions_warn_once(unequal_ranks):
+    for res in unequal_ranks:
+        assert len(res["warnings"]) == 1

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable, Optional
 
 import torch
 
-from ..distributed import sync_step
+from ..distributed import is_distributed, sync_step
 from ..slicing import lejepa_directions, random_directions
 from ..validation import as_int, check_directions, check_embeddings, check_finite
 
@@ -85,4 +86,23 @@ def resolve_directions(
         step = as_int(step, "step", 0)
         return lejepa_directions(dim, k, sync_step(step, x.device), device=x.device)
     check_generator(generator, x.device)
+    if is_distributed():
+        _warn_rank_local_directions()
     return random_directions(dim, k, generator, device=x.device)
+
+
+_WARNED = []
+
+
+def _warn_rank_local_directions() -> None:
+    # once per process: under torch.distributed every call without step= or directions= lands here
+    if _WARNED or torch.compiler.is_compiling():
+        return
+    _WARNED.append(True)
+    warnings.warn(
+        "fused_sigreg: directions are drawn from this rank's own random state, so ranks use different "
+        "directions unless they are seeded alike; pass step= (SIGReg, as lejepa does) or directions= to "
+        "share them",
+        UserWarning,
+        stacklevel=4,
+    )
