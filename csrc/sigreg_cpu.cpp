@@ -14,6 +14,10 @@ namespace {
 
 constexpr int64_t kCols = 16;       // columns per task: one cache line of floats per row
 constexpr int64_t kFlushRows = 128; // fp32 partial sums over this many rows, then added in double
+// The recurrence's rounding error grows about linearly with the knot index; every kReseed knots the
+// pair is recomputed from sin/cos of the knot's own angle, which bounds the error for any n_points.
+// The Triton kernels (kernels/sigreg_ecf.py RESEED) and tools/numerics.py use the same interval.
+constexpr int64_t kReseed = 16;
 
 // sin and cos of kCols angles in a loop the compiler vectorises: reduction by pi/2 in three parts
 // (Cody-Waite) and the single-precision minimax polynomials of Cephes' sinf/cosf on [-pi/4, pi/4]
@@ -41,6 +45,14 @@ inline void sincos_block(const float* theta, float* sin_out, float* cos_out) {
     for (int64_t i = 0; i < kCols; ++i)
       if (!(std::fabs(theta[i]) <= 8192.0f)) ::sincosf(theta[i], &sin_out[i], &cos_out[i]);
   }
+}
+
+// (c, s) = (cos, sin)(j * d * p) of kCols values p: a recurrence restart at knot j.
+inline void reseed_block(const float* p, int64_t w, float d, int64_t j, float* c, float* s) {
+  const float jd = static_cast<float>(j) * d;
+  float theta[kCols];
+  for (int64_t i = 0; i < kCols; ++i) theta[i] = i < w ? jd * p[i] : 0.0f;
+  sincos_block(theta, s, c);
 }
 
 void check_proj(const at::Tensor& p) {
@@ -85,6 +97,7 @@ at::Tensor ecf_sums_cpu(const at::Tensor& proj, double delta, int64_t n_points) 
           for (int64_t j = 0; j < T; ++j) {
             float* pc = part_c.data() + j * kCols;
             float* ps = part_s.data() + j * kCols;
+            if (j > 0 && j % kReseed == 0) reseed_block(row, w, d, j, c, s);  // columns past w: not stored
             for (int64_t i = 0; i < kCols; ++i) {
               pc[i] += c[i];
               ps[i] += s[i];
@@ -142,6 +155,7 @@ void ecf_grad_into(const at::Tensor& proj, const at::Tensor& coef, double delta,
         }
         sincos_block(theta, s1, c1);
         for (int64_t j = 0; j < T; ++j) {
+          if (j > 0 && j % kReseed == 0) reseed_block(row + k0, w, d, j, c, s);  // past w: coefficients 0
           const float* cjp = wc + j * K + k0;
           const float* sjp = ws + j * K + k0;
           if (w < kCols) {  // the last chunk of a row: coefficients of columns past K read as 0

@@ -4,8 +4,11 @@ For x (V, N, D) and unit directions A (D, K), with knots t_j = j * delta, j < T:
   forward:  partial sums over a tile of rows of cos(t_j p) and sin(t_j p), p = x A,
   backward: dX = dP A^T with dP_nk = sum_j coef_cos[k, j] cos(t_j p_nk) + coef_sin[k, j] sin(t_j p_nk).
 Neither an (N, K, T) nor an (N, K) tensor is written: p lives in registers, and the knots
-are walked with the angle-addition recurrence (one sin/cos pair per element instead of T):
-  c_{j+1} = c_j c_1 - s_j s_1,  s_{j+1} = s_j c_1 + c_j s_1,  (c_1, s_1) = (cos, sin)(delta p).
+are walked with the angle-addition recurrence (one sin/cos pair per element per RESEED knots
+instead of one per knot):
+  c_{j+1} = c_j c_1 - s_j s_1,  s_{j+1} = s_j c_1 + c_j s_1,  (c_1, s_1) = (cos, sin)(delta p),
+restarted at every RESEED-th knot from (cos, sin)(j delta p): the recurrence's rounding error grows
+about linearly with the knot index, and the restarts bound it for any number of knots.
 
 All tensors are contiguous; integer sizes are not value-specialised so that one compiled
 binary per (config, dtype) serves every shape (see ``fused_sigreg.tools.compile_check``).
@@ -33,11 +36,41 @@ def _round_to_tf32(v):
 
 
 @triton.jit
+def _restart(arg, c, s):
+    """(cos, sin)(arg) where |arg| <= 2^13, else (c, s) unchanged (NaN/inf stay what they are).
+
+    Cody-Waite reduction by pi/2 in three parts and the single-precision minimax polynomials of
+    Cephes' sinf/cosf (a few ulp), the CPU kernel's sincos_block: plain arithmetic, no libdevice
+    call, so restarting inside the knot loop adds no register spills."""
+    y = arg * 0.63661977236758134  # 2 / pi
+    n = tl.floor(y + 0.5)
+    r = ((arg - n * 1.5703125) - n * 4.837512969970703125e-4) - n * 7.549789948768648e-8
+    z = r * r
+    sp = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4))
+    cp = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5))
+    q = n.to(tl.int32) & 3
+    sv = tl.where((q & 1) != 0, cp, sp)
+    cv = tl.where((q & 1) != 0, sp, cp)
+    ok = tl.abs(arg) <= 8192.0
+    c = tl.where(ok, tl.where(((q + 1) & 2) != 0, -cv, cv), c)
+    s = tl.where(ok, tl.where((q & 2) != 0, -sv, sv), s)
+    return c, s
+
+
+@triton.jit
 def _tc_dot(a, b, acc, PRECISION: tl.constexpr):
-    """tl.dot with fp32 operands rounded (not truncated) to tf32 when PRECISION is "tf32"."""
-    if PRECISION == "tf32":
-        return tl.dot(_round_to_tf32(a), _round_to_tf32(b), acc, input_precision="tf32")
-    return tl.dot(a, b, acc, input_precision=PRECISION)
+    """tl.dot with fp32 operands rounded (not truncated) to tf32 when PRECISION is "tf32"; "tf32x2"
+    splits a into a tf32 head and the tf32 rounding of its remainder, two tensor-core dots that
+    carry a to about 2^-22 (b must be exact in tf32, as 16-bit values are)."""
+    if PRECISION == "tf32x2":
+        head = _round_to_tf32(a)
+        out = tl.dot(head, _round_to_tf32(b), acc, input_precision="tf32")
+        out = tl.dot(_round_to_tf32(a - head), _round_to_tf32(b), out, input_precision="tf32")
+    elif PRECISION == "tf32":
+        out = tl.dot(_round_to_tf32(a), _round_to_tf32(b), acc, input_precision="tf32")
+    else:
+        out = tl.dot(a, b, acc, input_precision=PRECISION)
+    return out
 
 
 @triton.jit
@@ -92,6 +125,7 @@ def ecf_partial_sums_kernel(
     BLOCK_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
+    RESEED: tl.constexpr,
 ):
     """Grid (row tiles, column tiles, views). x (V, N, D), A (D, K) in x's dtype, out (V, n_row_tiles, 2, T, K)
     fp32: out[v, i, 0, j, k] = sum over the tile's rows n of cos(t_j p_nk), out[v, i, 1, j, k] the same with sin."""
@@ -111,10 +145,16 @@ def ecf_partial_sums_kernel(
     s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     out = out_ptr + ((view * n_row_tiles + pid_n) * 2 * T) * K + cols
     col_ok = cols < K
-    for j in range(T):
-        tl.store(out + j * K, tl.sum(c, axis=0), mask=col_ok)
-        tl.store(out + (T + j) * K, tl.sum(s, axis=0), mask=col_ok)
-        c, s = c * c1 - s * s1, s * c1 + c * s1
+    row_ok = rows[:, None] < N
+    for j0 in range(0, T, RESEED):
+        if j0 > 0:
+            c, s = _restart(p * (j0 * delta), c, s)
+            c = tl.where(row_ok, c, 0.0)
+            s = tl.where(row_ok, s, 0.0)
+        for j in range(j0, tl.minimum(j0 + RESEED, T)):
+            tl.store(out + j * K, tl.sum(c, axis=0), mask=col_ok)
+            tl.store(out + (T + j) * K, tl.sum(s, axis=0), mask=col_ok)
+            c, s = c * c1 - s * s1, s * c1 + c * s1
 
 
 @triton.jit(do_not_specialize=_SIZES)
@@ -135,6 +175,7 @@ def ecf_backward_kernel(
     DOT_PRECISION: tl.constexpr,
     DX_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
+    RESEED: tl.constexpr,
 ):
     """Grid (row tiles, views). coef (V, 2, T, K) fp32 holds the per-slice, per-knot coefficients of
     cos and sin; A (D, K) is in x's dtype; dx (V, N, D) fp32 is zero on entry and receives dP A^T
@@ -157,13 +198,17 @@ def ecf_backward_kernel(
         c = tl.full((BLOCK_N, BLOCK_K), 1.0, dtype=tl.float32)
         s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         dp = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for j in range(T):
-            w_cos = tl.load(coef + j * K + cols, mask=col_ok, other=0.0)
-            w_sin = tl.load(coef + (T + j) * K + cols, mask=col_ok, other=0.0)
-            dp += w_cos[None, :] * c + w_sin[None, :] * s
-            c, s = c * c1 - s * s1, s * c1 + c * s1
+        for j0 in range(0, T, RESEED):
+            if j0 > 0:
+                c, s = _restart(p * (j0 * delta), c, s)
+            for j in range(j0, tl.minimum(j0 + RESEED, T)):
+                w_cos = tl.load(coef + j * K + cols, mask=col_ok, other=0.0)
+                w_sin = tl.load(coef + (T + j) * K + cols, mask=col_ok, other=0.0)
+                dp += w_cos[None, :] * c + w_sin[None, :] * s
+                c, s = c * c1 - s * s1, s * c1 + c * s1
         # Columns past K have zero coefficients, hence dp = 0 there; rows past N are masked on store.
-        # dp stays fp32 (never rounded to a 16-bit dtype); DX_PRECISION is tf32 for 16-bit inputs.
+        # dp stays fp32 (never rounded to a 16-bit dtype); for 16-bit inputs DX_PRECISION is tf32x2,
+        # which keeps dp to about fp32 precision on tensor cores.
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
             a_tile = tl.load(

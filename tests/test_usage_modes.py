@@ -120,6 +120,8 @@ def test_double_backward_raises_on_fused_backends_and_works_on_eager(rng, op, ba
 @pytest.mark.parametrize("op", OPS)
 def test_double_backward_on_eager(rng, op):
     x, a, kwargs = _problem(op, rng, "cpu", n=7, d=4, k=3)
+    if op == "rdmreg":  # rectified rows of zeros tie exactly, where the sort's derivative jumps
+        x = torch.randn(7, 4, generator=rng).abs() + 0.1
     x, a = x.double().requires_grad_(), a.double()
     kwargs = {k: t.double() for k, t in kwargs.items()}
     if op == "visreg":  # its gradient holds sigma constant (stop-gradient): not the derivative gradgradcheck expects

@@ -188,7 +188,7 @@ def cmd_compile_check(args) -> int:
 
 
 def cmd_numerics(args) -> int:
-    for t_max, n_points in ((3.0, 17), (5.0, 9)):
+    for t_max, n_points in ((3.0, 17), (5.0, 9), (3.0, 1025)):
         print(
             f"angle-addition recurrence vs float64, t_max={t_max:g}, {n_points} knots"
             " (max |error| of cos/sin over knots)"

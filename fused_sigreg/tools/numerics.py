@@ -8,6 +8,7 @@ from typing import Dict, List
 
 import torch
 
+from ..backends.triton.configs import RESEED  # the kernels' recurrence restart interval
 from ..ops.sigreg import sigreg
 
 
@@ -18,7 +19,8 @@ def recurrence_error(
     samples: int = 200_001,
     buckets=(1.0, 3.0, 10.0, 30.0, 50.0),
 ) -> List[Dict]:
-    """Max |error| of cos/sin(t_j p) from the fp32 recurrence (as the kernels run it) against fp64
+    """Max |error| of cos/sin(t_j p) from the fp32 recurrence (as the kernels run it, restarted every
+    RESEED knots) against fp64
     cos/sin, over p in [-p_max, p_max], per |p| bucket and over all knots; beside it the error of
     the reference's own fp32 cos/sin(t_j p), whose rounded argument t_j p dominates at large |p|."""
     p = torch.linspace(-p_max, p_max, samples, dtype=torch.float64)
@@ -29,7 +31,11 @@ def recurrence_error(
     knots = torch.linspace(0.0, t_max, n_points, dtype=torch.float32)  # the reference's knots
     err = torch.zeros_like(p)
     direct = torch.zeros_like(p)
+    delta32 = torch.tensor(delta, dtype=torch.float32)
     for j in range(n_points):
+        if j > 0 and j % RESEED == 0:
+            restart = (torch.tensor(float(j), dtype=torch.float32) * delta32) * p.float()
+            c, s = torch.cos(restart), torch.sin(restart)
         arg32 = knots[j] * p.float()
         exact = knots[j].double() * p.float().double()
         exact_c, exact_s = torch.cos(exact), torch.sin(exact)

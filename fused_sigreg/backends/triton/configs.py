@@ -35,6 +35,10 @@ def fp32_matmul_uses_tf32() -> bool:
 
 # ------------------------------------------------------------------------------------- SIGReg
 
+# Knots between restarts of the angle-addition recurrence from the knot's own sin/cos; the CPU
+# kernel (csrc/sigreg_cpu.cpp kReseed) and tools/numerics.py use the same interval.
+RESEED = 16
+
 
 @dataclass(frozen=True)
 class KernelConfig:
@@ -48,21 +52,23 @@ class KernelConfig:
 
 
 # Chosen from ptxas reports: 64x64 tiles need 8 warps to stay under 255 registers without
-# spilling; the backward holds more live tiles (recurrence, dP, the dX dot over BLOCK_K) and
-# stays spill-free in every variant, on every supported triton, only with BLOCK_K = BLOCK_D = 16
-# (32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton 3.6's ptxas).
+# spilling; the backward holds more live tiles (recurrence, its restart angle, dP, the dX dot over
+# BLOCK_K) and stays spill-free in every variant, on every supported triton, only with
+# BLOCK_K = BLOCK_D = 16, and at BLOCK_N = 64 with 8 warps (4 warps spill 24 bytes in fp32 tf32 for
+# sm_80; 32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton 3.6's ptxas).
 FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
-BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 4), KernelConfig(32, 16, 16, 4))
+BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 8), KernelConfig(32, 16, 16, 4))
 
 
 def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
     """tl.dot input precisions. fp32 inputs follow torch's fp32 matmul setting (tf32 or not) in both dots;
-    16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T (fp32 dP) uses tf32,
-    which is finer than the inputs' own precision."""
+    16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T splits the fp32 dP into two
+    tf32 parts ("tf32x2": two tensor-core dots, dP kept to about 2^-22), so that the gradient's error
+    is the inputs' rounding, as eager's, and not tf32's 2^-11 on dP."""
     if dtype == torch.float32:
         p = "tf32" if allow_tf32 else "ieee"
         return dict(DOT_PRECISION=p, DX_PRECISION=p)
-    return dict(DOT_PRECISION="ieee", DX_PRECISION="tf32")
+    return dict(DOT_PRECISION="ieee", DX_PRECISION="tf32x2")
 
 
 # --------------------------------------------------------------------------------- sort-match

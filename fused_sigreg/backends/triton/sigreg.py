@@ -22,6 +22,7 @@ from ...kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
 from .configs import (
     BACKWARD_CONFIGS,
     FORWARD_CONFIGS,
+    RESEED,
     CompileSpec,
     KernelConfig,
     fp32_matmul_uses_tf32,
@@ -68,6 +69,7 @@ def _launch(kernel, grid, args, config: KernelConfig, constexprs: dict) -> None:
         **config.constexprs(),
         **constexprs,
         EMULATE_16BIT_DOT=emulate,
+        RESEED=RESEED,
         num_warps=config.num_warps,
     )
 
@@ -198,7 +200,9 @@ def compile_specs():
         for cfg in configs:
             for label, elem, allow_tf32 in _INPUT_VARIANTS:
                 chosen = precisions(_DTYPES[elem], allow_tf32)
-                constexprs = dict(cfg.constexprs(), **{k: chosen[k] for k in precision_args}, EMULATE_16BIT_DOT=False)
+                constexprs = dict(
+                    cfg.constexprs(), **{k: chosen[k] for k in precision_args}, EMULATE_16BIT_DOT=False, RESEED=RESEED
+                )
                 signature = {
                     "x_ptr": f"*{elem}",
                     "a_ptr": f"*{elem}",
