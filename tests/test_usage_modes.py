@@ -77,6 +77,20 @@ def test_rdmreg_target_samples_of_another_dtype(rng, backend, target_dtype):
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
 
 
+@pytest.mark.parametrize("backend", [None, "cpu", "triton"])
+@pytest.mark.parametrize("directions_dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("op", OPS)
+def test_directions_of_another_dtype(rng, op, directions_dtype, backend):
+    """Directions of another float dtype than x (float32 here) give what eager gives, on every backend."""
+    _usable(backend)
+    x, a, kwargs = _problem(op, rng, _device(backend))
+    a = a.to(directions_dtype)
+    value, grad = _value_and_grad(op, x, a, backend, **kwargs)
+    ref_value, ref_grad = _value_and_grad(op, x, a, "eager", **kwargs)
+    assert value.dtype == torch.float32
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_torch_func_on_the_default_path_equals_eager(rng, op):
     x, a, kwargs = _problem(op, rng, "cpu")
@@ -144,18 +158,23 @@ def test_second_backward_on_cpu_sigreg_says_what_to_do(rng):
     value.backward()
 
 
-@pytest.mark.parametrize("mode", ["fullgraph", "dynamic"])
+@pytest.mark.parametrize("mode", ["plain", "fullgraph", "dynamic", "mark_dynamic"])
 @pytest.mark.parametrize("op", OPS)
 def test_torch_compile_with_changing_batch_equals_eager(rng, registry, op, mode):
-    """fullgraph=True (recompiling as N changes) and dynamic=True + fullgraph=True, forward and backward,
-    on the default path, from a fresh registry (nothing logged yet: logging must not break tracing)."""
+    """Plain, fullgraph=True (recompiling as N changes), dynamic=True and mark_dynamic (both with
+    fullgraph=True), forward and backward, on the default path, from a fresh registry (nothing
+    logged yet: logging must not break tracing)."""
     torch._dynamo.reset()
     _, a, _ = _problem(op, rng, "cpu")
-    options = {"fullgraph": True, "dynamic": True if mode == "dynamic" else None}
+    options = {"fullgraph": mode != "plain", "dynamic": True if mode == "dynamic" else None}
     compiled = torch.compile(lambda v, **kw: _call(op, v, a, None, **kw), **options)
     for n in (40, 40, 28, 52):
         x, _, kwargs = _problem(op, rng, "cpu", n=n)
         v = x.detach().requires_grad_()
+        if mode == "mark_dynamic":
+            torch._dynamo.mark_dynamic(v, 0)
+            for t in kwargs.values():
+                torch._dynamo.mark_dynamic(t, 0)
         value = compiled(v, **kwargs)
         (grad,) = torch.autograd.grad(value, v)
         ref_value, ref_grad = _value_and_grad(op, x, a, "eager", **kwargs)
