@@ -12,6 +12,16 @@ from ..distributed import is_distributed, sync_step
 from ..slicing import lejepa_directions, random_directions
 from ..validation import as_int, check_directions, check_embeddings, check_finite
 
+# Device types with autocast, for traced code: torch.compile in torch 2.11 cannot trace
+# torch.amp.is_autocast_available, which eager calls use.
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia", "xla")
+
+
+def _autocast_available(device: str) -> bool:
+    if torch.compiler.is_compiling():
+        return device in _AUTOCAST_DEVICES
+    return torch.amp.is_autocast_available(device)
+
 
 def autocast_off(op: Callable) -> Callable:
     """Run ``op`` with autocast disabled on its input's device.
@@ -24,7 +34,7 @@ def autocast_off(op: Callable) -> Callable:
     @functools.wraps(op)
     def run(x, *args, **kwargs):
         device = x.device.type if isinstance(x, torch.Tensor) else None
-        if device is not None and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        if device is not None and _autocast_available(device) and torch.is_autocast_enabled(device):
             with torch.autocast(x.device.type, enabled=False):
                 return op(x, *args, **kwargs)
         return op(x, *args, **kwargs)
