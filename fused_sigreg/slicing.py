@@ -37,16 +37,17 @@ def epps_pulley_quadrature(t_max: float, n_points: int, device=None) -> Quadratu
     return Quadrature(t, phi, weights * phi)
 
 
-def lejepa_directions(dim: int, num_slices: int, step: int, device=None) -> torch.Tensor:
-    """Directions lejepa's ``SlicingUnivariateTest`` draws at ``step``: (dim, num_slices) float32.
+def lejepa_directions(dim: int, num_slices: int, step: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Directions lejepa's ``SlicingUnivariateTest`` draws at ``step``: (dim, num_slices) in ``dtype``.
 
     ``randn`` from a fresh generator on ``device`` seeded with ``step``, columns divided by their
-    L2 norm (no epsilon). CPU and CUDA generators give different numbers, as in lejepa.
+    L2 norm (no epsilon). CPU and CUDA generators give different numbers, as in lejepa. lejepa draws
+    in torch's default dtype: ``dtype`` reproduces that where the default is not float32.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     gen = torch.Generator(device=device)
     gen.manual_seed(int(step))
-    a = torch.randn((dim, num_slices), generator=gen, dtype=torch.float32, device=device)
+    a = torch.randn((dim, num_slices), generator=gen, dtype=dtype, device=device)
     return a / a.norm(p=2, dim=0)
 
 

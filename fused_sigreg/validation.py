@@ -15,17 +15,15 @@ def _describe(t: torch.Tensor) -> str:
 
 
 def check_embeddings(x, name: str = "x") -> None:
-    """x must be a floating tensor (N, D) or (V, N, D) with N >= 2 and no empty dimension."""
+    """x must be a floating tensor (*, N, D) with no empty dimension (N = 1 included)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}")
-    if x.dim() not in (2, 3):
-        raise ValueError(f"{name} must be (N, D) or (V, N, D), got {x.dim()} dims ({_describe(x)})")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be (*, N, D) with at least 2 dims, got {x.dim()} ({_describe(x)})")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got {_describe(x)}")
-    if x.shape[-2] < 2:
-        raise ValueError(f"{name} needs a batch of N >= 2 samples along dim -2, got N={x.shape[-2]} ({_describe(x)})")
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> None:
@@ -35,14 +33,19 @@ def check_finite(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must be finite, got {bad} non-finite values ({_describe(x)})")
 
 
-def check_directions(directions, dim: int, device: torch.device, name: str = "directions") -> None:
-    """directions must be a floating (D, K) tensor on ``device`` with D matching the embeddings."""
+def check_directions(
+    directions, dim: int, device: torch.device, name: str = "directions", transposed: bool = False
+) -> None:
+    """directions must be a floating (D, K) tensor on ``device`` with D matching the embeddings;
+    ``transposed``: a (K, D) one (the official ``projections`` layout)."""
     if not isinstance(directions, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(directions).__name__}")
     if not directions.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {directions.dtype}")
-    if directions.dim() != 2 or directions.shape[0] != dim or directions.shape[1] < 1:
-        raise ValueError(f"{name} must be (D, K) = ({dim}, K >= 1), got {_describe(directions)}")
+    d_axis = 1 if transposed else 0
+    if directions.dim() != 2 or directions.shape[d_axis] != dim or directions.shape[1 - d_axis] < 1:
+        layout = f"(M, D) = (M >= 1, {dim})" if transposed else f"(D, K) = ({dim}, K >= 1)"
+        raise ValueError(f"{name} must be {layout}, got {_describe(directions)}")
     if directions.device != device:
         raise ValueError(f"{name} must be on the embeddings' device {device}, got {directions.device}")
 

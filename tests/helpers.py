@@ -57,7 +57,7 @@ def stable_sort_formula(op: str, x: torch.Tensor, a: torch.Tensor, target_sample
     return shape + scale + center if op == "visreg" else shape
 
 
-def _projections_tie(op: str, x: torch.Tensor, a: torch.Tensor) -> bool:
+def projections_tie(op: str, x: torch.Tensor, a: torch.Tensor) -> bool:
     x = x.detach()
     if op == "visreg":
         x = reference.visreg_terms(x)[2]
@@ -75,7 +75,7 @@ def sort_reference(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=Non
         value = fs.rdmreg(x, directions=a, target_samples=target_samples, backend="eager")
     else:
         value = SORT_OPS[op](x, a, backend="eager")
-    if _projections_tie(op, x, a):
+    if projections_tie(op, x, a):
         (grad,) = torch.autograd.grad(stable_sort_formula(op, x, a, target_samples), x)
     else:
         (grad,) = torch.autograd.grad(value, x)

@@ -154,10 +154,36 @@ def test_rectified_lpjepa_loss(rng):
     z1, z2 = (torch.relu(torch.randn(30, 6, generator=rng)) for _ in range(2))
     a = torch.nn.functional.normalize(torch.randn(6, 10, generator=rng), dim=0)
     y1, y2 = (fs.sample_rgg((30, 6), generator=rng) for _ in range(2))
-    # explicit directions and target samples make the objective deterministic
-    loss = 25 * F.mse_loss(z1, z2) + 125 * 0.5 * (R.rdmreg(z1, a, y1) + R.rdmreg(z2, a, y1))
-    got = fs.rectified_lpjepa_loss(z1, z2, directions=a, target_samples=y1)
+    # explicit directions (shared by the views) and one target per view make the objective deterministic
+    loss = 25 * F.mse_loss(z1, z2) + 125 * 0.5 * (R.rdmreg(z1, a, y1) + R.rdmreg(z2, a, y2))
+    got = fs.rectified_lpjepa_loss(z1, z2, directions=a, target_samples=torch.stack((y1, y2)))
     assert torch.allclose(got, loss, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"target_samples must match z \(shape \(2, 30, 6\)"):
+        fs.rectified_lpjepa_loss(z1, z2, directions=a, target_samples=y1)
+
+
+def test_rectified_lpjepa_loss_shares_projections_between_views(rng):
+    z1, z2 = (torch.relu(torch.randn(30, 6, generator=rng)) for _ in range(2))
+    got = fs.rectified_lpjepa_loss(z1, z2, num_projections=16, generator=torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(6, 16, generator=gen)  # what rdmreg draws first: the directions, then the targets
+    a = a / a.norm(dim=0)
+    y = fs.sample_rgg((2, 30, 6), generator=gen)
+    want = 25 * F.mse_loss(z1, z2) + 125 * 0.5 * (R.rdmreg(z1, a, y[0]) + R.rdmreg(z2, a, y[1]))
+    assert torch.allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call,own",
+    [
+        (lambda x: fs.lejepa_loss(x[:2], x, lamb=0.02), "lambd"),
+        (lambda x: fs.visreg_loss(x, 2, lambd=0.5), "lamb"),
+        (lambda x: fs.rectified_lpjepa_loss(x[0], x[1], invariance_loss_weight=25.0), "lamb_inv"),
+    ],
+)
+def test_objectives_name_themselves_for_unknown_keywords(call, own):
+    with pytest.raises(TypeError, match=f"\\(\\) got an unexpected keyword argument.*own are.*{own}"):
+        call(torch.rand(3, 8, 4))
 
 
 def test_directions_requiring_grad_are_differentiated(rng):

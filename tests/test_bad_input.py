@@ -20,11 +20,10 @@ OPS = {
 @pytest.mark.parametrize(
     "x,exc,match",
     [
-        (torch.randn(4), ValueError, r"\(N, D\) or \(V, N, D\), got 1 dims"),
-        (torch.randn(2, 2, 3, 4), ValueError, r"\(N, D\) or \(V, N, D\), got 4 dims"),
-        (torch.randn(1, 4), ValueError, "N >= 2.*got N=1"),
-        (torch.randn(3, 1, 4), ValueError, "N >= 2.*got N=1"),
+        (torch.randn(4), ValueError, r"\(\*, N, D\) with at least 2 dims, got 1"),
+        (torch.tensor(1.0), ValueError, r"\(\*, N, D\) with at least 2 dims, got 0"),
         (torch.randn(0, 4), ValueError, "must not be empty"),
+        (torch.randn(2, 0, 3, 4), ValueError, "must not be empty"),
         (torch.randn(5, 0), ValueError, "must not be empty"),
         (torch.ones(5, 4, dtype=torch.int64), TypeError, "floating dtype.*got torch.int64"),
         (torch.ones(5, 4, dtype=torch.bool), TypeError, "floating dtype.*got torch.bool"),
@@ -57,10 +56,23 @@ def test_bad_directions(op, directions, exc, match):
 def test_mismatched_num_slices_and_directions(op):
     with pytest.raises(ValueError, match="does not match the 5 columns"):
         OPS[op](X, 7, directions=A)
+    with pytest.raises(ValueError, match="does not match the 5 rows of projections"):
+        OPS[op](X, 7, projections=A.t())
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_projections_have_the_official_layout(op):
+    # (M, D): a (D, M) matrix passed as projections names the layout; both at once are refused
+    with pytest.raises(ValueError, match=r"projections must be \(M, D\) = \(M >= 1, 4\), got shape \(4, 5\)"):
+        OPS[op](X, projections=A)
+    with pytest.raises(ValueError, match="at most one of directions=, projections=.*got directions, projections"):
+        OPS[op](X, directions=A, projections=A.t())
+    with pytest.raises(TypeError, match="projections must be a torch.Tensor"):
+        OPS[op](X, projections=A.tolist())
 
 
 def test_one_direction_source_only():
-    with pytest.raises(ValueError, match="at most one of directions=, step=, generator="):
+    with pytest.raises(ValueError, match="at most one of directions=, projections=, step=, generator="):
         fs.sigreg(X, directions=A, step=3)
     with pytest.raises(ValueError, match="at most one"):
         fs.sigreg(X, step=3, generator=torch.Generator())

@@ -7,6 +7,7 @@ import warnings
 from typing import Callable, Optional
 
 import torch
+from torch import nn
 
 from ..distributed import is_distributed, sync_step
 from ..slicing import lejepa_directions, random_directions
@@ -48,6 +49,12 @@ def check_input(x, name: str, check_finite_values: bool) -> None:
         check_finite(x, name)
 
 
+def flatten_views(x: torch.Tensor) -> torch.Tensor:
+    """(*, N, D) -> (N, D) or (V, N, D): every leading dim folded into one view dim, which is all a
+    backend sees. Every statistic treats leading dims alike, so this changes no number."""
+    return x if x.dim() <= 3 else x.reshape(-1, *x.shape[-2:])
+
+
 def check_generator(generator: Optional[torch.Generator], device: torch.device) -> None:
     if generator is None:
         return
@@ -66,18 +73,30 @@ def resolve_directions(
     generator: Optional[torch.Generator] = None,
     slices_name: str = "num_slices",
     check_finite_values: bool = False,
+    projections: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """(D, K) unit directions for x (..., N, D), from exactly one source.
+    """(D, K) unit directions for x (*, N, D), from exactly one source.
 
-    ``directions`` are used as given; ``step`` draws lejepa's directions (step synchronised to the
-    maximum over ranks); ``generator`` (on x's device) draws fresh ones; with none of them, torch's
-    default RNG does. ``slices_name`` is the op's name for K in messages; ``check_finite_values``
-    also rejects NaN/inf in given directions.
+    ``directions`` (D, K) are used as given, as are ``projections`` (K, D), the official codes' layout,
+    transposed; a square matrix is thus never guessed. ``step`` draws lejepa's directions (step
+    synchronised to the maximum over ranks); ``generator`` (on x's device) draws fresh ones; with
+    none of them, torch's default RNG does. ``slices_name`` is the op's name for K in messages;
+    ``check_finite_values`` also rejects NaN/inf in given directions.
     """
-    given = [n for n, v in (("directions", directions), ("step", step), ("generator", generator)) if v is not None]
+    sources = (("directions", directions), ("projections", projections), ("step", step), ("generator", generator))
+    given = [n for n, v in sources if v is not None]
     if len(given) > 1:
-        raise ValueError(f"pass at most one of directions=, step=, generator=; got {', '.join(given)}")
+        raise ValueError(f"pass at most one of directions=, projections=, step=, generator=; got {', '.join(given)}")
     dim = x.shape[-1]
+    if projections is not None:
+        check_directions(projections, dim, x.device, "projections", transposed=True)
+        if check_finite_values:
+            check_finite(projections, "projections")
+        if num_slices is not None and num_slices != projections.shape[0]:
+            raise ValueError(
+                f"{slices_name}={num_slices} does not match the {projections.shape[0]} rows of projections (M, D)"
+            )
+        return projections.t()
     if directions is not None:
         check_directions(directions, dim, x.device)
         if check_finite_values:
@@ -116,3 +135,47 @@ def _warn_rank_local_directions() -> None:
         UserWarning,
         stacklevel=4,
     )
+
+
+class StepCounter(nn.Module):
+    """Base of the modules: a ``global_step`` buffer (as lejepa's) that seeds each call's randomness.
+
+    Call ``i`` of a module draws from a generator seeded with ``global_step`` (synchronised to the
+    maximum over ranks), then the step advances: runs are reproducible, every rank draws the same
+    directions, torch's global RNG is never touched, and the step is saved in the state_dict.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+        # Host copy of global_step, valid while the buffer's (storage, version) is the recorded one:
+        # reading a CUDA buffer with .item() every call would sync the host and block graph capture.
+        self._host_step: Optional[int] = None
+        self._host_key: Optional[tuple] = None
+
+    def _buffer_key(self) -> Optional[tuple]:
+        try:
+            return self.global_step.data_ptr(), self.global_step._version
+        except RuntimeError:  # inference tensors keep no version counter: read the buffer each call
+            return None
+
+    def current_step(self) -> int:
+        """global_step as an int; read from the buffer only when something else wrote or replaced it
+        (fill_, load_state_dict, .to(device))."""
+        key = self._buffer_key()
+        if self._host_step is None or key is None or key != self._host_key:
+            self._host_step = int(self.global_step.item())
+        return self._host_step
+
+    def advance(self, step: int) -> None:
+        """Count the call that used ``step``."""
+        with torch.no_grad():
+            self.global_step.add_(1)
+        self._host_step, self._host_key = step + 1, self._buffer_key()
+
+    @staticmethod
+    def step_generator(step: int, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` seeded with ``step`` synchronised over ranks."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(sync_step(step, device))
+        return gen

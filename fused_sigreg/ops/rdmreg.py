@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
 from .. import dispatch
 from ..distributed import all_gather_batch
 from ..rgg import resolve_sigma, sample_rgg
 from ..validation import check_lp_parameter, check_number, check_same_shape, compute_dtype
-from .common import autocast_off, check_generator, check_input, resolve_directions
+from .common import StepCounter, autocast_off, check_generator, check_input, flatten_views, resolve_directions
 
 DEFAULT_NUM_PROJECTIONS = 8192
 
@@ -29,15 +28,18 @@ def rdmreg(
     gather: bool = False,
     backend: Optional[str] = None,
     check_finite: bool = False,
+    projections: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """mean over (V, N, M) of (sort(z P^T) - sort(Y P^T))^2, Y ~ ReLU(GN_p(mu, sigma)) fresh per call.
+    """mean over (*, N, M) of (sort(z P^T) - sort(Y P^T))^2, Y ~ ReLU(GN_p(mu, sigma)) fresh per call.
 
     Args:
-        z: (N, D) or (V, N, D) rectified features (the model ends in ReLU). N >= 2.
-        num_projections: M (default 8192, or the columns of ``directions``).
-        directions: explicit (D, M) unit directions, i.e. the official ``projections`` (M, D) transposed.
+        z: (*, N, D) rectified features (the model ends in ReLU); leading indices are views sharing
+            the projections, each with its own target samples. N >= 1 (N = 1 matches one sample to one).
+        num_projections: M (default 8192, or the number of projections given).
+        projections: explicit (M, D) unit projections, the official ``projection_vectors``; or
+            ``directions`` (D, M), the same transposed. Exactly one layout may be given.
         target_samples: explicit target Y, same shape as (gathered) z, any float dtype (used in float32,
-            float64 for float64 z); else drawn from the RGG.
+            float64 for float64 z); else drawn from the RGG (from ``generator``, or torch's global RNG).
         p, mu, sigma: target GN_p(mu, sigma); sigma a number, "sigma_GN" (default: unit variance before
             rectification) or "sigma_RGN" (unit variance after).
         generator: draws the directions (unless given) and then the target samples.
@@ -49,10 +51,14 @@ def rdmreg(
     check_number(mu, "mu")
     check_generator(generator, z.device)
     # generator also draws the target samples, so it may come together with explicit directions
-    gen = generator if directions is None else None
+    gen = generator if directions is None and projections is None else None
     w = resolve_directions(
-        z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, gen, "num_projections", check_finite
+        z, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, gen, "num_projections", check_finite, projections
     )
+    z_dims = z.dim()
+    z = flatten_views(z)
+    if isinstance(target_samples, torch.Tensor) and target_samples.dim() == z_dims:
+        target_samples = flatten_views(target_samples)
     if gather:
         z = all_gather_batch(z)
     if target_samples is None:
@@ -64,10 +70,13 @@ def rdmreg(
     return dispatch.run("rdmreg", (z, w, target_samples), backend, z, w, target_samples)
 
 
-class RDMReg(nn.Module):
+class RDMReg(StepCounter):
     """RDMReg with Rectified LpJEPA's defaults: 8192 projections, p = 1 (rectified Laplace), mu = 0, sigma_GN.
 
     Official config names: ``lp_norm_parameter`` = p, ``mean_shift_value`` = mu, ``mode_of_sigma`` = sigma.
+    Projections and target samples are drawn from a generator seeded with ``global_step``
+    (``StepCounter``), or from ``generator`` when one is passed; torch's global RNG is never touched.
+    The official functions (same RNG use, same signatures) are ``fused_sigreg.compat.rectified_lpjepa``.
     """
 
     def __init__(
@@ -86,13 +95,16 @@ class RDMReg(nn.Module):
         self.gather, self.backend = gather, backend
 
     def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return rdmreg(
+        step = self.current_step()
+        out = rdmreg(
             z,
             self.num_projections,
             p=self.p,
             mu=self.mu,
             sigma=self.sigma,
-            generator=generator,
+            generator=generator if generator is not None else self.step_generator(step, z.device),
             gather=self.gather,
             backend=self.backend,
         )
+        self.advance(step)
+        return out

@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
 from .. import dispatch
 from ..distributed import all_reduce_mean, world_size
 from ..reference import clip_statistics, epps_pulley_from_ecf, reduce_statistics
 from ..slicing import epps_pulley_quadrature
 from ..validation import check_number, check_quadrature, check_reduction
-from .common import autocast_off, check_input, resolve_directions
+from .common import StepCounter, autocast_off, check_input, flatten_views, resolve_directions
 
 DEFAULT_NUM_SLICES = 256
 
@@ -35,24 +34,29 @@ def sigreg(
     clip_value: Optional[float] = None,
     backend: Optional[str] = None,
     check_finite: bool = False,
+    projections: Optional[torch.Tensor] = None,
+    sync: bool = True,
 ) -> torch.Tensor:
     """SIGReg statistic of embeddings x along K random directions (LeJEPA, Balestriero & LeCun 2025).
 
     Args:
-        x: (N, D) or (V, N, D), any float dtype; views share directions. N >= 2.
-        num_slices: K (default 256, or the number of columns of ``directions``).
+        x: (*, N, D), any float dtype; every leading index is a view and views share directions. N >= 1.
+        num_slices: K (default 256, or the number of directions given).
         t_max, n_points: quadrature on [0, t_max]; (3, 17) is lejepa's default, (5, 9) the paper's Algorithm 1.
         step: draw lejepa's directions for this step (``SlicingUnivariateTest`` with ``global_step=step``);
             synchronised to the maximum over ranks under torch.distributed.
-        directions: explicit (D, K) directions, used as given.
-        generator: draw directions from this generator instead (on x's device).
-        reduction: "mean" / "sum" over (V, K), or None for per-slice statistics (K,) or (V, K).
+        directions: explicit (D, K) directions, used as given; or ``projections`` (K, D), the same transposed.
+        generator: draw directions from this generator instead (on x's device). With none of
+            directions / projections / step / generator, torch's global RNG draws them (and advances).
+        reduction: "mean" / "sum" over (*, K), or None for per-slice statistics (*, K).
         clip_value: statistics below it count as 0 (lejepa's ``clip_value``).
         backend: "auto", "eager", "triton", "cuda" or "cpu"; None reads $FUSED_SIGREG_BACKEND (default auto).
         check_finite: raise ValueError on NaN/inf in x instead of propagating them like the reference.
+        sync: under torch.distributed, average the ECF over ranks and scale by the global batch (lejepa);
+            False keeps each rank's statistic on its own batch (the VISReg repository's SIGReg).
 
     Returns:
-        float32 statistics (float64 for float64 x): a scalar, or (K,) / (V, K) for reduction=None.
+        float32 statistics (float64 for float64 x): a scalar, or (*, K) for reduction=None.
         Each slice's statistic is N_global * sum_j w_j |ECF(t_j) - exp(-t_j^2/2)|^2.
     """
     check_input(x, "x", check_finite)
@@ -62,20 +66,29 @@ def sigreg(
         check_number(clip_value, "clip_value")
     n_points = int(n_points)
     a = resolve_directions(
-        x, num_slices, DEFAULT_NUM_SLICES, directions, step, generator, check_finite_values=check_finite
+        x, num_slices, DEFAULT_NUM_SLICES, directions, step, generator, "num_slices", check_finite, projections
     )
+    lead = x.shape[:-2]
+    x = flatten_views(x)
     quad = epps_pulley_quadrature(float(t_max), n_points, device=x.device)
     cos_mean, sin_mean = dispatch.run("ecf_means", (x, a), backend, x, a, float(t_max), n_points)
-    cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
-    stats = epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2] * world_size())
+    n_total = x.shape[-2]
+    if sync:
+        cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
+        n_total *= world_size()
+    stats = epps_pulley_from_ecf(cos_mean, sin_mean, quad, n_total)
+    if reduction is None and len(lead) > 1:
+        stats = stats.reshape(*lead, stats.shape[-1])
     return reduce_statistics(clip_statistics(stats, clip_value), reduction)
 
 
-class SIGReg(nn.Module):
+class SIGReg(StepCounter):
     """Drop-in for lejepa's ``SlicingUnivariateTest(EppsPulley(t_max, n_points), num_slices)``.
 
     Holds a ``global_step`` buffer: each call draws the directions of that step (synchronised
-    across ranks) and then increments it, exactly like lejepa, so runs are reproducible.
+    across ranks) and then increments it, exactly like lejepa, so runs are reproducible and torch's
+    global RNG is never touched. Its state_dict is ``global_step`` alone; to load or write lejepa's
+    checkpoints (which add ``univariate_test.{t, phi, weights}``) use ``fused_sigreg.compat.lejepa``.
     """
 
     def __init__(
@@ -92,28 +105,9 @@ class SIGReg(nn.Module):
         check_reduction(reduction)
         self.num_slices, self.t_max, self.n_points = num_slices, float(t_max), n_points
         self.reduction, self.clip_value, self.backend = reduction, clip_value, backend
-        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
-        # Host copy of global_step, valid while the buffer's (storage, version) is the recorded one:
-        # reading a CUDA buffer with .item() every call would sync the host and block graph capture.
-        self._host_step: Optional[int] = None
-        self._host_key: Optional[tuple] = None
-
-    def _buffer_key(self) -> Optional[tuple]:
-        try:
-            return self.global_step.data_ptr(), self.global_step._version
-        except RuntimeError:  # inference tensors keep no version counter: read the buffer each call
-            return None
-
-    def _step(self) -> int:
-        """global_step as an int; read from the buffer only when something else wrote or replaced it
-        (fill_, load_state_dict, .to(device)). Under torch.distributed the step is all-reduced anyway."""
-        key = self._buffer_key()
-        if self._host_step is None or key is None or key != self._host_key:
-            self._host_step = int(self.global_step.item())
-        return self._host_step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        step = self._step()
+        step = self.current_step()
         out = sigreg(
             x,
             num_slices=self.num_slices,
@@ -124,9 +118,7 @@ class SIGReg(nn.Module):
             clip_value=self.clip_value,
             backend=self.backend,
         )
-        with torch.no_grad():
-            self.global_step.add_(1)
-        self._host_step, self._host_key = step + 1, self._buffer_key()
+        self.advance(step)
         return out
 
     def extra_repr(self) -> str:

@@ -5,25 +5,36 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
 from .. import dispatch
 from ..distributed import all_gather_batch
 from ..slicing import normal_quantiles
 from ..validation import check_number
-from .common import autocast_off, check_input, resolve_directions
+from .common import StepCounter, autocast_off, check_input, flatten_views, resolve_directions
 
 DEFAULT_NUM_PROJECTIONS = 256
 
 
-def prepare_quantile_matching(x, name, num_projections, directions, generator, quantile_clamp, gather, check_finite):
-    """Checked (gathered) input, (D, K) directions and the (N,) N(0,1) quantile target."""
+def prepare_quantile_matching(
+    x, name, num_projections, directions, projections, generator, quantile_clamp, gather, check_finite
+):
+    """Checked, flattened to (N, D) / (V, N, D), (gathered) input, (D, K) directions and the (N,)
+    N(0,1) quantile target."""
     check_input(x, name, check_finite)
     if quantile_clamp is not None:
         check_number(quantile_clamp, "quantile_clamp", 0.0, 0.5, low_open=True)
     w = resolve_directions(
-        x, num_projections, DEFAULT_NUM_PROJECTIONS, directions, None, generator, "num_projections", check_finite
+        x,
+        num_projections,
+        DEFAULT_NUM_PROJECTIONS,
+        directions,
+        None,
+        generator,
+        "num_projections",
+        check_finite,
+        projections,
     )
+    x = flatten_views(x)
     if gather:
         x = all_gather_batch(x)
     return x, w, normal_quantiles(x.shape[-2], quantile_clamp, device=x.device)
@@ -39,28 +50,33 @@ def sliced_wasserstein(
     gather: bool = False,
     backend: Optional[str] = None,
     check_finite: bool = False,
+    projections: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """mean over (V, N, K) of (sort_N(x W) - q)^2, q_i the N(0,1) quantile at i/(N+1).
+    """mean over (*, N, K) of (sort_N(x W) - q)^2, q_i the N(0,1) quantile at i/(N+1).
 
     Args:
-        x: (N, D) or (V, N, D), any float dtype. N >= 2.
-        num_projections: K (default 256, or the columns of ``directions``).
-        directions: explicit (D, K) directions; ``generator``: draw them from it instead.
+        x: (*, N, D), any float dtype; leading indices are views sharing the directions. N >= 1
+            (at N = 1 the target is the median 0: the loss is the mean square projection).
+        num_projections: K (default 256, or the number of directions given).
+        directions: explicit (D, K) directions, or ``projections`` (K, D) the same transposed;
+            ``generator``: draw them from it instead; with none, torch's global RNG draws them.
         quantile_clamp: None for sqrt(2) erfinv(2i/(N+1) - 1) (VISReg's shape target); c clips the
             levels to [c, 1 - c] first (VISReg's SWD baseline uses 1e-4).
         gather: all-gather the batch over ranks first (with gradients), as the VISReg trainer does.
     Returns: a float32 scalar (float64 for float64 x).
     """
     x, w, target = prepare_quantile_matching(
-        x, "x", num_projections, directions, generator, quantile_clamp, gather, check_finite
+        x, "x", num_projections, directions, projections, generator, quantile_clamp, gather, check_finite
     )
     return dispatch.run("sliced_wasserstein", (x, w), backend, x, w, target)
 
 
-class SlicedWasserstein(nn.Module):
-    """Drop-in for VISReg's ``SlicedWasserstein(num_projections)`` baseline (clamped quantiles).
+class SlicedWasserstein(StepCounter):
+    """VISReg's ``SlicedWasserstein(num_projections)`` baseline (clamped quantiles) on (*, N, D).
 
-    Input (V, N, D) or (N, D); fresh directions each call from ``generator`` or torch's RNG.
+    Each call draws fresh directions from a generator seeded with ``global_step`` (``StepCounter``),
+    or from ``generator`` when one is passed; torch's global RNG is never touched. The VISReg
+    repository's exact module (same RNG use, same signature) is ``fused_sigreg.compat.visreg``.
     """
 
     def __init__(
@@ -75,11 +91,14 @@ class SlicedWasserstein(nn.Module):
         self.gather, self.backend = gather, backend
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return sliced_wasserstein(
+        step = self.current_step()
+        out = sliced_wasserstein(
             x,
             self.num_projections,
-            generator=generator,
+            generator=generator if generator is not None else self.step_generator(step, x.device),
             quantile_clamp=self.quantile_clamp,
             gather=self.gather,
             backend=self.backend,
         )
+        self.advance(step)
+        return out

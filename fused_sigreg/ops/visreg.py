@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
 from .. import dispatch
 from ..validation import check_number
-from .common import autocast_off
+from .common import StepCounter, autocast_off
 from .sliced_wasserstein import DEFAULT_NUM_PROJECTIONS, prepare_quantile_matching
 
 
@@ -25,6 +24,7 @@ def visreg(
     gather: bool = False,
     backend: Optional[str] = None,
     check_finite: bool = False,
+    projections: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """VISReg loss of z (VISReg repository, ``visreg/losses/visreg.py``).
 
@@ -32,8 +32,10 @@ def visreg(
     mu the batch mean and sigma = ||z - mu||_2 / sqrt(N) + 1e-6 per view and dimension.
 
     Args:
-        z: (N, D) or (V, N, D), any float dtype. N >= 2.
-        num_projections / directions / generator: K slicing directions (default 256), as in ``sliced_wasserstein``.
+        z: (*, N, D), any float dtype; leading indices are views. N >= 1 (at N = 1, z - mu = 0 and
+            sigma = 1e-6: the shape term is 0, the scale term (1e-6 - 1)^2, the centre term mean z^2).
+        num_projections / directions / projections / generator: K slicing directions (default 256),
+            as in ``sliced_wasserstein``.
         gather: all-gather the batch over ranks first (with gradients), as the VISReg trainer does.
     Returns: a float32 scalar (float64 for float64 z).
     """
@@ -43,12 +45,19 @@ def visreg(
         ("center_weight", center_weight),
     ):
         check_number(weight, name)
-    z, w, target = prepare_quantile_matching(z, "z", num_projections, directions, generator, None, gather, check_finite)
+    z, w, target = prepare_quantile_matching(
+        z, "z", num_projections, directions, projections, generator, None, gather, check_finite
+    )
     return dispatch.run("visreg", (z, w), backend, z, w, target, scale_weight, shape_weight, center_weight)
 
 
-class VISReg(nn.Module):
-    """Drop-in for VISReg's ``VISReg(num_projections, scale_weight, shape_weight, center_weight)``."""
+class VISReg(StepCounter):
+    """VISReg's ``VISReg(num_projections, scale_weight, shape_weight, center_weight)`` on (*, N, D).
+
+    Directions are drawn from a generator seeded with ``global_step`` (``StepCounter``), or from
+    ``generator`` when one is passed; torch's global RNG is never touched. The VISReg repository's
+    exact module (same RNG use) is ``fused_sigreg.compat.visreg``.
+    """
 
     def __init__(
         self,
@@ -65,13 +74,16 @@ class VISReg(nn.Module):
         self.gather, self.backend = gather, backend
 
     def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return visreg(
+        step = self.current_step()
+        out = visreg(
             z,
             self.num_projections,
-            generator=generator,
+            generator=generator if generator is not None else self.step_generator(step, z.device),
             scale_weight=self.scale_weight,
             shape_weight=self.shape_weight,
             center_weight=self.center_weight,
             gather=self.gather,
             backend=self.backend,
         )
+        self.advance(step)
+        return out
