@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fused_sigreg as fs
+from fused_sigreg.compat import lejepa, rectified_lpjepa, visreg
 from fused_sigreg.slicing import epps_pulley_quadrature, lejepa_directions
 
 WORLD = 2
@@ -86,6 +87,26 @@ def _worker(rank, init_file, out_dir):
         module.global_step.fill_(STEPS[rank])
         res["module"] = module(xl).detach()
         res["module_step"] = module.global_step.item()
+        # the drop-ins keep each official code's distributed semantics
+        test = lejepa.SlicingUnivariateTest(lejepa.EppsPulley(), K, reduction=None)
+        test.global_step.fill_(STEPS[rank])
+        res["compat_lejepa"] = test(xl).detach()
+        sig = visreg.SIGReg(num_projections=K)
+        sig.draw_directions = lambda z: a
+        res["compat_visreg_sigreg"] = sig(xl).detach()
+        proj = a.t().contiguous()
+        torch.manual_seed(1)  # the official code draws its targets from each rank's global RNG
+        res["compat_rdmreg"] = _grad(
+            lambda v: torch.stack(
+                rectified_lpjepa.rectified_lp_jepa_loss(
+                    v[0], v[1], proj, "rectified_lp_distribution", 25.0, 125.0, chosen_sigma=1.0
+                )
+            ),
+            zl,
+        )
+        sorter = fs.VISReg(K, gather=True)
+        sorter.global_step.fill_(STEPS[rank])
+        res["visreg_module"] = sorter(xl).detach()
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -152,6 +173,36 @@ def test_step_is_synchronised_across_ranks(ranks):
         assert torch.allclose(res["sigreg_step"], expected, rtol=1e-12)
         assert torch.allclose(res["module"], expected, rtol=1e-12)
         assert res["module_step"] == STEPS[rank] + 1
+
+
+def test_modules_share_their_step_seeded_directions(ranks):
+    """Sort modules seed their generator with the step's maximum over ranks: every rank draws the same
+    directions, so with gather=True every rank computes the whole batch's loss."""
+    x, _, _ = _inputs()
+    expected = fs.visreg(x, K, generator=torch.Generator().manual_seed(max(STEPS)))
+    for res in ranks:
+        assert torch.allclose(res["visreg_module"], expected, rtol=1e-12)
+
+
+def test_compat_adapters_keep_the_official_distributed_semantics(ranks):
+    x, a, _ = _inputs()
+    z = torch.relu(x)
+    # lejepa: ECF averaged over ranks, directions of the maximum step (as the native module)
+    whole = fs.sigreg(x, directions=lejepa_directions(D, K, max(STEPS)).double(), reduction=None)
+    # the VISReg repository's SIGReg: each rank's own batch, nothing averaged
+    for rank, res in enumerate(ranks):
+        assert torch.allclose(res["compat_lejepa"], whole, rtol=1e-12)
+        own = fs.sigreg(_local(x, rank), directions=a)
+        assert torch.allclose(res["compat_visreg_sigreg"], own, rtol=1e-12)
+    # Rectified LpJEPA: sim_loss on this rank's batch; reg_loss on both views all-gathered
+    torch.manual_seed(1)
+    reg = rectified_lpjepa.rdmreg_loss(z[0], z[1], a.t(), "rectified_lp_distribution", chosen_sigma=1.0)
+    for rank, res in enumerate(ranks):
+        (loss, sim, reg_rank), _ = res["compat_rdmreg"]
+        local = _local(z, rank)
+        assert torch.allclose(sim, torch.nn.functional.mse_loss(local[0], local[1]), rtol=1e-12)
+        assert torch.allclose(reg_rank, reg, rtol=1e-12)
+        assert torch.allclose(loss, 25.0 * sim + 125.0 * reg_rank, rtol=1e-12)
 
 
 @pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
