@@ -16,7 +16,9 @@ constexpr int64_t kCols = 16;       // columns per task: one cache line of float
 constexpr int64_t kFlushRows = 128; // fp32 partial sums over this many rows, then added in double
 // The recurrence's rounding error grows about linearly with the knot index; every kReseed knots the
 // pair is recomputed from sin/cos of the knot's own angle, which bounds the error for any n_points.
-// The Triton kernels (kernels/sigreg_ecf.py RESEED) and tools/numerics.py use the same interval.
+// Not at the last knot: one more sin/cos per element for a single knot (at the default 17 knots it
+// would double the sin/cos work) while the walk it would shorten is only one step longer.
+// The Triton kernels (kernels/sigreg_ecf.py RESEED) and tools/numerics.py use the same rule.
 constexpr int64_t kReseed = 16;
 
 // sin and cos of kCols angles in a loop the compiler vectorises: reduction by pi/2 in three parts
@@ -97,7 +99,7 @@ at::Tensor ecf_sums_cpu(const at::Tensor& proj, double delta, int64_t n_points) 
           for (int64_t j = 0; j < T; ++j) {
             float* pc = part_c.data() + j * kCols;
             float* ps = part_s.data() + j * kCols;
-            if (j > 0 && j % kReseed == 0) reseed_block(row, w, d, j, c, s);  // columns past w: not stored
+            if (j > 0 && j % kReseed == 0 && j + 1 < T) reseed_block(row, w, d, j, c, s);  // columns past w: not stored
             for (int64_t i = 0; i < kCols; ++i) {
               pc[i] += c[i];
               ps[i] += s[i];
@@ -155,7 +157,7 @@ void ecf_grad_into(const at::Tensor& proj, const at::Tensor& coef, double delta,
         }
         sincos_block(theta, s1, c1);
         for (int64_t j = 0; j < T; ++j) {
-          if (j > 0 && j % kReseed == 0) reseed_block(row + k0, w, d, j, c, s);  // past w: coefficients 0
+          if (j > 0 && j % kReseed == 0 && j + 1 < T) reseed_block(row + k0, w, d, j, c, s);  // past w: coefficients 0
           const float* cjp = wc + j * K + k0;
           const float* sjp = ws + j * K + k0;
           if (w < kCols) {  // the last chunk of a row: coefficients of columns past K read as 0

@@ -7,8 +7,10 @@ Neither an (N, K, T) nor an (N, K) tensor is written: p lives in registers, and 
 are walked with the angle-addition recurrence (one sin/cos pair per element per RESEED knots
 instead of one per knot):
   c_{j+1} = c_j c_1 - s_j s_1,  s_{j+1} = s_j c_1 + c_j s_1,  (c_1, s_1) = (cos, sin)(delta p),
-restarted at every RESEED-th knot from (cos, sin)(j delta p): the recurrence's rounding error grows
-about linearly with the knot index, and the restarts bound it for any number of knots.
+restarted at every RESEED-th knot but the last from (cos, sin)(j delta p): the recurrence's rounding
+error grows about linearly with the number of steps since the last restart, and the restarts bound it
+(at most RESEED steps) for any number of knots; a restart at the last knot would cost one more sin/cos
+per element for one knot (at the default 17 knots, twice the sin/cos of the whole walk).
 
 All tensors are contiguous; integer sizes are not value-specialised so that one compiled
 binary per (config, dtype) serves every shape (see ``fused_sigreg.tools.compile_check``).
@@ -33,6 +35,16 @@ def _round_to_tf32(v):
     # 0x7FFFFFFF would carry into the sign and turn it into -0.0
     special = (bits & 0x7F800000) == 0x7F800000
     return tl.where(special, bits, rounded).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _block_end(j0, T, RESEED: tl.constexpr):
+    """End of the run of knots walked from a (re)start at j0: RESEED knots, and the last knot too
+    when it alone would be left for the next block."""
+    end = tl.minimum(j0 + RESEED, T)
+    if end == T - 1:
+        end = T
+    return end
 
 
 @triton.jit
@@ -146,12 +158,12 @@ def ecf_partial_sums_kernel(
     out = out_ptr + ((view * n_row_tiles + pid_n) * 2 * T) * K + cols
     col_ok = cols < K
     row_ok = rows[:, None] < N
-    for j0 in range(0, T, RESEED):
+    for j0 in range(0, T - 1, RESEED):
         if j0 > 0:
             c, s = _restart(p * (j0 * delta), c, s)
             c = tl.where(row_ok, c, 0.0)
             s = tl.where(row_ok, s, 0.0)
-        for j in range(j0, tl.minimum(j0 + RESEED, T)):
+        for j in range(j0, _block_end(j0, T, RESEED)):
             tl.store(out + j * K, tl.sum(c, axis=0), mask=col_ok)
             tl.store(out + (T + j) * K, tl.sum(s, axis=0), mask=col_ok)
             c, s = c * c1 - s * s1, s * c1 + c * s1
@@ -198,10 +210,10 @@ def ecf_backward_kernel(
         c = tl.full((BLOCK_N, BLOCK_K), 1.0, dtype=tl.float32)
         s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         dp = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for j0 in range(0, T, RESEED):
+        for j0 in range(0, T - 1, RESEED):
             if j0 > 0:
                 c, s = _restart(p * (j0 * delta), c, s)
-            for j in range(j0, tl.minimum(j0 + RESEED, T)):
+            for j in range(j0, _block_end(j0, T, RESEED)):
                 w_cos = tl.load(coef + j * K + cols, mask=col_ok, other=0.0)
                 w_sin = tl.load(coef + (T + j) * K + cols, mask=col_ok, other=0.0)
                 dp += w_cos[None, :] * c + w_sin[None, :] * s
