@@ -92,7 +92,9 @@ def check_problem(problem: Problem) -> List[Dict]:
     fp32/fp64: value and gradient against eager at the same dtype, <= 1e-5 (the eager row shows
     eager's own error against float64). 16-bit: every backend against float64 truth, within 2x of
     the error of eager run with the directions rounded to the input dtype, which is what 16-bit
-    tensor-core kernels compute (plus 1e-6 so an exact match of a tiny budget is not a failure).
+    tensor-core kernels compute, and never below the fp32 tolerance: after rounding its inputs a
+    kernel computes in fp32, whose own rounding (<= 1e-5, the fp32 parity bound) a case where eager
+    happens to be exact (e.g. D = 1) cannot be asked to beat.
     """
     dtype = problem.x.dtype
     truth = value_and_grad(problem, problem.x.double(), "eager")
@@ -104,7 +106,9 @@ def check_problem(problem: Problem) -> List[Dict]:
         for name in backends_for(problem):
             row = _row(problem, name, "eager float64", _errors(value_and_grad(problem, problem.x, name), truth))
             row["budget"] = f"2x {budget[0]:.2g}, {budget[1]:.2g}"
-            row["ok"] = all(e <= 2 * b + 1e-6 for e, b in zip((row["value_rel_err"], row["grad_rel_err"]), budget))
+            row["ok"] = all(
+                e <= max(2 * b, FP32_TOLERANCE) for e, b in zip((row["value_rel_err"], row["grad_rel_err"]), budget)
+            )
             rows.append(row)
         return rows
     ref = value_and_grad(problem, problem.x, "eager")
@@ -123,7 +127,8 @@ def check_problem(problem: Problem) -> List[Dict]:
 def _check_tf32(problem: Problem, truth) -> List[Dict]:
     """fp32 with tf32 matmuls (CUDA): every backend against float64 truth, within 2x of the larger of
     eager's own error under the same setting and eager's error with x and the directions rounded to
-    tf32 (computed in fp32 without tf32), plus 1e-6. Both kinds of kernel round x, A and dP to tf32."""
+    tf32 (computed in fp32 without tf32), and never below the fp32 tolerance. Both kinds of kernel round
+    x, A and dP to tf32."""
 
     eager = _errors(value_and_grad(problem, problem.x, "eager"), truth)
     rounded_problem = Problem(
@@ -138,7 +143,7 @@ def _check_tf32(problem: Problem, truth) -> List[Dict]:
         row = _row(problem, name, "eager float64", errors)
         row["dtype"] = "float32 (tf32)"
         row["budget"] = f"2x {budget[0]:.2g}, {budget[1]:.2g}"
-        row["ok"] = all(e <= 2 * b + 1e-6 for e, b in zip(errors, budget))
+        row["ok"] = all(e <= max(2 * b, FP32_TOLERANCE) for e, b in zip(errors, budget))
         rows.append(row)
     return rows
 

@@ -380,6 +380,6 @@ def test_16bit_budget_holds_in_every_random_small_case(rng, dtype):
         )
         row = {r["backend"]: r for r in check_problem(problem)}["triton"]
         grad_budget = float(row["budget"].split(",")[1])
-        if not row["ok"] or row["grad_rel_err"] > 1.1 * grad_budget + 1e-6:
+        if not row["ok"] or row["grad_rel_err"] > max(1.1 * grad_budget, 1e-5):
             failures.append(row)
     assert not failures, failures
