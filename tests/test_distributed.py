@@ -1,7 +1,9 @@
 """Two gloo processes on CPU against (a) the reference's all_reduce semantics and (b) one process
 on the concatenated batch (docs/design.md §6)."""
 
+import faulthandler
 import os
+import sys
 
 import pytest
 import torch
@@ -44,7 +46,17 @@ def _grad(fn, x):
     return value.detach(), x.grad
 
 
+def _exit_cleanly():
+    """End a worker whose results are saved without interpreter teardown: gloo's worker threads can
+    abort a process while Python finalizes (SIGABRT, "terminate called without an active exception";
+    pytorch/pytorch#179291), which mp.spawn reports as a failure of the test."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _worker(rank, init_file, out_dir):
+    faulthandler.enable(all_threads=True)  # an abort before the results are saved still fails, with a traceback
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         x, a, y = _inputs()
@@ -110,6 +122,7 @@ def _worker(rank, init_file, out_dir):
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    _exit_cleanly()
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +253,7 @@ def _rows(rank):
 def _unequal_worker(rank, init_file, out_dir):
     import warnings
 
+    faulthandler.enable(all_threads=True)
     world = len(UNEQUAL_N)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -265,6 +279,7 @@ def _unequal_worker(rank, init_file, out_dir):
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    _exit_cleanly()
 
 
 @pytest.fixture(scope="module")
