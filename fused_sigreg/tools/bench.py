@@ -196,9 +196,10 @@ def bench_case(
                 row[f"{phase}_ms_{name}"] = round(value, 3)
         if op == "sigreg":
             row["matmul_floor_ms"] = round(matmul_floor_ms(problem, warmup, repeats), 3)
-        if problem.x.device.type == "cuda" and op == "sigreg":
+        if problem.x.device.type == "cuda":
             row.update(
                 roofline(
+                    op,
                     shape.V,
                     shape.N,
                     shape.D,

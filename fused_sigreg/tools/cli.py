@@ -104,7 +104,7 @@ def cmd_bench(args) -> int:
     if "sigreg" in _ops(args.op):
         columns[-1:-1] = ["matmul_floor_ms"]
     if device.type == "cuda":
-        columns[-1:-1] = ["TFLOPs", "roofline_frac"]
+        columns[-1:-1] = ["TFLOPs", "floor_ms", "floor_bound", "roofline_frac"]
     print(f"device {device}; {args.repeats} repeats after {args.warmup} warm-up; times in ms, memory in MiB")
     if device.type == "cpu":
         print(f"GPU: {'not measured (no CUDA device here)' if not torch.cuda.is_available() else 'use --device cuda'}")

@@ -1,5 +1,14 @@
-"""GPU roofline of the projection work (docs/design.md §8): useful matmul FLOPs and bytes per op, and
-the dense peak rates of the GPUs we report on (vendor datasheet numbers, SXM parts)."""
+"""GPU roofline of one forward + backward (docs/design.md §8): the floor is the largest of three times,
+each an estimate from vendor peak rates (datasheet numbers, SXM parts) and a count of the work:
+
+- tensor cores: the useful projection matmuls (P = X A forward, dX = dP A^T backward; RDMReg also
+  projects its target samples);
+- HBM: the bytes any implementation must move (X read twice, dX written, A, the (V, K, T) means; the
+  sort ops also write and read P and make one pass of (key, row) pairs for the sort);
+- CUDA cores: SIGReg's ECF work, counted in fp32 instructions per element (``ecf_instructions``). At
+  T = 17 it exceeds the tensor-core time, so a floor without it would flatter the kernels. The sort ops
+  have no ALU term: a radix sort's work is bounded by its memory passes, counted in the HBM term.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +16,20 @@ from typing import Dict, Optional
 
 import torch
 
-# peak dense matmul FLOP/s by operand precision, and HBM bytes/s
+# peak dense matmul FLOP/s by operand precision, non-tensor fp32 FLOP/s (an FMA counts 2), HBM bytes/s
 PEAKS = {
     "H200": dict(bf16=989e12, fp16=989e12, tf32=494e12, fp32=67e12, hbm=4.8e12),
     "H100": dict(bf16=989e12, fp16=989e12, tf32=494e12, fp32=67e12, hbm=3.35e12),
     "A100": dict(bf16=312e12, fp16=312e12, tf32=156e12, fp32=19.5e12, hbm=2.0e12),
 }
+
+# fp32 instructions (an FMA is one) of one sin/cos pair: Cody-Waite reduction (3 FMAs), two minimax
+# polynomials (~10), quadrant selection and the range check (~10), rounded up.
+SINCOS_INSTRUCTIONS = 24
+# per element and knot: the recurrence (2 multiplies + 2 FMAs) and 2 accumulations (forward: the cos and
+# sin sums; backward: the dP terms)
+KNOT_INSTRUCTIONS = 6
+RESEED = 16  # the kernels' restart interval (kernels/sigreg_ecf.py, csrc/sigreg_cpu.cpp)
 
 
 def device_peaks(device_name: str) -> Optional[Dict[str, float]]:
@@ -28,27 +45,63 @@ def precision_key(dtype: torch.dtype, allow_tf32: bool) -> str:
     return "tf32" if allow_tf32 else "fp32"
 
 
-def projection_flops(V: int, N: int, D: int, K: int) -> int:
-    """Useful FLOPs of forward + backward: P = X A and dX = dP A^T (a recompute of P is not counted)."""
-    return 2 * 2 * V * N * D * K
+def projection_flops(V: int, N: int, D: int, K: int, op: str = "sigreg") -> int:
+    """Useful FLOPs of forward + backward: P = X A and dX = dP A^T (a recompute of P is not counted);
+    RDMReg also projects its target samples (forward only)."""
+    passes = 3 if op == "rdmreg" else 2
+    return 2 * passes * V * N * D * K
 
 
-def min_bytes(V: int, N: int, D: int, K: int, T: int, itemsize: int) -> int:
-    """Bytes any fwd + bwd must move: read X twice, write dX, read A twice, the (V, K, T) means."""
-    return itemsize * 3 * V * N * D + 4 * 2 * D * K + 4 * 4 * V * K * T
+def ecf_restarts(T: int) -> int:
+    """Recurrence restarts per element and pass: at knots RESEED, 2 RESEED, ... but never the last."""
+    return max(0, (T - 2) // RESEED)
 
 
-def roofline(V, N, D, K, T, dtype, allow_tf32, seconds: float, device_name: str) -> Dict[str, object]:
-    """Projection TFLOP/s and the fraction of the roofline floor reached (floor / measured time)."""
-    flops = projection_flops(V, N, D, K)
-    out = {"TFLOPs": round(flops / seconds / 1e12, 2)}
+def ecf_instructions(V: int, N: int, K: int, T: int) -> int:
+    """fp32 instructions of SIGReg's forward and backward ECF passes: per element and pass one sin/cos
+    pair (plus one per restart) and T knot steps."""
+    per_pass = T * KNOT_INSTRUCTIONS + SINCOS_INSTRUCTIONS * (1 + ecf_restarts(T))
+    return 2 * V * N * K * per_pass
+
+
+def min_bytes(V: int, N: int, D: int, K: int, T: int, itemsize: int, op: str = "sigreg") -> int:
+    """Bytes any fwd + bwd must move: read X twice, write dX, read A twice, the (V, K, T) means; the sort
+    ops write and read P (fp32) and read and write (key, row) pairs once for the sort (RDMReg twice, and
+    it reads its target samples)."""
+    total = itemsize * 3 * V * N * D + 4 * 2 * D * K
+    if op == "sigreg":
+        return total + 4 * 4 * V * K * T
+    sorts = 2 if op == "rdmreg" else 1
+    total += sorts * (4 * 2 * V * N * K + 8 * 2 * V * N * K)
+    if op == "rdmreg":
+        total += itemsize * V * N * D
+    return total
+
+
+def floor_seconds(op, V, N, D, K, T, dtype, allow_tf32, device_name: str) -> Optional[Dict[str, float]]:
+    """Each term of the floor in seconds (``tensor_core``, ``hbm``, ``cuda_core``), or None for a GPU
+    without a peak table."""
     peaks = device_peaks(device_name)
     if peaks is None:
+        return None
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return {
+        "tensor_core": projection_flops(V, N, D, K, op) / peaks[precision_key(dtype, allow_tf32)],
+        "hbm": min_bytes(V, N, D, K, T, itemsize, op) / peaks["hbm"],
+        "cuda_core": ecf_instructions(V, N, K, T) / (peaks["fp32"] / 2) if op == "sigreg" else 0.0,
+    }
+
+
+def roofline(op, V, N, D, K, T, dtype, allow_tf32, seconds: float, device_name: str) -> Dict[str, object]:
+    """Projection TFLOP/s, the floor (ms) with the term that sets it, and the fraction of the floor
+    reached (floor / measured time)."""
+    out = {"TFLOPs": round(projection_flops(V, N, D, K, op) / seconds / 1e12, 2)}
+    terms = floor_seconds(op, V, N, D, K, T, dtype, allow_tf32, device_name)
+    if terms is None:
         out["roofline_frac"] = "unknown GPU"
         return out
-    floor = max(
-        flops / peaks[precision_key(dtype, allow_tf32)],
-        min_bytes(V, N, D, K, T, torch.empty((), dtype=dtype).element_size()) / peaks["hbm"],
-    )
-    out["roofline_frac"] = round(floor / seconds, 3)
+    bound = max(terms, key=terms.get)
+    out["floor_ms"] = round(terms[bound] * 1e3, 4)
+    out["floor_bound"] = bound
+    out["roofline_frac"] = round(terms[bound] / seconds, 3)
     return out

@@ -150,7 +150,22 @@ def test_roofline_arithmetic():
     assert roofline.device_peaks("NVIDIA H200")["hbm"] == 4.8e12
     assert roofline.device_peaks("NVIDIA H100 80GB HBM3")["hbm"] == 3.35e12
     assert roofline.device_peaks("Tesla V100") is None
-    # N=8192, D=512, K=512, V=1: 8.6 GFLOP of useful matmul (docs/design.md §8)
+    # N=8192, D=512, K=512, V=1: 8.6 GFLOP of useful matmul (docs/design.md §8); RDMReg projects its targets too
     assert roofline.projection_flops(1, 8192, 512, 512) == 8_589_934_592
-    r = roofline.roofline(1, 8192, 512, 512, 17, torch.bfloat16, False, 1e-3, "NVIDIA H100")
-    assert r["TFLOPs"] == 8.59 and r["roofline_frac"] == round(8_589_934_592 / 989e12 / 1e-3, 3)
+    assert roofline.projection_flops(1, 8192, 512, 512, "rdmreg") == 3 * 8_589_934_592 // 2
+    # restarts at knots 16, 32, ... but never the last: none at T = 17, one at T = 18 and 33, two at 34
+    assert [roofline.ecf_restarts(t) for t in (2, 17, 18, 33, 34)] == [0, 0, 1, 1, 2]
+    per_pass = 17 * roofline.KNOT_INSTRUCTIONS + roofline.SINCOS_INSTRUCTIONS
+    assert roofline.ecf_instructions(2, 100, 10, 17) == 2 * 2 * 100 * 10 * per_pass
+    # bf16 at the base point: the tensor-core time (8.7 us) is below the ECF's CUDA-core time, which sets the floor
+    r = roofline.roofline("sigreg", 1, 8192, 512, 512, 17, torch.bfloat16, False, 1e-3, "NVIDIA H100")
+    cuda_core = roofline.ecf_instructions(1, 8192, 512, 17) / (67e12 / 2)
+    assert r["TFLOPs"] == 8.59 and r["floor_bound"] == "cuda_core"
+    assert r["roofline_frac"] == round(cuda_core / 1e-3, 3) and r["floor_ms"] == round(cuda_core * 1e3, 4)
+    assert cuda_core > 8_589_934_592 / 989e12
+    # the sort ops have no ALU term: fp32 without tf32 is bound by the tensor-core (here plain fp32) matmuls
+    r = roofline.roofline("swd", 1, 8192, 512, 512, 17, torch.float32, False, 1e-3, "NVIDIA H100")
+    assert r["floor_bound"] == "tensor_core" and r["roofline_frac"] == round(8_589_934_592 / 67e12 / 1e-3, 3)
+    assert roofline.roofline("sigreg", 1, 8, 4, 4, 17, torch.float32, True, 1e-3, "Tesla V100")["roofline_frac"] == (
+        "unknown GPU"
+    )
