@@ -6,13 +6,20 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 namespace fused_sigreg {
 namespace {
 
-constexpr int64_t kCols = 16;       // columns per task: one cache line of floats per row
+constexpr int64_t kLanes = 8;       // columns per vector: one AVX register of floats
+// Rows (forward) and column chunks (backward) walked together: independent recurrences hide the
+// multiply-add latency. 4 was the fastest of 1, 2 and 4 for both passes on an AVX2 machine.
+constexpr int64_t kRows = 4;
+constexpr int64_t kChunks = 4;
 constexpr int64_t kFlushRows = 128; // fp32 partial sums over this many rows, then added in double
 // The recurrence's rounding error grows about linearly with the knot index; every kReseed knots the
 // pair is recomputed from sin/cos of the knot's own angle, which bounds the error for any n_points.
@@ -21,40 +28,69 @@ constexpr int64_t kFlushRows = 128; // fp32 partial sums over this many rows, th
 // The Triton kernels (kernels/sigreg_ecf.py RESEED) and tools/numerics.py use the same rule.
 constexpr int64_t kReseed = 16;
 
-// sin and cos of kCols angles in a loop the compiler vectorises: reduction by pi/2 in three parts
-// (Cody-Waite) and the single-precision minimax polynomials of Cephes' sinf/cosf on [-pi/4, pi/4]
-// (errors of a few ulp). Angles beyond 2^13 rad, infinities and NaN go to libm's sincosf, so
-// NaN propagates as in the reference.
-inline void sincos_block(const float* theta, float* sin_out, float* cos_out) {
-  bool slow = false;
-  for (int64_t i = 0; i < kCols; ++i) {
-    const float x = theta[i];
-    const float y = x * 0.63661977236758134f;  // 2 / pi
-    const int32_t n = static_cast<int32_t>(y + (y >= 0.0f ? 0.5f : -0.5f));
-    const float fn = static_cast<float>(n);
-    const float r = ((x - fn * 1.5703125f) - fn * 4.837512969970703125e-4f) - fn * 7.549789948768648e-8f;
-    const float z = r * r;
-    const float sp = r + r * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
-    const float cp = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
-    const int32_t q = n & 3;
-    const float sv = (q & 1) ? cp : sp;
-    const float cv = (q & 1) ? sp : cp;
-    sin_out[i] = (q & 2) ? -sv : sv;
-    cos_out[i] = ((q + 1) & 2) ? -cv : cv;
-    slow |= !(std::fabs(x) <= 8192.0f);
-  }
-  if (slow) {
-    for (int64_t i = 0; i < kCols; ++i)
-      if (!(std::fabs(theta[i]) <= 8192.0f)) ::sincosf(theta[i], &sin_out[i], &cos_out[i]);
-  }
+// kLanes floats as one value (GCC/Clang vector extension), so that the recurrence's state stays in
+// vector registers. Every function taking or returning one is internal and inlined: no ABI boundary,
+// so GCC's notes on the vector-passing ABI do not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t vint __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+// The passes are compiled twice where the toolchain supports function multiversioning: for x86-64-v3
+// (AVX2 + FMA) and the baseline; the loader picks the clone the CPU can run (glibc ifunc).
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define FUSED_SIGREG_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FUSED_SIGREG_MULTIVERSION
+#endif
+#define FUSED_SIGREG_INLINE inline __attribute__((always_inline))
+
+FUSED_SIGREG_INLINE vfloat splat(float v) { return vfloat{} + v; }
+
+// The first w lanes from p, the rest 0 (the last chunk of a row).
+FUSED_SIGREG_INLINE vfloat load(const float* p, int64_t w) {
+  vfloat v{};
+  std::memcpy(&v, p, static_cast<size_t>(w) * sizeof(float));
+  return v;
 }
 
-// (c, s) = (cos, sin)(j * d * p) of kCols values p: a recurrence restart at knot j.
-inline void reseed_block(const float* p, int64_t w, float d, int64_t j, float* c, float* s) {
-  const float jd = static_cast<float>(j) * d;
-  float theta[kCols];
-  for (int64_t i = 0; i < kCols; ++i) theta[i] = i < w ? jd * p[i] : 0.0f;
-  sincos_block(theta, s, c);
+FUSED_SIGREG_INLINE void store(float* p, const vfloat& v, int64_t w) {
+  std::memcpy(p, &v, static_cast<size_t>(w) * sizeof(float));
+}
+
+// libm's sincosf for the lanes the polynomial does not cover (|angle| > 2^13, infinities, NaN), so
+// that NaN propagates as in the reference. Out of line: it is the rare path.
+__attribute__((noinline)) void sincos_slow(const float* x, float* sin_out, float* cos_out) {
+  for (int64_t i = 0; i < kLanes; ++i)
+    if (!(std::fabs(x[i]) <= 8192.0f)) ::sincosf(x[i], &sin_out[i], &cos_out[i]);
+}
+
+// sin and cos of kLanes angles: reduction by pi/2 in three parts (Cody-Waite) and the
+// single-precision minimax polynomials of Cephes' sinf/cosf on [-pi/4, pi/4] (errors of a few ulp).
+FUSED_SIGREG_INLINE void sincos_v(const vfloat& x, vfloat& sin_out, vfloat& cos_out) {
+  const vfloat y = x * 0.63661977236758134f;  // 2 / pi
+  const vint n = __builtin_convertvector(y + (y >= 0.0f ? splat(0.5f) : splat(-0.5f)), vint);
+  const vfloat fn = __builtin_convertvector(n, vfloat);
+  const vfloat r = ((x - fn * 1.5703125f) - fn * 4.837512969970703125e-4f) - fn * 7.549789948768648e-8f;
+  const vfloat z = r * r;
+  const vfloat sp = r + r * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
+  const vfloat cp = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
+  const vint q = n & 3;
+  const vfloat sv = (q & 1) != 0 ? cp : sp;
+  const vfloat cv = (q & 1) != 0 ? sp : cp;
+  sin_out = (q & 2) != 0 ? -sv : sv;
+  cos_out = ((q + 1) & 2) != 0 ? -cv : cv;
+  const vint fast = (x <= 8192.0f) & (x >= -8192.0f);  // false for NaN
+  bool all_fast = true;
+  for (int64_t i = 0; i < kLanes; ++i) all_fast &= fast[i] != 0;
+  if (!all_fast) {  // through arrays, so that the vectors themselves never need an address
+    float xa[kLanes], sa[kLanes], ca[kLanes];
+    std::memcpy(xa, &x, sizeof(xa));
+    std::memcpy(sa, &sin_out, sizeof(sa));
+    std::memcpy(ca, &cos_out, sizeof(ca));
+    sincos_slow(xa, sa, ca);
+    std::memcpy(&sin_out, sa, sizeof(sa));
+    std::memcpy(&cos_out, ca, sizeof(ca));
+  }
 }
 
 void check_proj(const at::Tensor& p) {
@@ -62,8 +98,59 @@ void check_proj(const at::Tensor& p) {
               "proj must be a float32 CPU tensor (V, N, K), got ", p.scalar_type(), " ", p.sizes(), " on ", p.device());
 }
 
+// Adds cos / sin(j d p) of R consecutive rows (w of kLanes columns real, the rest p = 0) to part[j] /
+// part[T + j], the R rows summed first.
+template <int R>
+FUSED_SIGREG_INLINE void sum_rows(const float* rows, int64_t K, int64_t T, float d, int64_t w, vfloat* part) {
+  vfloat p[R], c[R], s[R], c1[R], s1[R];
+  for (int r = 0; r < R; ++r) {
+    p[r] = load(rows + r * K, w);
+    sincos_v(d * p[r], s1[r], c1[r]);
+    c[r] = splat(1.0f);
+    s[r] = vfloat{};
+  }
+  for (int64_t j = 0; j < T; ++j) {
+    if (j > 0 && j % kReseed == 0 && j + 1 < T)
+      for (int r = 0; r < R; ++r) sincos_v((static_cast<float>(j) * d) * p[r], s[r], c[r]);
+    vfloat cs = c[0], ss = s[0];
+    for (int r = 1; r < R; ++r) {
+      cs += c[r];
+      ss += s[r];
+    }
+    part[j] += cs;
+    part[T + j] += ss;
+    for (int r = 0; r < R; ++r) {
+      const vfloat cn = c[r] * c1[r] - s[r] * s1[r];
+      s[r] = s[r] * c1[r] + c[r] * s1[r];
+      c[r] = cn;
+    }
+  }
+}
+
+// One task of ecf_sums: the T knot sums of kLanes columns (w of them real) over all N rows, in order.
+// part: T cos then T sin fp32 partial sums; acc: 2 T kLanes doubles.
+FUSED_SIGREG_MULTIVERSION
+void sums_task(const float* in, int64_t N, int64_t K, int64_t T, float d, int64_t w, vfloat* part, double* acc,
+               float* out_c, float* out_s) {
+  std::fill(acc, acc + 2 * T * kLanes, 0.0);
+  for (int64_t n0 = 0; n0 < N; n0 += kFlushRows) {
+    const int64_t n1 = std::min(N, n0 + kFlushRows);
+    std::fill(part, part + 2 * T, vfloat{});
+    int64_t n = n0;
+    for (; n + kRows <= n1; n += kRows) sum_rows<kRows>(in + n * K, K, T, d, w, part);
+    for (; n < n1; ++n) sum_rows<1>(in + n * K, K, T, d, w, part);
+    for (int64_t e = 0; e < 2 * T; ++e)
+      for (int64_t i = 0; i < kLanes; ++i) acc[e * kLanes + i] += part[e][i];
+  }
+  for (int64_t j = 0; j < T; ++j)
+    for (int64_t i = 0; i < w; ++i) {
+      out_c[j * K + i] = static_cast<float>(acc[j * kLanes + i]);
+      out_s[j * K + i] = static_cast<float>(acc[(T + j) * kLanes + i]);
+    }
+}
+
 // sums (V, 2, T, K): sums[v, 0, j, k] = sum_n cos(j delta p[v, n, k]), sums[v, 1, j, k] the same with sin.
-// Each task owns kCols columns of one view and walks all rows in order: the result does not depend
+// Each task owns kLanes columns of one view and walks all rows in order: the result does not depend
 // on the thread count.
 at::Tensor ecf_sums_cpu(const at::Tensor& proj, double delta, int64_t n_points) {
   check_proj(proj);
@@ -74,54 +161,64 @@ at::Tensor ecf_sums_cpu(const at::Tensor& proj, double delta, int64_t n_points) 
   const float* in = p.data_ptr<float>();
   float* out = sums.data_ptr<float>();
   const float d = static_cast<float>(delta);
-  const int64_t col_blocks = (K + kCols - 1) / kCols;
+  const int64_t col_blocks = (K + kLanes - 1) / kLanes;
   at::parallel_for(0, V * col_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> acc_c(T * kCols), acc_s(T * kCols);
-    std::vector<float> part_c(T * kCols), part_s(T * kCols);
+    // new[] of the aligned vector type (std::vector<vfloat> would drop the type's alignment)
+    std::unique_ptr<vfloat[]> part(new vfloat[2 * T]);
+    std::vector<double> acc(2 * T * kLanes);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t v = task / col_blocks, k0 = (task % col_blocks) * kCols;
-      const int64_t w = std::min(kCols, K - k0);
-      std::fill(acc_c.begin(), acc_c.end(), 0.0);
-      std::fill(acc_s.begin(), acc_s.end(), 0.0);
-      for (int64_t n0 = 0; n0 < N; n0 += kFlushRows) {
-        std::fill(part_c.begin(), part_c.end(), 0.0f);
-        std::fill(part_s.begin(), part_s.end(), 0.0f);
-        for (int64_t n = n0; n < std::min(N, n0 + kFlushRows); ++n) {
-          const float* row = in + (v * N + n) * K + k0;
-          // columns past K: angle 0 and start (0, 0), so they add nothing and are not stored
-          float theta[kCols], c1[kCols], s1[kCols], c[kCols], s[kCols];
-          for (int64_t i = 0; i < kCols; ++i) {
-            theta[i] = i < w ? d * row[i] : 0.0f;
-            c[i] = i < w ? 1.0f : 0.0f;
-            s[i] = 0.0f;
-          }
-          sincos_block(theta, s1, c1);
-          for (int64_t j = 0; j < T; ++j) {
-            float* pc = part_c.data() + j * kCols;
-            float* ps = part_s.data() + j * kCols;
-            if (j > 0 && j % kReseed == 0 && j + 1 < T) reseed_block(row, w, d, j, c, s);  // columns past w: not stored
-            for (int64_t i = 0; i < kCols; ++i) {
-              pc[i] += c[i];
-              ps[i] += s[i];
-              const float cn = c[i] * c1[i] - s[i] * s1[i];
-              s[i] = s[i] * c1[i] + c[i] * s1[i];
-              c[i] = cn;
-            }
-          }
-        }
-        for (int64_t e = 0; e < T * kCols; ++e) {
-          acc_c[e] += part_c[e];
-          acc_s[e] += part_s[e];
-        }
-      }
-      for (int64_t j = 0; j < T; ++j)
-        for (int64_t i = 0; i < w; ++i) {
-          out[((v * 2 + 0) * T + j) * K + k0 + i] = static_cast<float>(acc_c[j * kCols + i]);
-          out[((v * 2 + 1) * T + j) * K + k0 + i] = static_cast<float>(acc_s[j * kCols + i]);
-        }
+      const int64_t v = task / col_blocks, k0 = (task % col_blocks) * kLanes;
+      sums_task(in + v * N * K + k0, N, K, T, d, std::min(kLanes, K - k0), part.get(), acc.data(),
+                out + (v * 2 + 0) * T * K + k0, out + (v * 2 + 1) * T * K + k0);
     }
   });
   return sums;
+}
+
+// R consecutive chunks of kLanes columns of one row, starting at column k0 (w columns real in the
+// last chunk, past them p = 0 and coefficients 0): out = sum_j wc[j] cos(j d p) + ws[j] sin(j d p).
+// The chunks are read before they are written, so out may be in.
+template <int R>
+FUSED_SIGREG_INLINE void grad_chunks(const float* in, float* out, const float* wc, const float* ws, int64_t K,
+                                     int64_t T, float d, int64_t w) {
+  vfloat p[R], c[R], s[R], c1[R], s1[R], acc[R];
+  for (int r = 0; r < R; ++r) {
+    p[r] = load(in + r * kLanes, r + 1 < R ? kLanes : w);
+    sincos_v(d * p[r], s1[r], c1[r]);
+    c[r] = splat(1.0f);
+    s[r] = vfloat{};
+    acc[r] = vfloat{};
+  }
+  for (int64_t j = 0; j < T; ++j) {
+    if (j > 0 && j % kReseed == 0 && j + 1 < T)
+      for (int r = 0; r < R; ++r) sincos_v((static_cast<float>(j) * d) * p[r], s[r], c[r]);
+    for (int r = 0; r < R; ++r) {
+      const int64_t wr = r + 1 < R ? kLanes : w;
+      acc[r] += load(wc + j * K + r * kLanes, wr) * c[r] + load(ws + j * K + r * kLanes, wr) * s[r];
+      const vfloat cn = c[r] * c1[r] - s[r] * s1[r];
+      s[r] = s[r] * c1[r] + c[r] * s1[r];
+      c[r] = cn;
+    }
+  }
+  for (int r = 0; r < R; ++r) store(out + r * kLanes, acc[r], r + 1 < R ? kLanes : w);
+}
+
+// Rows [begin, end) of ecf_grad, each row's coefficients those of its view.
+FUSED_SIGREG_MULTIVERSION
+void grad_rows(const float* in, const float* w_all, float* out, int64_t begin, int64_t end, int64_t N, int64_t K,
+               int64_t T, float d) {
+  for (int64_t row_index = begin; row_index < end; ++row_index) {
+    const int64_t v = row_index / N;
+    const float* wc = w_all + (v * 2 + 0) * T * K;
+    const float* ws = w_all + (v * 2 + 1) * T * K;
+    const float* row_in = in + row_index * K;
+    float* row_out = out + row_index * K;
+    int64_t k0 = 0;
+    for (; k0 + kChunks * kLanes <= K; k0 += kChunks * kLanes)
+      grad_chunks<kChunks>(row_in + k0, row_out + k0, wc + k0, ws + k0, K, T, d, kLanes);
+    for (; k0 < K; k0 += kLanes)
+      grad_chunks<1>(row_in + k0, row_out + k0, wc + k0, ws + k0, K, T, d, std::min(kLanes, K - k0));
+  }
 }
 
 // out (V, N, K) = sum_j coef[v, 0, j, k] cos(j delta p) + coef[v, 1, j, k] sin(j delta p). out may be
@@ -139,46 +236,7 @@ void ecf_grad_into(const at::Tensor& proj, const at::Tensor& coef, double delta,
   const float* w_all = cf.data_ptr<float>();
   float* out = out_tensor.data_ptr<float>();
   const float d = static_cast<float>(delta);
-  at::parallel_for(0, V * N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t row_index = begin; row_index < end; ++row_index) {
-      const int64_t v = row_index / N;
-      const float* wc = w_all + (v * 2 + 0) * T * K;
-      const float* ws = w_all + (v * 2 + 1) * T * K;
-      const float* row = in + row_index * K;
-      float* g = out + row_index * K;
-      for (int64_t k0 = 0; k0 < K; k0 += kCols) {
-        const int64_t w = std::min(kCols, K - k0);
-        float theta[kCols], c1[kCols], s1[kCols], c[kCols], s[kCols], acc[kCols], cj[kCols], sj[kCols];
-        for (int64_t i = 0; i < kCols; ++i) {
-          theta[i] = i < w ? d * row[k0 + i] : 0.0f;
-          c[i] = 1.0f;
-          s[i] = 0.0f;
-          acc[i] = 0.0f;
-        }
-        sincos_block(theta, s1, c1);
-        for (int64_t j = 0; j < T; ++j) {
-          if (j > 0 && j % kReseed == 0 && j + 1 < T) reseed_block(row + k0, w, d, j, c, s);  // past w: coefficients 0
-          const float* cjp = wc + j * K + k0;
-          const float* sjp = ws + j * K + k0;
-          if (w < kCols) {  // the last chunk of a row: coefficients of columns past K read as 0
-            for (int64_t i = 0; i < kCols; ++i) {
-              cj[i] = i < w ? cjp[i] : 0.0f;
-              sj[i] = i < w ? sjp[i] : 0.0f;
-            }
-            cjp = cj;
-            sjp = sj;
-          }
-          for (int64_t i = 0; i < kCols; ++i) {
-            acc[i] += cjp[i] * c[i] + sjp[i] * s[i];
-            const float cn = c[i] * c1[i] - s[i] * s1[i];
-            s[i] = s[i] * c1[i] + c[i] * s1[i];
-            c[i] = cn;
-          }
-        }
-        for (int64_t i = 0; i < w; ++i) g[k0 + i] = acc[i];
-      }
-    }
-  });
+  at::parallel_for(0, V * N, 16, [&](int64_t begin, int64_t end) { grad_rows(in, w_all, out, begin, end, N, K, T, d); });
 }
 
 at::Tensor ecf_grad_cpu(const at::Tensor& proj, const at::Tensor& coef, double delta) {

@@ -121,3 +121,22 @@ def test_many_knots_keep_fp32_precision(rng, n_points):
         results.append((value.detach(), grad))
     (value, grad), (ref_value, ref_grad) = results
     assert rel_err(value, ref_value) <= 1e-5 and rel_err(grad, ref_grad) <= 1e-5
+
+
+def test_angles_beyond_the_polynomial_range_use_libm(rng):
+    """Lanes with |angle| > 2^13 (or NaN) take libm's sincosf while their neighbours keep the polynomial:
+    the first knot's cos / sin is then the fp32 cos / sin of the fp32 angle, lane by lane."""
+    delta = 0.25
+    p = torch.randn(1, 7, 21, generator=rng) * 3.0
+    p[0, :, ::3] = torch.tensor([4.0e4, -9.0e5, 3.3e4, 5.0e6, -6.1e4, 8.8e4, 1.0e7]).unsqueeze(-1)  # 7 x 7 lanes
+    angle = delta * p
+    sums = torch.ops.fused_sigreg.ecf_sums(p, delta, 2)
+    assert torch.allclose(sums[0, 0, 1], torch.cos(angle[0]).sum(0), atol=1e-5, rtol=1e-6)
+    assert torch.allclose(sums[0, 1, 1], torch.sin(angle[0]).sum(0), atol=1e-5, rtol=1e-6)
+    coef = torch.rand(1, 2, 2, 21, generator=rng)
+    grad = torch.ops.fused_sigreg.ecf_grad(p, coef, delta)
+    want = coef[:, 0, 0] + coef[:, 0, 1] * torch.cos(angle) + coef[:, 1, 1] * torch.sin(angle)
+    assert torch.allclose(grad, want, atol=1e-6, rtol=1e-6)
+    p[0, 2, 4] = float("nan")
+    assert torch.isnan(torch.ops.fused_sigreg.ecf_grad(p, coef, delta)[0, 2, 4])
+    assert torch.isnan(torch.ops.fused_sigreg.ecf_sums(p, delta, 2)[0, :, 1, 4]).all()
