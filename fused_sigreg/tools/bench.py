@@ -179,17 +179,7 @@ def bench_case(
     op: str, shape: Shape, backend: str, dtype, device, warmup: int, repeats: int, problem: Optional[Problem] = None
 ) -> Dict:
     problem = problem or make_problem(op, shape, dtype, device)
-    row = dict(
-        op=op,
-        backend=backend,
-        device=str(device),
-        dtype=str(dtype).replace("torch.", ""),
-        V=shape.V,
-        N=shape.N,
-        D=shape.D,
-        K=shape.K,
-        T=shape.T if op == "sigreg" else "",
-    )
+    row = _row_key(op, shape, backend, dtype, device)
     try:
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():
@@ -249,6 +239,11 @@ def sweep(
 
 def not_measured_row(op: str, shape: Shape, backend: str, dtype, device, why: str) -> Dict:
     """A provider of ``op`` that cannot run here (e.g. a GPU kernel on a CPU machine): listed, not timed."""
+    return dict(_row_key(op, shape, backend, dtype, device), status=NOT_MEASURED, reason=why)
+
+
+def _row_key(op: str, shape: Shape, backend: str, dtype, device) -> Dict:
+    """The columns that name a case: op, provider, device, dtype and sizes (T only for SIGReg)."""
     return dict(
         op=op,
         backend=backend,
@@ -259,8 +254,6 @@ def not_measured_row(op: str, shape: Shape, backend: str, dtype, device, why: st
         D=shape.D,
         K=shape.K,
         T=shape.T if op == "sigreg" else "",
-        status=NOT_MEASURED,
-        reason=why,
     )
 
 
