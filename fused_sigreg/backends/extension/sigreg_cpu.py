@@ -1,72 +1,17 @@
-"""SIGReg's ECF stage on the compiled CPU extension: P = x A by matmul, then one pass over P for
-the knots' cos/sin sums (``fused_sigreg::ecf_sums``) and, in backward, one pass that overwrites the
-saved P with dP (``fused_sigreg::ecf_grad_``) followed by dX = dP A^T. Never an (N, K, T) tensor.
-
-Keeping P and reusing its memory for dP costs only the two unavoidable matmuls and holds at most P
-(or dP) and dX; recomputing P would add a third matmul for no memory gain.
-Overwriting a saved tensor bumps its version, so a second backward through the same graph
-(retain_graph) fails loudly in autograd instead of reading dP as P.
-"""
+"""SIGReg's ECF stage on the compiled CPU extension: ``fused_sigreg::ecf_sums`` and ``ecf_grad_``
+(``csrc/sigreg_cpu.cpp``) as the passes of ``backends/ecf_over_p.py`` (P stored, dP written over it)."""
 
 from __future__ import annotations
 
 import torch
 
-from ... import reference
-from ...dispatch import check_first_order
+from ..ecf_over_p import EcfPasses, make_ecf_means
 
+_PASSES = EcfPasses(
+    name="the cpu backend",
+    sums=lambda proj, delta, n_points: torch.ops.fused_sigreg.ecf_sums(proj, delta, n_points),
+    grad=lambda proj, coef, delta: torch.ops.fused_sigreg.ecf_grad(proj, coef, delta),
+    grad_=lambda proj, coef, delta: torch.ops.fused_sigreg.ecf_grad_(proj, coef, delta),
+)
 
-class EcfMeans(torch.autograd.Function):
-    """(cos_mean, sin_mean), each (..., K, T) float32, of x (..., N, D) projected on directions (D, K)."""
-
-    @staticmethod
-    def forward(ctx, x, directions, t_max: float, n_points: int):
-        proj = reference.project(x, directions).float()
-        views = (proj if proj.dim() == 3 else proj.unsqueeze(0)).contiguous()
-        sums = torch.ops.fused_sigreg.ecf_sums(views, t_max / (n_points - 1), n_points)  # (V, 2, T, K)
-        means = (sums / x.shape[-2]).transpose(-1, -2)  # (V, 2, K, T)
-        cos_mean, sin_mean = means[:, 0].contiguous(), means[:, 1].contiguous()
-        ctx.save_for_backward(views, directions)
-        ctx.args = (t_max, n_points, x.shape, x.dtype)
-        if x.dim() == 2:
-            return cos_mean[0], sin_mean[0]
-        return cos_mean, sin_mean
-
-    @staticmethod
-    def backward(ctx, grad_cos, grad_sin):
-        check_first_order("SIGReg on the cpu backend")
-        try:
-            views, directions = ctx.saved_tensors
-        except RuntimeError as e:  # the saved P was overwritten by dP in the first backward
-            raise RuntimeError(
-                "fused_sigreg: the cpu backend's SIGReg backward reuses the saved projections' memory, so each "
-                "graph can be backpropagated once; for a second backward (retain_graph=True) call sigreg again "
-                "or use backend='eager'"
-            ) from e
-        t_max, n_points, shape, dtype = ctx.args
-        V, N, K = views.shape
-        t = torch.linspace(0.0, t_max, n_points, dtype=torch.float32)
-        zeros = lambda: torch.zeros((V, K, n_points), dtype=torch.float32)
-        gc = zeros() if grad_cos is None else grad_cos.reshape(V, K, n_points).float()
-        gs = zeros() if grad_sin is None else grad_sin.reshape(V, K, n_points).float()
-        # d cos_mean / dp = -t sin(t p) / N, d sin_mean / dp = t cos(t p) / N
-        coef = torch.stack((gs * (t / N), gc * (-t / N)), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
-        delta = t_max / (n_points - 1)
-        if torch.compiler.is_compiling():
-            # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
-            # shapes are dynamic, and a compiled graph plans its buffers itself
-            dp = torch.ops.fused_sigreg.ecf_grad(views, coef, delta)
-        else:
-            torch.ops.fused_sigreg.ecf_grad_(views, coef, delta)  # views now holds dP
-            # a C++ op does not bump the version counter itself: do it, so that reusing this graph raises
-            torch.autograd.graph.increment_version(views)
-            dp = views
-        dx = dp @ directions.float().t()
-        return dx.reshape(shape).to(dtype), None, None, None
-
-
-def ecf_means(x, directions, t_max, n_points):
-    return EcfMeans.apply(x, directions, float(t_max), int(n_points))
-
-
-STAGES = {"ecf_means": ecf_means}  # what the dispatcher's cpu backend calls
+STAGES = {"ecf_means": make_ecf_means(_PASSES)}  # what the dispatcher's cpu backend calls
