@@ -89,6 +89,11 @@ def check_reduction(reduction) -> None:
         raise ValueError(f"reduction must be one of 'mean', 'sum', None, got {reduction!r}")
 
 
+def check_memory(memory) -> None:
+    if memory not in ("auto", "min"):
+        raise ValueError(f"memory must be 'auto' or 'min', got {memory!r}")
+
+
 def check_lp_parameter(p) -> None:
     check_number(p, "p (the generalized Gaussian shape)", 0.0, low_open=True)
 

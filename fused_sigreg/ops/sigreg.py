@@ -15,7 +15,7 @@ from .. import dispatch
 from ..distributed import all_reduce_mean, world_size
 from ..reference import clip_statistics, epps_pulley_from_ecf, reduce_statistics
 from ..slicing import epps_pulley_quadrature
-from ..validation import check_number, check_quadrature, check_reduction
+from ..validation import check_memory, check_number, check_quadrature, check_reduction
 from .common import StepCounter, autocast_off, check_input, flatten_views, resolve_directions
 
 DEFAULT_NUM_SLICES = 256
@@ -36,6 +36,7 @@ def sigreg(
     check_finite: bool = False,
     projections: Optional[torch.Tensor] = None,
     sync: bool = True,
+    memory: str = "auto",
 ) -> torch.Tensor:
     """SIGReg statistic of embeddings x along K random directions (LeJEPA, Balestriero & LeCun 2025).
 
@@ -54,6 +55,10 @@ def sigreg(
         check_finite: raise ValueError on NaN/inf in x instead of propagating them like the reference.
         sync: under torch.distributed, average the ECF over ranks and scale by the global batch (lejepa);
             False keeps each rank's statistic on its own batch (the VISReg repository's SIGReg).
+        memory: "auto": the triton and cpu backends keep the projections P (V*N*K*4 bytes) for backward,
+            the triton backend switching to its fully fused kernel when P would not fit (docs/kernels.md);
+            "min": the fully fused Triton kernel, which keeps nothing of size N*K (CUDA tensors, backend
+            "auto" or "triton"; any other backend raises).
 
     Returns:
         float32 statistics (float64 for float64 x): a scalar, or (*, K) for reduction=None.
@@ -62,6 +67,7 @@ def sigreg(
     check_input(x, "x", check_finite)
     check_quadrature(t_max, n_points)
     check_reduction(reduction)
+    check_memory(memory)
     if clip_value is not None:
         check_number(clip_value, "clip_value")
     n_points = int(n_points)
@@ -71,7 +77,7 @@ def sigreg(
     lead = x.shape[:-2]
     x = flatten_views(x)
     quad = epps_pulley_quadrature(float(t_max), n_points, device=x.device)
-    cos_mean, sin_mean = dispatch.run("ecf_means", (x, a), backend, x, a, float(t_max), n_points)
+    cos_mean, sin_mean = _ecf_means(x, a, float(t_max), n_points, backend, memory)
     n_total = x.shape[-2]
     if sync:
         cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
@@ -80,6 +86,18 @@ def sigreg(
     if reduction is None and len(lead) > 1:
         stats = stats.reshape(*lead, stats.shape[-1])
     return reduce_statistics(clip_statistics(stats, clip_value), reduction)
+
+
+def _ecf_means(x, a, t_max, n_points, backend, memory):
+    if memory == "auto":
+        return dispatch.run("ecf_means", (x, a), backend, x, a, t_max, n_points)
+    try:
+        return dispatch.run("ecf_means_min", (x, a), backend, x, a, t_max, n_points)
+    except dispatch.BackendUnavailableError as e:
+        raise dispatch.BackendUnavailableError(
+            f"sigreg(memory='min') runs the fully fused Triton kernel (CUDA tensors, backend 'auto' or 'triton'), "
+            f"which cannot serve this call ({e}); use memory='auto'"
+        ) from e
 
 
 class SIGReg(StepCounter):
@@ -99,12 +117,14 @@ class SIGReg(StepCounter):
         reduction: Optional[str] = "mean",
         clip_value: Optional[float] = None,
         backend: Optional[str] = None,
+        memory: str = "auto",
     ):
         super().__init__()
         check_quadrature(t_max, n_points)
         check_reduction(reduction)
+        check_memory(memory)
         self.num_slices, self.t_max, self.n_points = num_slices, float(t_max), n_points
-        self.reduction, self.clip_value, self.backend = reduction, clip_value, backend
+        self.reduction, self.clip_value, self.backend, self.memory = reduction, clip_value, backend, memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         step = self.current_step()
@@ -117,6 +137,7 @@ class SIGReg(StepCounter):
             reduction=self.reduction,
             clip_value=self.clip_value,
             backend=self.backend,
+            memory=self.memory,
         )
         self.advance(step)
         return out

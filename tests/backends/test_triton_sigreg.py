@@ -1,10 +1,11 @@
-"""Fused Triton SIGReg against the eager reference.
+"""Fully fused Triton SIGReg (``memory="min"``) against the eager reference.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (conftest sets
 ``TRITON_INTERPRET=1`` before triton is imported); with a CUDA device they run for real.
 Inputs are fresh random each run (seed printed on failure).
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -23,6 +24,15 @@ from helpers import GPU, rel_err
 from helpers import TRITON_DEVICE as DEVICE
 
 FP32_TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def fully_fused(registry):
+    """Every test here runs the fully fused kernel (``memory="min"``), also where it reaches the triton
+    backend through the tools; the default passes over stored P are tested in test_triton_sigreg_p.py."""
+    triton_backend = registry.backends["triton"]
+    ops = dict(triton_backend.ops, ecf_means=triton_backend.ops["ecf_means_min"])
+    registry.register(dataclasses.replace(triton_backend, ops=ops))
 
 
 @pytest.fixture(autouse=True)
@@ -194,10 +204,11 @@ def test_memory_matches_the_accounting():
         problem = make_problem("sigreg", Shape(V, N, D, K, T), device=DEVICE)
         for backend in ("triton", "eager"):
             measured = bench.saved_tensor_bytes(problem, backend)["saved_extra_bytes"]
-            assert measured == memory.sigreg_saved_extra_bytes(backend, V, N, K, T), backend
+            variant = {"triton": "min", "eager": "eager"}[backend]
+            assert measured == memory.sigreg_saved_extra_bytes(variant, V, N, K, T), backend
         block_n = forward_config(V, N, K, problem.x.device).block_n
         fused_peak = bench.peak_extra_bytes(problem, "triton")
-        assert fused_peak <= memory.sigreg_peak_extra_bytes_model("triton", V, N, D, K, T, block_n)
+        assert fused_peak <= memory.sigreg_peak_extra_bytes_model("min", V, N, D, K, T, block_n)
         eager_peak = bench.peak_extra_bytes(problem, "eager")
         model = memory.sigreg_peak_extra_bytes_model("eager", V, N, D, K, T)
         assert model <= eager_peak <= 1.2 * model + 64 * 1024

@@ -135,7 +135,9 @@ def test_nan_never_passes_check(registry):
 def test_memory_command_reports_the_headline_ratio():
     out = _run("memory")
     assert out.returncode == 0, out.stderr
-    assert "eager / fused: saved with inputs 31.0x" in out.stdout
+    assert "eager / triton memory='min': saved with inputs 31.0x" in out.stdout
+    stored_p = "eager / P stored (cpu; triton memory='auto'): saved with inputs 11.2x, saved beyond inputs 17x"
+    assert stored_p in out.stdout
 
 
 def test_numerics_command():

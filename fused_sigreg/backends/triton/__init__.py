@@ -1,4 +1,5 @@
-"""The ``triton`` backend: fused Triton kernels on CUDA tensors (``sigreg.py``, ``sort_match.py``).
+"""The ``triton`` backend: Triton kernels on CUDA tensors (``sigreg_p.py``: SIGReg's passes over stored
+projections and the routing to the fully fused ``sigreg.py``; ``sort_match.py``).
 
 Registering it imports neither triton nor the kernels: the stages load on first use.
 With ``TRITON_INTERPRET=1`` (set before triton is first imported) the kernels run on CPU tensors
@@ -38,9 +39,9 @@ def _supports(op, tensors):
 
 
 def _sigreg_stages():
-    from . import sigreg
+    from . import sigreg_p
 
-    return sigreg.STAGES
+    return sigreg_p.STAGES
 
 
 def _sort_stages():
@@ -51,6 +52,7 @@ def _sort_stages():
 
 _OPS = {
     "ecf_means": lazy_op(_sigreg_stages, "ecf_means"),
+    "ecf_means_min": lazy_op(_sigreg_stages, "ecf_means_min"),
     **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES},
 }
 register_backend(

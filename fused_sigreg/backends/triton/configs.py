@@ -60,6 +60,31 @@ FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
 BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 8), KernelConfig(32, 16, 16, 4))
 
 
+@dataclass(frozen=True)
+class PassConfig:
+    """Tile of the elementwise passes over stored projections (``kernels/sigreg_ecf_p.py``)."""
+
+    block_n: int
+    block_k: int
+    num_warps: int
+
+    def constexprs(self) -> dict:
+        return dict(BLOCK_N=self.block_n, BLOCK_K=self.block_k)
+
+
+# BLOCK_K = 32 x num_warps: one column per thread, so the forward's sum over a chunk's rows stays in
+# the thread (ptxas: no shared memory). From ptxas reports: the forward at 16 rows per chunk uses ~142
+# registers, no spills; the backward spills at (16 or 8, 128, 4 warps) for sm_80 and not at
+# (8, 256, 8 warps), 98 registers. Neither is timed on a GPU yet.
+COLSUMS_CONFIG = PassConfig(16, 128, 4)
+DP_CONFIG = PassConfig(8, 256, 8)
+# Row splits of the forward: enough programs to give every SM PROGRAMS_PER_SM of them, but at least
+# SPLIT_ROWS_MIN rows each, so the fp64 partial sums (V, splits, 2, T, K) stay O(SMs x BLOCK_K x T),
+# independent of N.
+PROGRAMS_PER_SM = 4
+SPLIT_ROWS_MIN = 256
+
+
 def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
     """tl.dot input precisions. fp32 inputs follow torch's fp32 matmul setting (tf32 or not) in both dots;
     16-bit inputs multiply exactly on tensor cores, and their dX = dP A^T splits the fp32 dP into two

@@ -1,4 +1,5 @@
-"""Fused SIGReg stage on Triton: launchers, configs and autograd for ``fused_sigreg::ecf_means_triton``.
+"""Fully fused SIGReg stage on Triton (``memory="min"``): launchers, configs and autograd for
+``fused_sigreg::ecf_means_triton``.
 
 The op maps x (N, D) or (V, N, D) and directions (D, K) to the ECF means (cos_mean, sin_mean),
 each (..., K, T) float32, exactly like ``reference.ecf_means(reference.project(x, A), t)``.
@@ -172,11 +173,8 @@ ecf_means_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
-    """The ``ecf_means`` stage for the dispatcher."""
+    """The fully fused ``ecf_means`` stage (``sigreg(memory="min")``; ``sigreg_p.py`` routes to it)."""
     return ecf_means_triton(x, directions, float(t_max), int(n_points))
-
-
-STAGES = {"ecf_means": ecf_means}  # what the dispatcher's triton backend calls
 
 
 # ------------------------------------------------------------------------------- compile check

@@ -1,0 +1,109 @@
+"""Triton kernels of SIGReg's ECF passes over stored projections P (V, N, K) fp32, the CUDA twins of
+``csrc/sigreg_cpu.cpp``: the projections and dX = dP A^T are matmuls done by the caller (cuBLAS
+through torch), so the kernels are elementwise passes with the knot walk of ``sigreg_ecf.py``
+(angle-addition recurrence, restarted every RESEED knots but the last).
+
+Each program owns BLOCK_K adjacent columns and walks rows in chunks of BLOCK_N: loads are coalesced
+along K, and with BLOCK_K = 32 x num_warps every thread holds whole columns of a chunk, so the sum
+over the chunk's rows stays inside a thread (no shuffles, no barriers).
+"""
+
+import triton
+import triton.language as tl
+
+from .sigreg_ecf import _block_end, _restart
+
+_SIZES = ["N", "K", "T", "rows_per_split", "n_splits"]
+
+
+@triton.jit(do_not_specialize=_SIZES)
+def ecf_colsums_kernel(
+    p_ptr,
+    out_ptr,
+    N,
+    K,
+    T,
+    rows_per_split,
+    n_splits,
+    delta,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    RESEED: tl.constexpr,
+):
+    """Grid (column tiles, row splits, views). p (V, N, K) fp32; out (V, n_splits, 2, T, K) fp64, zero on
+    entry: out[v, s, 0, j, k] = sum over split s's rows n of cos(j delta p[v, n, k]), [v, s, 1, j, k] the
+    same with sin. Each program owns its (split, column tile) slice of out, so its read-modify-writes
+    race with nothing; each chunk's fp32 sum is added in fp64, so the error does not grow with N."""
+    pid_k = tl.program_id(0)
+    split = tl.program_id(1)
+    view = tl.program_id(2).to(tl.int64)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_ok = cols < K
+    out = out_ptr + ((view * n_splits + split) * 2 * T) * K + cols
+    p_view = p_ptr + view * N * K
+    row_begin = split * rows_per_split
+    row_end = tl.minimum(row_begin + rows_per_split, N)
+    for n0 in range(row_begin, row_end, BLOCK_N):
+        rows = n0 + tl.arange(0, BLOCK_N)
+        ok = (rows[:, None] < row_end) & col_ok[None, :]
+        p = tl.load(p_view + rows[:, None].to(tl.int64) * K + cols[None, :], mask=ok, other=0.0)
+        theta = p * delta
+        c1 = tl.cos(theta)
+        s1 = tl.sin(theta)
+        # Masked elements start at (0, 0) and stay there under the recurrence: they add nothing.
+        c = tl.where(ok, 1.0, 0.0)
+        s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for j0 in range(0, T - 1, RESEED):
+            if j0 > 0:
+                c, s = _restart(p * (j0 * delta), c, s)
+                c = tl.where(ok, c, 0.0)
+                s = tl.where(ok, s, 0.0)
+            for j in range(j0, _block_end(j0, T, RESEED)):
+                cos_sum = tl.load(out + j * K, mask=col_ok, other=0.0)
+                tl.store(out + j * K, cos_sum + tl.sum(c, axis=0).to(tl.float64), mask=col_ok)
+                sin_sum = tl.load(out + (T + j) * K, mask=col_ok, other=0.0)
+                tl.store(out + (T + j) * K, sin_sum + tl.sum(s, axis=0).to(tl.float64), mask=col_ok)
+                c, s = c * c1 - s * s1, s * c1 + c * s1
+
+
+@triton.jit(do_not_specialize=["N", "K", "T"])
+def ecf_dp_kernel(
+    p_ptr,
+    coef_ptr,
+    dp_ptr,
+    N,
+    K,
+    T,
+    delta,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    RESEED: tl.constexpr,
+):
+    """Grid (row tiles, column tiles, views). p and dp (V, N, K) fp32, coef (V, 2, T, K) fp32:
+    dp[v, n, k] = sum_j coef[v, 0, j, k] cos(j delta p[v, n, k]) + coef[v, 1, j, k] sin(j delta p[v, n, k]).
+    dp may be p itself: each program reads its tile before it writes it, and tiles do not overlap."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    view = tl.program_id(2).to(tl.int64)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_ok = cols < K
+    ok = (rows[:, None] < N) & col_ok[None, :]
+    offsets = view * N * K + rows[:, None].to(tl.int64) * K + cols[None, :]
+    p = tl.load(p_ptr + offsets, mask=ok, other=0.0)
+    coef = coef_ptr + view * 2 * T * K + cols
+    theta = p * delta
+    c1 = tl.cos(theta)
+    s1 = tl.sin(theta)
+    c = tl.full((BLOCK_N, BLOCK_K), 1.0, dtype=tl.float32)
+    s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    dp = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    for j0 in range(0, T - 1, RESEED):
+        if j0 > 0:
+            c, s = _restart(p * (j0 * delta), c, s)
+        for j in range(j0, _block_end(j0, T, RESEED)):
+            w_cos = tl.load(coef + j * K, mask=col_ok, other=0.0)
+            w_sin = tl.load(coef + (T + j) * K, mask=col_ok, other=0.0)
+            dp += w_cos[None, :] * c + w_sin[None, :] * s
+            c, s = c * c1 - s * s1, s * c1 + c * s1
+    tl.store(dp_ptr + offsets, dp, mask=ok)

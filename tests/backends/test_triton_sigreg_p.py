@@ -1,0 +1,203 @@
+"""SIGReg's default triton path (``memory="auto"``): projections by torch.matmul and the Triton passes
+over stored P (``kernels/sigreg_ecf_p.py``) against the eager reference, and the memory routing.
+
+Without a GPU the passes run in Triton's interpreter on CPU tensors; with a CUDA device for real.
+Inputs are fresh random each run (seed printed on failure).
+"""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="the triton backend needs triton")
+
+import fused_sigreg as fs  # noqa: E402
+from fused_sigreg.backends.triton import sigreg_p  # noqa: E402
+from fused_sigreg.tools import bench, memory  # noqa: E402
+from fused_sigreg.tools.problems import Shape, make_problem  # noqa: E402
+from helpers import TRITON_DEVICE as DEVICE  # noqa: E402
+from helpers import rel_err  # noqa: E402
+
+FP32_TOL = 1e-5
+
+CASES = [  # (x shape, K, (t_max, n_points)): N = 2, K = 1, V > 1, sizes off the tiles, several row splits
+    ((2, 5), 3, (3.0, 17)),
+    ((5, 1), 1, (3.0, 17)),
+    ((3, 2, 19), 33, (5.0, 9)),
+    ((37, 19), 33, (3.0, 17)),
+    ((300, 65), 129, (3.0, 17)),
+    ((2, 300, 33), 20, (4.0, 13)),
+    ((700, 7), 5, (3.0, 18)),  # three row splits of 234 rows; one restart (knot 16 of 18)
+]
+
+
+@pytest.fixture(autouse=True)
+def ieee_matmul():
+    """fp32 parity is judged with ieee matmuls (cuBLAS honours the user's tf32 setting on a GPU)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _value_and_grad(x, a, backend, g=None, **kw):
+    x = x.detach().requires_grad_()
+    out = fs.sigreg(x, directions=a, backend=backend, **kw)
+    (grad,) = torch.autograd.grad((out * (torch.ones_like(out) if g is None else g)).sum(), x)
+    return out.detach(), grad
+
+
+def _inputs(rng, shape, K, scale=1.0):
+    x = torch.randn(*shape, generator=rng) * scale
+    a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0)
+    return x.to(DEVICE), a.to(DEVICE)
+
+
+@pytest.mark.parametrize("shape,K,quad", CASES, ids=str)
+@pytest.mark.parametrize("scale", [1.0, 0.05, 12.0], ids=["unit", "collapse", "large_p"])
+def test_matches_eager(rng, shape, K, quad, scale):
+    x, a = _inputs(rng, shape, K, scale)
+    g = torch.rand((*shape[:-2], K), generator=rng).to(DEVICE)
+    kw = dict(t_max=quad[0], n_points=quad[1], reduction=None)
+    value, grad = _value_and_grad(x, a, "triton", g, **kw)
+    ref_value, ref_grad = _value_and_grad(x, a, "eager", g, **kw)
+    assert rel_err(value, ref_value) <= FP32_TOL
+    assert rel_err(grad, ref_grad) <= (5e-5 if scale > 1 else FP32_TOL)  # |p| ~ 50: see test_triton_sigreg
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_inputs_project_as_eager(rng, dtype):
+    """P is torch's 16-bit matmul, as in eager, then the passes run in fp32: the value agrees to fp32
+    rounding, the gradient (cast back to the dtype) to the dtype's."""
+    x, a = _inputs(rng, (3, 40, 9), 11)
+    value, grad = _value_and_grad(x.to(dtype), a, "triton")
+    ref_value, ref_grad = _value_and_grad(x.to(dtype), a, "eager")
+    assert grad.dtype == dtype
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= 2.0**-7
+
+
+@pytest.mark.parametrize("i", range(7))
+def test_golden_lejepa_cases(golden, i):
+    case = golden["sigreg_lejepa"][i]
+    x = case["x"].to(DEVICE, copy=True).requires_grad_()
+    value = fs.sigreg(
+        x,
+        directions=case["directions"].to(DEVICE),
+        t_max=case["t_max"],
+        n_points=case["n_points"],
+        reduction=case["reduction"],
+        backend="triton",
+    )
+    value.sum().backward()
+    assert rel_err(value.cpu(), case["value"]) <= FP32_TOL and rel_err(x.grad.cpu(), case["grad"]) <= FP32_TOL
+
+
+@pytest.mark.parametrize("n_points", [17, 40, 1025])
+def test_many_knots_keep_fp32_precision(rng, n_points):
+    x, a = _inputs(rng, (2, 64, 24), 19)
+    kw = dict(n_points=n_points, reduction=None)
+    (value, grad), (ref_value, ref_grad) = (_value_and_grad(x, a, b, **kw) for b in ("triton", "eager"))
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
+
+
+def test_nan_and_inf_propagate(rng):
+    x, a = _inputs(rng, (30, 4), 6)
+    x[3, 1] = float("nan")
+    assert torch.isnan(fs.sigreg(x, directions=a, backend="triton"))
+    x[3, 1] = float("inf")
+    assert torch.isnan(fs.sigreg(x, directions=a, backend="triton"))
+
+
+def test_memory_min_is_the_fully_fused_kernel(rng):
+    """memory="min" gives the same statistic and gradient without saving P; other backends refuse it."""
+    x, a = _inputs(rng, (2, 50, 8), 16)
+    value, grad = _value_and_grad(x, a, "triton")
+    fused_value, fused_grad = _value_and_grad(x, a, "triton", memory="min")
+    assert rel_err(value, fused_value) <= FP32_TOL and rel_err(grad, fused_grad) <= FP32_TOL
+    problem = make_problem("sigreg", Shape(2, 50, 8, 16), device=DEVICE)
+    assert bench.saved_tensor_bytes(problem, "triton")["saved_extra_bytes"] == memory.sigreg_saved_extra_bytes(
+        "P", 2, 50, 16, 17
+    )
+    with pytest.raises(ValueError, match="memory must be 'auto' or 'min', got 'max'"):
+        fs.sigreg(x, directions=a, memory="max")
+    with pytest.raises(fs.BackendUnavailableError, match=r"memory='min'.*backend 'cpu'.*ecf_means_min"):
+        fs.sigreg(x.cpu(), directions=a.cpu(), backend="cpu", memory="min")
+    assert fs.SIGReg(8, memory="min").memory == "min"
+
+
+def test_routes_to_the_fused_kernel_when_p_would_not_fit(rng, monkeypatch):
+    x, a = _inputs(rng, (40, 6), 9)
+    problem = make_problem("sigreg", Shape(1, 40, 6, 9), device=DEVICE)
+    monkeypatch.setattr(sigreg_p, "p_fits", lambda x, directions: False)
+    assert bench.saved_tensor_bytes(problem, "triton")["saved_extra_bytes"] == memory.sigreg_saved_extra_bytes(
+        "min", 1, 40, 9, 17
+    )
+    value, grad = _value_and_grad(x, a, "triton")
+    ref_value, ref_grad = _value_and_grad(x, a, "eager")
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
+
+
+def test_p_fits_rule(monkeypatch):
+    """P is kept while it takes at most a quarter of the free memory (driver + allocator's unused cache)."""
+    x = torch.empty(2, 1000, 8)
+    a = torch.empty(8, 250)  # P: 2 * 1000 * 250 * 4 = 2 MB
+    assert sigreg_p.p_fits(x, a)  # off CUDA: always
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1_000_000)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6_000_000, 80_000_000_000))
+    assert sigreg_p.p_fits(x, a)  # 2 MB <= (6 + 2) MB / 4
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5_999_996, 80_000_000_000))
+    assert not sigreg_p.p_fits(x, a)
+
+
+def test_partial_sums_do_not_grow_with_n():
+    """The forward's fp64 partial sums are bounded by SMs x BLOCK_K x T, whatever N."""
+    sizes = {}
+    for n in (2**10, 2**14, 2**18, 2**22, 2**26):
+        shape = sigreg_p.partial_shape(1, n, 4096, 17, torch.device("cpu"))
+        sizes[n] = shape[1] * shape[2] * shape[3] * shape[4] * 8
+    assert sizes[2**18] == sizes[2**22] == sizes[2**26]
+    assert sizes[2**26] <= 132 * 4 * 2 * 17 * 4096 * 8  # PROGRAMS_PER_SM programs per SM at most
+    assert sigreg_p.partial_shape(1, 2, 3, 17, torch.device("cpu"))[1] == 1
+
+
+def test_memory_matches_the_accounting():
+    """Saved bytes equal the analytic count exactly; peak extra memory stays within the model."""
+    for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 600, 12, 40, 17)]:
+        problem = make_problem("sigreg", Shape(V, N, D, K, T), device=DEVICE)
+        measured = bench.saved_tensor_bytes(problem, "triton")["saved_extra_bytes"]
+        assert measured == memory.sigreg_saved_extra_bytes("P", V, N, K, T)
+        shape = sigreg_p.partial_shape(V, N, K, T, problem.x.device)
+        partial = shape[0] * shape[1] * shape[2] * shape[3] * shape[4] * 8
+        model = memory.sigreg_peak_extra_bytes_model("P", V, N, D, K, T, partial_bytes=partial)
+        assert bench.peak_extra_bytes(problem, "triton") <= model
+
+
+def test_second_backward_fails_loudly(rng):
+    """dP overwrites the saved P, so reusing the graph must raise rather than read dP as P."""
+    x, a = _inputs(rng, (20, 4), 6)
+    loss = fs.sigreg(x.requires_grad_(), directions=a, backend="triton")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="triton backend's SIGReg backward.*retain_graph=True"):
+        loss.backward()
+
+
+def test_opcheck(rng):
+    proj = torch.randn(2, 33, 7, generator=rng).to(DEVICE)
+    coef = torch.randn(2, 2, 17, 7, generator=rng).to(DEVICE)
+    torch.library.opcheck(sigreg_p.ecf_sums_triton, (proj, 0.1875, 17))
+    torch.library.opcheck(sigreg_p.ecf_grad_triton, (proj, coef, 0.1875))
+    torch.library.opcheck(sigreg_p.ecf_grad_triton_inplace, (proj.clone(), coef, 0.1875))
+
+
+def test_torch_compile(rng):
+    x, a = _inputs(rng, (2, 30, 6), 9)
+    fn = lambda v: fs.sigreg(v, directions=a, backend="triton")
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    for n in (30, 30, 22):
+        v = x[:, :n].detach().requires_grad_()
+        w = x[:, :n].detach().requires_grad_()
+        out, ref = compiled(v), fs.sigreg(w, directions=a, backend="eager")
+        out.backward()
+        ref.backward()
+        assert rel_err(out, ref) <= FP32_TOL and rel_err(v.grad, w.grad) <= FP32_TOL
