@@ -5,7 +5,8 @@
     python benchmarks/run.py --device cuda         # the same on a GPU (their GPU blocks)
     python benchmarks/run.py --dtype bfloat16      # another dtype -> benchmarks/results/<device>_bfloat16/
 
-Providers at every point of one run: "fused" (backend auto), each usable backend, and "compile"
+Providers at every point of one run: "fused" (backend auto), each usable backend (for SIGReg also
+"triton:min", the fully fused kernel of ``memory="min"``), and "compile"
 (torch.compile of the eager reference with dynamic shapes, one compile per op serving every size:
 see ``fused_sigreg.tools.problems.compiled_reference``). Speedups are ratios to eager within the same run.
 OOM is recorded as a row status, not a crash; a backend that implements the op
@@ -34,8 +35,14 @@ MARKERS = {
 }
 
 
+# SIGReg's fully fused Triton kernel (memory="min") is timed beside the triton backend's default path
+FULLY_FUSED = "triton:min"
+
+
 def providers(problem):
-    return ["fused"] + backends_for(problem, include_emulated=False) + ["compile"]
+    backends = backends_for(problem, include_emulated=False)
+    extra = [FULLY_FUSED] if problem.op == "sigreg" and "triton" in backends else []
+    return ["fused"] + backends + extra + ["compile"]
 
 
 def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
@@ -55,7 +62,10 @@ def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
                     f"{row.get('fwd+bwd_ms_median', row['status'])}",
                     flush=True,
                 )
-            for provider, why in unmeasured_backends(problem).items():
+            unmeasured = unmeasured_backends(problem)
+            if op == "sigreg" and "triton" in unmeasured:
+                unmeasured[FULLY_FUSED] = unmeasured["triton"]
+            for provider, why in unmeasured.items():
                 row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
                 row["provider"], row["axis"] = provider, axis
                 results[provider] = row

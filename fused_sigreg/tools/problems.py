@@ -89,8 +89,17 @@ def compiled_reference(op: str, n_points: int = 17) -> Callable:
     return _COMPILED[key]
 
 
+def _sigreg_call(x, p, backend: Optional[str]):
+    """``backend`` may carry SIGReg's memory mode after a colon: "triton:min" is
+    ``sigreg(..., backend="triton", memory="min")``, the fully fused kernel."""
+    name, _, memory = (backend or "").partition(":")
+    return sigreg(
+        x, directions=p.fixed["directions"], n_points=p.shape.T, backend=name or None, memory=memory or "auto"
+    )
+
+
 _CALLS: Dict[str, Callable] = {
-    "sigreg": lambda x, p, b: sigreg(x, directions=p.fixed["directions"], n_points=p.shape.T, backend=b),
+    "sigreg": lambda x, p, b: _sigreg_call(x, p, b),
     "swd": lambda x, p, b: sliced_wasserstein(x, directions=p.fixed["directions"], backend=b),
     "visreg": lambda x, p, b: visreg(x, directions=p.fixed["directions"], backend=b),
     "rdmreg": lambda x, p, b: rdmreg(x, directions=p.fixed["directions"], target_samples=p.fixed["target"], backend=b),
