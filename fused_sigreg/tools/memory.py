@@ -43,12 +43,13 @@ def sigreg_peak_extra_bytes_model(
     gradients); measured 6.0x at every size tried. "min": the per-row-tile partial sums
     (V, ceil(N / block_n), 2, T, K), a few (V, K, T) tensors, and the fp32 dX plus x.grad (V, N, D).
     "P": P (dP written over it), the forward's partial sums (``partial_bytes``: fp64 over a bounded
-    number of row splits on Triton, none on CPU), a few (V, K, T) tensors, dX and x.grad.
+    number of row splits on Triton, none on CPU) and their fp64 and fp32 reductions, a few (V, K, T)
+    tensors, dX and x.grad.
     """
     _check(variant)
     if variant == "eager":
         return 6 * 4 * V * N * K * T
     if variant == "P":
-        return 4 * (V * N * K + 6 * V * K * T + 2 * V * N * D) + partial_bytes
+        return 4 * (V * N * K + 12 * V * K * T + 2 * V * N * D) + partial_bytes
     row_tiles = -(-N // block_n)
     return 4 * (V * row_tiles * 2 * T * K + 6 * V * K * T + 2 * V * N * D)
