@@ -70,6 +70,28 @@ def _restart(arg, c, s):
 
 
 @triton.jit
+def dp_from_knots(p, coef, col_ok, K, T, delta, RESEED: tl.constexpr):
+    """dL/dp of a (rows, columns) fp32 tile: sum_j coef[j K] cos(j delta p) + coef[(T + j) K] sin(j delta p),
+    coef pointing at the tile's columns of one view's (2, T, K) coefficients (columns past K masked to 0),
+    the knots walked with the recurrence restarted every RESEED knots but the last."""
+    theta = p * delta
+    c1 = tl.cos(theta)
+    s1 = tl.sin(theta)
+    c = tl.zeros_like(p) + 1.0
+    s = tl.zeros_like(p)
+    dp = tl.zeros_like(p)
+    for j0 in range(0, T - 1, RESEED):
+        if j0 > 0:
+            c, s = _restart(p * (j0 * delta), c, s)
+        for j in range(j0, _block_end(j0, T, RESEED)):
+            w_cos = tl.load(coef + j * K, mask=col_ok, other=0.0)
+            w_sin = tl.load(coef + (T + j) * K, mask=col_ok, other=0.0)
+            dp += w_cos[None, :] * c + w_sin[None, :] * s
+            c, s = c * c1 - s * s1, s * c1 + c * s1
+    return dp
+
+
+@triton.jit
 def _tc_dot(a, b, acc, PRECISION: tl.constexpr):
     """tl.dot with fp32 operands rounded (not truncated) to tf32 when PRECISION is "tf32"; "tf32x2"
     splits a into a tf32 head and the tf32 rounding of its remainder, two tensor-core dots that
@@ -204,20 +226,7 @@ def ecf_backward_kernel(
         p = _projection_tile(
             x_row_ptr, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
         )
-        theta = p * delta
-        c1 = tl.cos(theta)
-        s1 = tl.sin(theta)
-        c = tl.full((BLOCK_N, BLOCK_K), 1.0, dtype=tl.float32)
-        s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        dp = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for j0 in range(0, T - 1, RESEED):
-            if j0 > 0:
-                c, s = _restart(p * (j0 * delta), c, s)
-            for j in range(j0, _block_end(j0, T, RESEED)):
-                w_cos = tl.load(coef + j * K + cols, mask=col_ok, other=0.0)
-                w_sin = tl.load(coef + (T + j) * K + cols, mask=col_ok, other=0.0)
-                dp += w_cos[None, :] * c + w_sin[None, :] * s
-                c, s = c * c1 - s * s1, s * c1 + c * s1
+        dp = dp_from_knots(p, coef + cols, col_ok, K, T, delta, RESEED)
         # Columns past K have zero coefficients, hence dp = 0 there; rows past N are masked on store.
         # dp stays fp32 (never rounded to a 16-bit dtype); for 16-bit inputs DX_PRECISION is tf32x2,
         # which keeps dp to about fp32 precision on tensor cores.

@@ -11,7 +11,7 @@ over the chunk's rows stays inside a thread (no shuffles, no barriers).
 import triton
 import triton.language as tl
 
-from .sigreg_ecf import _block_end, _restart
+from .sigreg_ecf import _block_end, _restart, dp_from_knots
 
 _SIZES = ["N", "K", "T", "rows_per_split", "n_splits"]
 
@@ -91,19 +91,5 @@ def ecf_dp_kernel(
     ok = (rows[:, None] < N) & col_ok[None, :]
     offsets = view * N * K + rows[:, None].to(tl.int64) * K + cols[None, :]
     p = tl.load(p_ptr + offsets, mask=ok, other=0.0)
-    coef = coef_ptr + view * 2 * T * K + cols
-    theta = p * delta
-    c1 = tl.cos(theta)
-    s1 = tl.sin(theta)
-    c = tl.full((BLOCK_N, BLOCK_K), 1.0, dtype=tl.float32)
-    s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    dp = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for j0 in range(0, T - 1, RESEED):
-        if j0 > 0:
-            c, s = _restart(p * (j0 * delta), c, s)
-        for j in range(j0, _block_end(j0, T, RESEED)):
-            w_cos = tl.load(coef + j * K, mask=col_ok, other=0.0)
-            w_sin = tl.load(coef + (T + j) * K, mask=col_ok, other=0.0)
-            dp += w_cos[None, :] * c + w_sin[None, :] * s
-            c, s = c * c1 - s * s1, s * c1 + c * s1
+    dp = dp_from_knots(p, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED)
     tl.store(dp_ptr + offsets, dp, mask=ok)
