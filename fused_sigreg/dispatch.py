@@ -113,7 +113,8 @@ class Registry:
             if ok:
                 return impl.name, impl.ops[op]
             self._log_once(op, impl.name, why)
-        raise BackendUnavailableError(f"no registered backend serves {op} (the eager backend is missing)")
+        why = "the eager backend is missing" if "eager" not in self.backends else "no backend serves these inputs"
+        raise BackendUnavailableError(f"no registered backend serves {op} ({why})")
 
     def run(self, op: str, tensors: tuple, backend: Optional[str], *args):
         """Select a backend for ``op`` and call it with ``args``.

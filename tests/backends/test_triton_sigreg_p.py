@@ -142,12 +142,15 @@ def test_p_fits_rule(monkeypatch):
     a = torch.empty(8, 250)  # P: 2 * 1000 * 250 * 4 = 2 MB
     assert sigreg_p.p_fits(x, a)  # off CUDA: always
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3_000_000)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1_000_000)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6_000_000, 80_000_000_000))
     assert sigreg_p.p_fits(x, a)  # 2 MB <= (6 + 2) MB / 4
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5_999_996, 80_000_000_000))
     assert not sigreg_p.p_fits(x, a)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert sigreg_p.p_fits(x, a)  # capturing a CUDA graph: no memory query, P kept
 
 
 def test_partial_sums_do_not_grow_with_n():

@@ -120,9 +120,9 @@ P_FREE_FRACTION = 0.25
 def p_fits(x: torch.Tensor, directions: torch.Tensor) -> bool:
     """The rule of memory="auto": keep P (V N K float32) when it takes at most P_FREE_FRACTION of the
     memory free on x's GPU (the driver's free memory plus what torch's caching allocator holds unused).
-    Off CUDA (the interpreter) and while torch.compile traces (the free memory is not known then) P is
-    kept."""
-    if not x.is_cuda or torch.compiler.is_compiling():
+    Off CUDA (the interpreter), while torch.compile traces and while a CUDA graph is captured (the free
+    memory is not known then, or asking would break the capture) P is kept."""
+    if not x.is_cuda or torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
         return True
     p_bytes = 4 * (x.numel() // x.shape[-1]) * directions.shape[1]
     free, _ = torch.cuda.mem_get_info(x.device)
