@@ -120,13 +120,15 @@ class Registry:
         """Select a backend for ``op`` and call it with ``args``.
 
         Under ``auto``, a kernel that fails to compile here is marked broken for this process
-        (warned once) and the call falls back to eager; an explicitly requested backend re-raises.
+        (warned once) and the call falls back to eager; an explicitly requested backend, or a stage
+        that eager does not implement, re-raises.
         """
         name, impl = self.select(op, tensors, backend)
         try:
             return impl(*args)
         except KernelCompileError as e:
-            if requested_backend(backend) != "auto":
+            # no fallback when forced, nor for a stage eager does not have (sigreg(memory="min"))
+            if requested_backend(backend) != "auto" or op not in self.backends["eager"].ops:
                 raise
             self.broken[(name, op)] = f"its kernel failed to compile here: {e}"
             warnings.warn(

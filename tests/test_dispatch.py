@@ -147,6 +147,18 @@ def test_kernel_compile_failure_falls_back_under_auto_only(registry):
         fs.sigreg(X, directions=A, backend="cpu")
 
 
+def test_kernel_compile_failure_of_a_stage_eager_lacks_is_raised(registry):
+    """sigreg(memory="min") asks for the fully fused kernel: if it fails to compile there is no eager
+    twin of that stage to fall back to, so the compile error reaches the user even under auto."""
+
+    def broken(*args):
+        raise dispatch.KernelCompileError("ptxas ran out of registers")
+
+    registry.register(Backend("cpu", priority=10, ops={"ecf_means_min": broken}))
+    with pytest.raises(dispatch.KernelCompileError, match="ptxas ran out of registers"):
+        fs.sigreg(X, directions=A, memory="min")
+
+
 def test_the_registry_fixture_leaves_the_package_registry_untouched(registry):
     registry.register(Backend("cpu", priority=99, ops={}))
     assert dispatch.REGISTRY is registry
