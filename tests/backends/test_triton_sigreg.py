@@ -20,7 +20,7 @@ from fused_sigreg.kernels.sigreg_ecf import _round_to_tf32
 from fused_sigreg.tools import bench, memory, numerics
 from fused_sigreg.tools.check import check_problem
 from fused_sigreg.tools.problems import Shape, make_problem
-from helpers import GPU, rel_err
+from helpers import GPU, ULP_150, fp32_budget, rel_err
 from helpers import TRITON_DEVICE as DEVICE
 
 FP32_TOL = 1e-5
@@ -94,8 +94,11 @@ def test_fp32_hard_inputs(rng, kind):
     value, grad = _value_and_grads(x, a, "triton")
     ref_value, ref_grad = _value_and_grads(x, a, "eager")
     assert rel_err(value, ref_value) <= FP32_TOL
-    # large |p|: both sides round t_j p differently (recurrence vs direct), ~1e-5 absolute per term
-    assert rel_err(grad, ref_grad) <= (5e-5 if kind == "large_projections" else FP32_TOL)
+    if kind == "large_projections":  # the gradient cancels; judged against float64 (see helpers.fp32_budget)
+        _, grad64 = _value_and_grads(x.double(), a.double(), "eager")
+        assert rel_err(grad, grad64) <= fp32_budget(ref_grad, grad64, tol=ULP_150)
+    else:
+        assert rel_err(grad, ref_grad) <= FP32_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

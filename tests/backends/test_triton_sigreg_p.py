@@ -15,7 +15,7 @@ from fused_sigreg.backends.triton import sigreg_p  # noqa: E402
 from fused_sigreg.tools import bench, memory  # noqa: E402
 from fused_sigreg.tools.problems import Shape, make_problem  # noqa: E402
 from helpers import TRITON_DEVICE as DEVICE  # noqa: E402
-from helpers import rel_err  # noqa: E402
+from helpers import ULP_150, fp32_budget, rel_err  # noqa: E402
 
 FP32_TOL = 1e-5
 
@@ -61,7 +61,11 @@ def test_matches_eager(rng, shape, K, quad, scale):
     value, grad = _value_and_grad(x, a, "triton", g, **kw)
     ref_value, ref_grad = _value_and_grad(x, a, "eager", g, **kw)
     assert rel_err(value, ref_value) <= FP32_TOL
-    assert rel_err(grad, ref_grad) <= (5e-5 if scale > 1 else FP32_TOL)  # |p| ~ 50: see test_triton_sigreg
+    if scale > 1:  # |p| ~ 50: the gradient cancels; judged against float64 (see helpers.fp32_budget)
+        _, grad64 = _value_and_grad(x.double(), a.double(), "eager", g.double(), **kw)
+        assert rel_err(grad, grad64) <= fp32_budget(ref_grad, grad64, tol=ULP_150)
+    else:
+        assert rel_err(grad, ref_grad) <= FP32_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
