@@ -1,7 +1,7 @@
 """Triton kernels of SIGReg's fused stage: projection + empirical characteristic function.
 
 For x (V, N, D) and unit directions A (D, K), with knots t_j = j * delta, j < T:
-  forward:  partial sums over a tile of rows of cos(t_j p) and sin(t_j p), p = x A,
+  forward:  sums over rows of cos(t_j p) and sin(t_j p), p = x A, accumulated in fixed point,
   backward: dX = dP A^T with dP_nk = sum_j coef_cos[k, j] cos(t_j p_nk) + coef_sin[k, j] sin(t_j p_nk).
 Neither an (N, K, T) nor an (N, K) tensor is written: p lives in registers, and the knots
 are walked with the angle-addition recurrence (one sin/cos pair per element per RESEED knots
@@ -143,11 +143,19 @@ def _projection_tile(
     return acc
 
 
+# Fixed point of the forward's sums: a tile's fp32 sum times 2^32, rounded, is exact for |sum| >= 2^-8 and
+# within 2^-33 below; int64 adds are associative, so atomics from every row tile give one result in any
+# order (deterministic), and |sum| <= N < 2^31 keeps the total below 2^63.
+SUM_SCALE = 2.0**32
+_SUM_SCALE = tl.constexpr(SUM_SCALE)
+
+
 @triton.jit(do_not_specialize=_SIZES)
 def ecf_partial_sums_kernel(
     x_ptr,
     a_ptr,
     out_ptr,
+    bad_ptr,
     N,
     D,
     K,
@@ -161,8 +169,11 @@ def ecf_partial_sums_kernel(
     EMULATE_16BIT_DOT: tl.constexpr,
     RESEED: tl.constexpr,
 ):
-    """Grid (row tiles, column tiles, views). x (V, N, D), A (D, K) in x's dtype, out (V, n_row_tiles, 2, T, K)
-    fp32: out[v, i, 0, j, k] = sum over the tile's rows n of cos(t_j p_nk), out[v, i, 1, j, k] the same with sin."""
+    """Grid (row tiles, column tiles, views). x (V, N, D), A (D, K) in x's dtype; out (V, 2, T, K) int64 and
+    bad (V, K) int32, zero on entry. Every row tile adds, by atomics, SUM_SCALE x its sum over rows n of
+    cos(t_j p_nk) to out[v, 0, j, k] (sin to out[v, 1, j, k]) and sets bad[v, k] to 1 where a p_nk is not
+    finite (fixed point cannot hold the NaN that eager gives for every knot there). out is O(V K T),
+    whatever N."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     view = tl.program_id(2).to(tl.int64)
@@ -171,24 +182,34 @@ def ecf_partial_sums_kernel(
     p = _projection_tile(
         x_ptr + view * N * D, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
     )
+    col_ok = cols < K
+    row_ok = rows[:, None] < N
     theta = p * delta
     c1 = tl.cos(theta)
     s1 = tl.sin(theta)
     # Rows past N start at (0, 0) and stay there under the recurrence: they add nothing.
-    c = tl.where(rows[:, None] < N, 1.0, 0.0) + tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    c = tl.where(row_ok, 1.0, 0.0) + tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    out = out_ptr + ((view * n_row_tiles + pid_n) * 2 * T) * K + cols
-    col_ok = cols < K
-    row_ok = rows[:, None] < N
+    out = out_ptr + view * 2 * T * K + cols
     for j0 in range(0, T - 1, RESEED):
         if j0 > 0:
             c, s = _restart(p * (j0 * delta), c, s)
             c = tl.where(row_ok, c, 0.0)
             s = tl.where(row_ok, s, 0.0)
         for j in range(j0, _block_end(j0, T, RESEED)):
-            tl.store(out + j * K, tl.sum(c, axis=0), mask=col_ok)
-            tl.store(out + (T + j) * K, tl.sum(s, axis=0), mask=col_ok)
+            tl.atomic_add(out + j * K, _fixed_point(tl.sum(c, axis=0)), mask=col_ok, sem="relaxed")
+            tl.atomic_add(out + (T + j) * K, _fixed_point(tl.sum(s, axis=0)), mask=col_ok, sem="relaxed")
             c, s = c * c1 - s * s1, s * c1 + c * s1
+    # p - p is 0 for finite p and NaN for NaN or +-inf
+    not_finite = tl.max(tl.where(row_ok & ((p - p) != 0.0), 1, 0), axis=0)
+    tl.atomic_max(bad_ptr + view * K + cols, not_finite, mask=col_ok & (not_finite != 0), sem="relaxed")
+
+
+@triton.jit
+def _fixed_point(v):
+    """fp32 sums -> int64 in units of 2^-32, rounded to nearest; NaN/inf map to 0 (``bad`` flags them)."""
+    v = tl.where((v - v) == 0.0, v, 0.0)
+    return tl.floor(v * _SUM_SCALE + 0.5).to(tl.int64)
 
 
 @triton.jit(do_not_specialize=_SIZES)

@@ -226,7 +226,7 @@ def cmd_memory(args) -> int:
         )
     print(
         f"SIGReg float32 memory accounting, V={V} N={N} D={D} K={K} T={T}"
-        " (analytic; matches measurements at small sizes; P's peak without Triton's bounded partial sums)"
+        " (analytic; matches measurements at small sizes; peaks without Triton's bounded partial sums)"
     )
     print(format_table(rows, ["variant", "saved_extra_MiB", "saved_with_inputs_MiB", "peak_extra_MiB"]))
     e = rows[0]

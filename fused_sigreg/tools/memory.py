@@ -34,22 +34,16 @@ def sigreg_saved_extra_bytes(variant: str, V: int, N: int, K: int, T: int) -> in
     return loss_stage
 
 
-def sigreg_peak_extra_bytes_model(
-    variant: str, V: int, N: int, D: int, K: int, T: int, block_n: int = 64, partial_bytes: int = 0
-) -> int:
+def sigreg_peak_extra_bytes_model(variant: str, V: int, N: int, D: int, K: int, T: int, partial_bytes: int = 0) -> int:
     """Dominant terms of the peak extra memory of one forward + backward.
 
     eager: six (V, N, K, T) float32 tensors are alive at the peak (argument, cos, sin and their
-    gradients); measured 6.0x at every size tried. "min": the per-row-tile partial sums
-    (V, ceil(N / block_n), 2, T, K), a few (V, K, T) tensors, and the fp32 dX plus x.grad (V, N, D).
-    "P": P (dP written over it), the forward's partial sums (``partial_bytes``: fp64 over a bounded
-    number of row splits on Triton, none on CPU) and their fp64 and fp32 reductions, a few (V, K, T)
-    tensors, dX and x.grad.
+    gradients); measured 6.0x at every size tried. "P": P (dP written over it), the forward's partial
+    sums (``partial_bytes``: fp64 over a bounded number of row splits on Triton, none on CPU) and their
+    fp64 and fp32 reductions, a few (V, K, T) tensors, dX and x.grad. "min": the same without P.
     """
     _check(variant)
     if variant == "eager":
         return 6 * 4 * V * N * K * T
-    if variant == "P":
-        return 4 * (V * N * K + 12 * V * K * T + 2 * V * N * D) + partial_bytes
-    row_tiles = -(-N // block_n)
-    return 4 * (V * row_tiles * 2 * T * K + 6 * V * K * T + 2 * V * N * D)
+    stored_p = V * N * K if variant == "P" else 0
+    return 4 * (stored_p + 12 * V * K * T + 2 * V * N * D) + partial_bytes

@@ -3,7 +3,9 @@
 
 The op maps x (N, D) or (V, N, D) and directions (D, K) to the ECF means (cos_mean, sin_mean),
 each (..., K, T) float32, exactly like ``reference.ecf_means(reference.project(x, A), t)``.
-It saves only its inputs for backward; the backward kernel recomputes the projection.
+It saves only its inputs for backward; the backward kernel recomputes the projection. The forward's
+sums are int64 fixed point (V, 2, T, K), added to by atomics from every row tile: O(V K T) whatever N,
+and deterministic (integer addition does not depend on the order).
 
 It is a ``torch.library.custom_op`` (with ``register_fake`` and ``register_autograd``), so
 torch.compile treats it as one opaque node and ``torch.library.opcheck`` applies. A
@@ -19,7 +21,7 @@ import torch
 import triton
 
 from ...dispatch import check_first_order
-from ...kernels.sigreg_ecf import ecf_backward_kernel, ecf_partial_sums_kernel
+from ...kernels.sigreg_ecf import SUM_SCALE, ecf_backward_kernel, ecf_partial_sums_kernel
 from .configs import (
     BACKWARD_CONFIGS,
     FORWARD_CONFIGS,
@@ -88,18 +90,22 @@ def ecf_means_triton(
     V, N, D = xv.shape
     K, T = a.shape[1], n_points
     cfg = forward_config(V, N, K, x.device)
+    if N >= 2**31:  # the fixed-point sums hold |sum| < 2^31 (kernels/sigreg_ecf.py: SUM_SCALE)
+        raise ValueError(f"sigreg(memory='min') takes fewer than 2**31 rows per view, got N = {N}")
     n_tiles = triton.cdiv(N, cfg.block_n)
-    partial = torch.full((V, n_tiles, 2, T, K), float("nan"), dtype=torch.float32, device=x.device)
+    sums = torch.zeros((V, 2, T, K), dtype=torch.int64, device=x.device)
+    bad = torch.zeros((V, K), dtype=torch.int32, device=x.device)
     grid = (n_tiles, triton.cdiv(K, cfg.block_k), V)
     _launch(
         ecf_partial_sums_kernel,
         grid,
-        (xv, a, partial, N, D, K, T, n_tiles, t_max / (T - 1)),
+        (xv, a, sums, bad, N, D, K, T, n_tiles, t_max / (T - 1)),
         cfg,
         dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"]),
     )
-    # Deterministic second stage: a fixed-order sum over row tiles.
-    means = partial.sum(dim=1).div_(N).transpose(-1, -2)  # (V, 2, K, T)
+    # Exact integer sums back to float: one result whatever order the atomics ran in.
+    means = (sums.double() / (SUM_SCALE * N)).float().transpose(-1, -2)  # (V, 2, K, T)
+    means = means.masked_fill(bad.bool()[:, None, :, None], float("nan"))
     # always copies: custom-op outputs must not alias each other (contiguous() would not copy at K = 1)
     cos_mean, sin_mean = (means[:, i].clone(memory_format=torch.contiguous_format) for i in (0, 1))
     if x.dim() == 2:
@@ -191,10 +197,15 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def compile_specs():
     """Every (kernel, config, dtype variant) this module can launch on a GPU, for ``compile_check``."""
     kernels = (
-        (ecf_partial_sums_kernel, FORWARD_CONFIGS, ("out_ptr",), ("DOT_PRECISION",)),
-        (ecf_backward_kernel, BACKWARD_CONFIGS, ("coef_ptr", "dx_ptr"), ("DOT_PRECISION", "DX_PRECISION")),
+        (ecf_partial_sums_kernel, FORWARD_CONFIGS, {"out_ptr": "*i64", "bad_ptr": "*i32"}, ("DOT_PRECISION",)),
+        (
+            ecf_backward_kernel,
+            BACKWARD_CONFIGS,
+            {"coef_ptr": "*fp32", "dx_ptr": "*fp32"},
+            ("DOT_PRECISION", "DX_PRECISION"),
+        ),
     )
-    for kernel, configs, fp32_pointers, precision_args in kernels:
+    for kernel, configs, out_pointers, precision_args in kernels:
         for cfg in configs:
             for label, elem, allow_tf32 in _INPUT_VARIANTS:
                 chosen = precisions(_DTYPES[elem], allow_tf32)
@@ -204,7 +215,7 @@ def compile_specs():
                 signature = {
                     "x_ptr": f"*{elem}",
                     "a_ptr": f"*{elem}",
-                    **{p: "*fp32" for p in fp32_pointers},
+                    **out_pointers,
                     **{n: "i32" for n in ("N", "D", "K", "T", "n_row_tiles")},
                     "delta": "fp32",
                     **{c: "constexpr" for c in constexprs},
@@ -216,5 +227,5 @@ def compile_specs():
                     signature,
                     constexprs,
                     cfg.num_warps,
-                    aligned_pointers=("x_ptr", "a_ptr", *fp32_pointers),
+                    aligned_pointers=("x_ptr", "a_ptr", *out_pointers),
                 )
