@@ -13,7 +13,7 @@ from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, s
 from .check import run_checks, tf32_enabled
 from .compile_check import extension_report, run_compile_check
 from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
-from .numerics import recurrence_error, tf32_budget
+from .numerics import knot_walk_comparison, recurrence_error, tf32_budget
 from .problems import DISPATCHED_STAGE, OPS, Shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -200,6 +200,10 @@ def cmd_numerics(args) -> int:
             )
         )
         print()
+    walks = knot_walk_comparison(args.p_max)
+    print("ways to walk the knots, t_max=3, 17 knots: FMA slots per element and knot, max |error| vs float64")
+    print(format_table(walks, list(walks[0])))
+    print()
     rows = [
         dict(tf32_budget(args.N, args.D, args.K, mode), N=args.N, D=args.D, K=args.K)
         for mode in ("nearest", "truncate")
