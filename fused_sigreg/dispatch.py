@@ -53,6 +53,11 @@ class Backend:
     # True while the backend runs on an emulator (Triton's interpreter): it then serves explicit
     # requests only, so that ``auto`` never routes real work through it and bench never times it.
     emulated: Callable[[], bool] = lambda: False
+    # Per-stage priorities that override ``priority`` under ``auto`` (e.g. the CUDA sort before Triton's).
+    stage_priority: Dict[str, int] = field(default_factory=dict)
+
+    def priority_for(self, op: str) -> int:
+        return self.stage_priority.get(op, self.priority)
 
 
 class Registry:
@@ -106,7 +111,7 @@ class Registry:
                     f"backend {name!r} was requested for {op} but cannot serve this call: {why}"
                 )
             return name, impl.ops[op]
-        for impl in sorted(self.backends.values(), key=lambda b: -b.priority):
+        for impl in sorted(self.backends.values(), key=lambda b: -b.priority_for(op)):
             ok, why = self.verdict(impl, op, tensors)
             if ok and impl.emulated():
                 ok, why = False, "it runs in an emulator here, so it serves explicit requests only"

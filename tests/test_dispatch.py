@@ -82,6 +82,15 @@ def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry
     assert len(messages) == 1  # logged once per (op, reason)
 
 
+def test_stage_priority_overrides_the_backend_priority_for_that_stage_only(registry):
+    calls = []
+    ops = {"ecf_means": _counting_ecf(calls), "visreg": lambda *args: None}
+    registry.register(Backend("cpu", priority=-5, ops=ops, stage_priority={"visreg": 50}))
+    assert registry.select("visreg", (X, A))[0] == "cpu"  # above eager for this stage
+    assert registry.select("ecf_means", (X, A))[0] == "eager"  # below eager elsewhere
+    assert calls == []
+
+
 def test_forced_backend_that_refuses_the_call_raises(registry):
     registry.register(
         Backend(
