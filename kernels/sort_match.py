@@ -1,11 +1,14 @@
-"""Triton kernel of sort-and-match: SWD, VISReg's shape term and RDMReg for one slice per program.
+"""Triton kernel of sort-and-match: SWD, VISReg's shape term and RDMReg, BLOCK_S adjacent slices per program.
 
 Projections are (V, N, K) float32, contiguous, as ``x @ W`` writes them; slice s = v * K + k is the
-column p[v, :, k]. Each program sorts its column in registers and, against a target of sorted values
-t_0 <= ... <= t_{N-1} (shared quantiles (N,), or the slice's own target samples, sorted here too),
+column p[v, :, k]. Each program loads BLOCK_S adjacent columns as one (BLOCK_S, BLOCK_N) tile (a row's
+BLOCK_S values are adjacent in memory, so the loads are coalesced: 32 bytes per row at BLOCK_S = 8),
+sorts every column in registers and, against a target of sorted values t_0 <= ... <= t_{N-1} (shared
+quantiles (N,), or the slice's own target samples, sorted here too),
   sum_sq[s]         = sum_i (p_(i) - t_i)^2,
   grad[v, row_i, k] = 2 (p_(i) - t_i),   row_i the original row of the i-th smallest value,
-so the gradient exists when forward ends and backward is one multiply.
+so the gradient exists when forward ends and backward is one multiply. The gradient store scatters by
+row (each rank's BLOCK_S columns come from different rows), within the program's own 32-byte sectors.
 
 Sort keys pack an order-preserving uint32 image of the value above the row index into 64 bits:
 the keys are unique, so the order is that of a stable sort (equal values keep row order), and
@@ -39,9 +42,9 @@ def _from_ordered_bits(image):
 
 
 @triton.jit
-def _sorted_column(ptr, rows, valid, K):
-    """(sorted canonical values, their original rows) of the column at ptr (element stride K)."""
-    values = tl.load(ptr + rows.to(tl.int64) * K, mask=valid, other=0.0)
+def _sorted_columns(values, valid, rows):
+    """(sorted canonical values, their original rows) of every column of a (BLOCK_S, BLOCK_N) tile, sorted
+    along the last dimension; invalid entries sort last."""
     keys = tl.where(valid, _ordered_bits(values), _PAD_KEY)
     packed = tl.sort((keys.to(tl.uint64) << 32) | rows.to(tl.uint64))
     return _from_ordered_bits((packed >> 32).to(tl.uint32)), (packed & 0xFFFFFFFF).to(tl.int32)
@@ -56,27 +59,24 @@ def sort_match_kernel(
     N,
     K,
     BLOCK_N: tl.constexpr,
+    BLOCK_S: tl.constexpr,
     TWO_SAMPLE: tl.constexpr,
 ):
-    """Grid (V * K,). proj and grad (V, N, K) fp32; target (N,) sorted fp32, or (V, N, K) fp32 samples
-    when TWO_SAMPLE; sum_sq (V * K,) fp32. Requires N <= BLOCK_N."""
-    s = tl.program_id(0)
-    column = (s // K).to(tl.int64) * N * K + s % K
+    """Grid (ceil(K / BLOCK_S), V). proj and grad (V, N, K) fp32; target (N,) sorted fp32, or (V, N, K) fp32
+    samples when TWO_SAMPLE; sum_sq (V, K) fp32. Requires N <= BLOCK_N."""
+    view = tl.program_id(1).to(tl.int64)
+    cols = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     rows = tl.arange(0, BLOCK_N)
-    valid = rows < N  # padding sorts last, so ranks < N hold exactly the real rows
-    values, source_rows = _sorted_column(proj_ptr + column, rows, valid, K)
+    # padding rows sort last, so ranks < N hold exactly the real rows; padding columns store nothing
+    valid = (cols[:, None] < K) & (rows[None, :] < N)
+    tile = view * N * K + rows[None, :].to(tl.int64) * K + cols[:, None]  # (BLOCK_S, BLOCK_N) offsets
+    values, source_rows = _sorted_columns(tl.load(proj_ptr + tile, mask=valid, other=0.0), valid, rows[None, :])
     if TWO_SAMPLE:
-        target = _from_ordered_bits(
-            tl.sort(
-                tl.where(
-                    valid,
-                    _ordered_bits(tl.load(target_ptr + column + rows.to(tl.int64) * K, mask=valid, other=0.0)),
-                    _PAD_KEY,
-                )
-            )
-        )
+        samples = tl.load(target_ptr + tile, mask=valid, other=0.0)
+        target = _from_ordered_bits(tl.sort(tl.where(valid, _ordered_bits(samples), _PAD_KEY)))
     else:
-        target = tl.load(target_ptr + rows, mask=valid, other=0.0)
+        target = tl.load(target_ptr + rows, mask=rows < N, other=0.0)[None, :]
     residual = tl.where(valid, values - target, 0.0)
-    tl.store(sum_sq_ptr + s, tl.sum(residual * residual, axis=0))
-    tl.store(grad_ptr + column + source_rows.to(tl.int64) * K, 2.0 * residual, mask=valid)
+    tl.store(sum_sq_ptr + view * K + cols, tl.sum(residual * residual, axis=1), mask=cols < K)
+    out = view * N * K + source_rows.to(tl.int64) * K + cols[:, None]
+    tl.store(grad_ptr + out, 2.0 * residual, mask=valid)

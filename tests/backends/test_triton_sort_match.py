@@ -37,8 +37,12 @@ def _stable_match(proj, target):
     return sum_sq.detach(), p.grad
 
 
+# the last two: K across several column tiles, the last one partial (BLOCK_S = 8 up to N = 256, 4 at 512)
+SHAPES = [(1, 2, 3), (3, 3, 2), (1, 37, 5), (3, 37, 2), (1, 129, 3), (2, 37, 19), (1, 300, 11)]
+
+
 @pytest.mark.parametrize("two_sample", [False, True], ids=["quantiles", "two-sample"])
-@pytest.mark.parametrize("V,N,K", [(1, 2, 3), (3, 3, 2), (1, 37, 5), (3, 37, 2), (1, 129, 3)])
+@pytest.mark.parametrize("V,N,K", SHAPES)
 def test_op_matches_stable_sort(rng, V, N, K, two_sample):
     proj = torch.randn(V, N, K, generator=rng).to(DEVICE)
     target = (torch.randn(V, N, K, generator=rng) if two_sample else normal_quantiles(N)).to(DEVICE)

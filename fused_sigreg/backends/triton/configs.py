@@ -102,20 +102,22 @@ def precisions(dtype: torch.dtype, allow_tf32: bool) -> dict:
 @dataclass(frozen=True)
 class SortConfig:
     block_n: int  # sort width: the next power of two >= N (padding sorts last)
+    block_s: int  # adjacent slices (columns) per program: coalesced loads, 32 bytes per row at 8
     num_warps: int
 
 
-# One config per sort width. Warps keep <= 8 keys per thread; other warp counts were not timed.
-# Wider sorts go to the extension's CUDA backend.
+# One config per sort width, 8 keys per thread: BLOCK_S x BLOCK_N = 256 x num_warps, BLOCK_S up to 8
+# (a 32-byte sector per row) with at most 8 warps, then one column per program for the widest sorts.
+# Not timed on a GPU; wider sorts go to the extension's CUDA backend.
 SORT_CONFIGS = (
-    SortConfig(32, 1),
-    SortConfig(64, 1),
-    SortConfig(128, 1),
-    SortConfig(256, 2),
-    SortConfig(512, 4),
-    SortConfig(1024, 4),
-    SortConfig(2048, 8),
-    SortConfig(4096, 16),
+    SortConfig(32, 8, 1),
+    SortConfig(64, 8, 2),
+    SortConfig(128, 8, 4),
+    SortConfig(256, 8, 8),
+    SortConfig(512, 4, 8),
+    SortConfig(1024, 2, 8),
+    SortConfig(2048, 1, 8),
+    SortConfig(4096, 1, 16),
 )
 MAX_SORT_N = SORT_CONFIGS[-1].block_n  # widest sort (rows per slice) the kernel is compiled for
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
+import triton
 
 from ...kernels.sort_match import sort_match_kernel
 from ..sort_match import make_stages, view_columns
@@ -44,10 +45,11 @@ def sort_match_triton(proj: torch.Tensor, target: torch.Tensor) -> Tuple[torch.T
     grad = torch.empty_like(proj)
     launch(
         sort_match_kernel,
-        (V * K,),
+        (triton.cdiv(K, cfg.block_s), V),
         (proj, target, sum_sq, grad, N, K),
         cfg,
         BLOCK_N=cfg.block_n,
+        BLOCK_S=cfg.block_s,
         TWO_SAMPLE=target.dim() == 3,
         num_warps=cfg.num_warps,
     )
@@ -67,7 +69,7 @@ def compile_specs():
     pointers = ("proj_ptr", "target_ptr", "sum_sq_ptr", "grad_ptr")
     for cfg in SORT_CONFIGS:
         for two_sample in (False, True):
-            constexprs = dict(BLOCK_N=cfg.block_n, TWO_SAMPLE=two_sample)
+            constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_S=cfg.block_s, TWO_SAMPLE=two_sample)
             signature = {
                 **{p: "*fp32" for p in pointers},
                 "N": "i32",
@@ -76,7 +78,7 @@ def compile_specs():
             }
             yield CompileSpec(
                 sort_match_kernel,
-                f"BN{cfg.block_n} w{cfg.num_warps}",
+                f"BN{cfg.block_n} BS{cfg.block_s} w{cfg.num_warps}",
                 "two-sample" if two_sample else "quantiles",
                 signature,
                 constexprs,
