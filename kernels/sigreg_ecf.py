@@ -143,6 +143,44 @@ def _projection_tile(
     return acc
 
 
+@triton.jit
+def _projection_tile_t(
+    x_row_ptr,
+    at_ptr,
+    rows,
+    cols,
+    N,
+    D,
+    K,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    EMULATE_16BIT_DOT: tl.constexpr,
+):
+    """(BLOCK_K, BLOCK_N) fp32 tile of (x[rows] @ A[:, cols])^T = A^T[cols] x[rows]^T from A^T (K, D);
+    out-of-range rows/cols are 0.
+
+    Transposed so that the rows of x lie along the MMA's N dimension, where a thread holds many
+    columns of the accumulator and the warps do not split: a sum over rows is mostly in-thread. Both
+    operands are read along D, the dot's reduction dimension (K-major, what tf32 MMAs on sm_90 need
+    from shared memory), in 16-byte pieces where D is a multiple of 16."""
+    acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        x_tile = tl.load(
+            x_row_ptr + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0
+        )
+        at_tile = tl.load(
+            at_ptr + cols[:, None] * D + ds[None, :], mask=(cols[:, None] < K) & (ds[None, :] < D), other=0.0
+        )
+        if EMULATE_16BIT_DOT:
+            acc = tl.dot(at_tile.to(tl.float32), tl.trans(x_tile.to(tl.float32)), acc, input_precision="ieee")
+        else:
+            acc = _tc_dot(at_tile, tl.trans(x_tile), acc, DOT_PRECISION)
+    return acc
+
+
 # Fixed point of the forward's sums: a tile's fp32 sum times 2^32, rounded, is exact for |sum| >= 2^-8 and
 # within 2^-33 below; int64 adds are associative, so atomics from every row tile give one result in any
 # order (deterministic), and |sum| <= N < 2^31 keeps the total below 2^63.
@@ -153,7 +191,7 @@ _SUM_SCALE = tl.constexpr(SUM_SCALE)
 @triton.jit(do_not_specialize=_SIZES)
 def ecf_partial_sums_kernel(
     x_ptr,
-    a_ptr,
+    at_ptr,
     out_ptr,
     bad_ptr,
     N,
@@ -168,28 +206,33 @@ def ecf_partial_sums_kernel(
     DOT_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
     RESEED: tl.constexpr,
+    D_ALIGNED: tl.constexpr,
 ):
-    """Grid (row tiles, column tiles, views). x (V, N, D), A (D, K) in x's dtype; out (V, 2, T, K) int64 and
+    """Grid (row tiles, column tiles, views). x (V, N, D) and A^T (K, D) in x's dtype; out (V, 2, T, K) int64 and
     bad (V, K) int32, zero on entry. Every row tile adds, by atomics, SUM_SCALE x its sum over rows n of
     cos(t_j p_nk) to out[v, 0, j, k] (sin to out[v, 1, j, k]) and sets bad[v, k] to 1 where a p_nk is not
     finite (fixed point cannot hold the NaN that eager gives for every knot there). out is O(V K T),
-    whatever N."""
+    whatever N. D_ALIGNED: D is a multiple of 16, which the launcher checks (rows then start 16-byte
+    aligned; the sizes are not specialised, so the kernel is told)."""
+    if D_ALIGNED:
+        D = (D // 16) * 16  # == D; the multiplication shows the compiler its divisibility
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     view = tl.program_id(2).to(tl.int64)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    p = _projection_tile(
-        x_ptr + view * N * D, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
+    # p is (BLOCK_K, BLOCK_N), columns by rows: the sums over rows below reduce along axis 1
+    p = _projection_tile_t(
+        x_ptr + view * N * D, at_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
     )
     col_ok = cols < K
-    row_ok = rows[:, None] < N
+    row_ok = rows[None, :] < N
     theta = p * delta
     c1 = tl.cos(theta)
     s1 = tl.sin(theta)
     # Rows past N start at (0, 0) and stay there under the recurrence: they add nothing.
-    c = tl.where(row_ok, 1.0, 0.0) + tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    c = tl.where(row_ok, 1.0, 0.0) + tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+    s = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     out = out_ptr + view * 2 * T * K + cols
     for j0 in range(0, T - 1, RESEED):
         if j0 > 0:
@@ -197,12 +240,12 @@ def ecf_partial_sums_kernel(
             c = tl.where(row_ok, c, 0.0)
             s = tl.where(row_ok, s, 0.0)
         for j in range(j0, _block_end(j0, T, RESEED)):
-            tl.atomic_add(out + j * K, _fixed_point(tl.sum(c, axis=0)), mask=col_ok, sem="relaxed")
-            tl.atomic_add(out + (T + j) * K, _fixed_point(tl.sum(s, axis=0)), mask=col_ok, sem="relaxed")
+            tl.atomic_add(out + j * K, _fixed_point(tl.sum(c, axis=1)), mask=col_ok, sem="relaxed")
+            tl.atomic_add(out + (T + j) * K, _fixed_point(tl.sum(s, axis=1)), mask=col_ok, sem="relaxed")
             c, s = c * c1 - s * s1, s * c1 + c * s1
     # p - p is 0 for finite p and NaN for NaN or +-inf. Flagged after the knot walk: before it, the flag's
-    # live values cost ptxas 8 spill bytes (fp32 tf32, sm_90).
-    not_finite = tl.max(tl.where(row_ok & ((p - p) != 0.0), 1, 0), axis=0)
+    # live values cost ptxas spill bytes (24 in fp32 without tf32 for sm_90).
+    not_finite = tl.max(tl.where(row_ok & ((p - p) != 0.0), 1, 0), axis=1)
     tl.atomic_max(bad_ptr + view * K + cols, not_finite, mask=col_ok & (not_finite != 0), sem="relaxed")
 
 

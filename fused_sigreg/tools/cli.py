@@ -139,7 +139,10 @@ def cmd_compile_check(args) -> int:
     rows = run_compile_check(caps)
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
-    print("ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from Triton")
+    print(
+        "ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from"
+        " Triton, shuffles and barriers counted in the PTX (a loop body once)"
+    )
     print(
         format_table(
             rows,
@@ -152,6 +155,8 @@ def cmd_compile_check(args) -> int:
                 "spill_stores",
                 "spill_loads",
                 "shared_bytes",
+                "shuffles",
+                "barriers",
                 "compile_s",
                 "ok",
                 "error",

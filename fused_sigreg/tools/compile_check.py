@@ -3,7 +3,9 @@ ahead of time for sm_80 and sm_90 without a GPU, with ptxas's resource report (d
 
 A configuration passes when it compiles, spills no bytes and its shared memory fits the
 architecture's per-block limit. Triton allocates shared memory dynamically, so the figure is
-Triton's own (``metadata.shared``); registers and spills come from ``ptxas -v``.
+Triton's own (``metadata.shared``); registers and spills come from ``ptxas -v``. The report also
+counts, in the PTX, warp shuffles and block barriers (static counts: a loop body counts once), the
+price of reductions across lanes and warps that a kernel's layout choices decide.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:
     return dict(registers=int(regs.group(1)), spill_stores=int(spills.group(1)), spill_loads=int(spills.group(2)))
 
 
+def ptx_counts(ptx: str) -> Dict[str, int]:
+    """Static counts in PTX of warp shuffles (``shfl.sync``) and block barriers (``bar.sync``/``barrier.sync``)."""
+    return dict(
+        shuffles=len(re.findall(r"\bshfl\.sync\b", ptx)),
+        barriers=len(re.findall(r"\b(?:bar|barrier)\.sync\b", ptx)),
+    )
+
+
 def compile_one(spec: CompileSpec, capability: int) -> Dict:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -68,12 +78,20 @@ def compile_one(spec: CompileSpec, capability: int) -> Dict:
         )
         arch = re.search(r"^\.target (\S+)", compiled.asm["ptx"], re.M).group(1)
         row.update(_ptxas_report(compiled.asm["ptx"], arch))
+        row.update(ptx_counts(compiled.asm["ptx"]))
         row["shared_bytes"] = int(compiled.metadata.shared)
         row["ok"] = row["spill_stores"] == 0 and row["spill_loads"] == 0 and row["shared_bytes"] <= ARCHS[capability]
         row["error"] = ""
     except Exception as e:  # a compile failure is a result to report, not a crash
         row.update(
-            registers="", spill_stores="", spill_loads="", shared_bytes="", ok=False, error=str(e).splitlines()[0]
+            registers="",
+            spill_stores="",
+            spill_loads="",
+            shared_bytes="",
+            shuffles="",
+            barriers="",
+            ok=False,
+            error=str(e).splitlines()[0],
         )
     row["compile_s"] = round(time.perf_counter() - start, 2)
     return row

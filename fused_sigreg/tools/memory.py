@@ -40,10 +40,12 @@ def sigreg_peak_extra_bytes_model(variant: str, V: int, N: int, D: int, K: int, 
     eager: six (V, N, K, T) float32 tensors are alive at the peak (argument, cos, sin and their
     gradients); measured 6.0x at every size tried. "P": P (dP written over it), the forward's partial
     sums (``partial_bytes``: fp64 over a bounded number of row splits on Triton, none on CPU) and their
-    fp64 and fp32 reductions, a few (V, K, T) tensors, dX and x.grad. "min": the same without P.
+    fp64 and fp32 reductions, a few (V, K, T) tensors, dX and x.grad. "min": the same without P, plus
+    the forward's transposed copy of the directions (K, D).
     """
     _check(variant)
     if variant == "eager":
         return 6 * 4 * V * N * K * T
     stored_p = V * N * K if variant == "P" else 0
-    return 4 * (stored_p + 12 * V * K * T + 2 * V * N * D) + partial_bytes
+    directions_t = D * K if variant == "min" else 0
+    return 4 * (stored_p + 12 * V * K * T + 2 * V * N * D + directions_t) + partial_bytes

@@ -58,8 +58,11 @@ def _value_and_grads(x, a, backend, g=None, **kw):
     return out.detach(), grad
 
 
-CASES = [  # (x shape, K, (t_max, n_points)) — D and K off the block sizes, N = 2 included
+CASES = [  # (x shape, K, (t_max, n_points)) — D and K off the block sizes, N = 2 included; D a multiple of
+    # 16 (the forward's aligned loads) with a partial last D tile and K over several column tiles
     ((2, 5), 3, (3.0, 17)),
+    ((3, 37, 48), 150, (3.0, 17)),
+    ((40, 16), 70, (5.0, 9)),
     ((5, 1), 1, (3.0, 17)),
     ((3, 2, 19), 33, (5.0, 9)),
     ((37, 19), 33, (3.0, 17)),
@@ -101,7 +104,7 @@ def test_fp32_hard_inputs(rng, kind):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape,K", [((3, 37, 20), 33), ((300, 65), 129)])
+@pytest.mark.parametrize("shape,K", [((3, 37, 20), 33), ((300, 65), 129), ((2, 40, 48), 70)])
 def test_16bit_within_budget(dtype, shape, K):
     """16-bit: error vs float64 within 2x of eager's with the directions rounded to the dtype."""
     problem = make_problem(

@@ -28,7 +28,7 @@ def test_compile_check_every_config_for_sm80_and_sm90():
     assert out.returncode == 0, out.stdout + out.stderr
     ecf_variants = len(sigreg_triton._INPUT_VARIANTS)
     expected = {  # kernel -> configurations per architecture
-        "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * ecf_variants,
+        "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * ecf_variants * 2,  # D a multiple of 16 or not
         "ecf_backward_kernel": len(configs.BACKWARD_CONFIGS) * ecf_variants,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
     }
@@ -36,6 +36,8 @@ def test_compile_check_every_config_for_sm80_and_sm90():
         rows = _rows(out.stdout, kernel)
         assert rows and all("PASS" in r for r in rows), kernel
         assert sum("sm_80" in r for r in rows) == per_arch and sum("sm_90" in r for r in rows) == per_arch, kernel
+    header = next(line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["kernel"])
+    assert {"shuffles", "barriers"} <= set(header)
     # every sort width the dispatcher can launch is among them
     widths = {f"BN{c.block_n}" for c in configs.SORT_CONFIGS}
     assert widths == {r[1] for r in _rows(out.stdout, "sort_match_kernel")}
@@ -43,3 +45,16 @@ def test_compile_check_every_config_for_sm80_and_sm90():
     if shutil.which("nvcc"):
         ext = [line for line in out.stdout.splitlines() if line.strip().startswith("block_sort_match_kernel")]
         assert len(ext) == 6 and all(line.rstrip().endswith("PASS") for line in ext)
+
+
+def test_ptx_counts():
+    from fused_sigreg.tools.compile_check import ptx_counts
+
+    ptx = """
+        shfl.sync.bfly.b32 %r1, %r2, 16, 31, -1;
+        bar.sync 0;
+        // shfl.syncx is not an instruction
+        barrier.sync 1, 128;
+        shfl.sync.idx.b32 %r3, %r4, 0, 31, -1;
+    """
+    assert ptx_counts(ptx) == dict(shuffles=2, barriers=2)

@@ -51,12 +51,17 @@ class KernelConfig:
         return dict(BLOCK_N=self.block_n, BLOCK_K=self.block_k, BLOCK_D=self.block_d)
 
 
-# Chosen from ptxas reports: 64x64 tiles need 8 warps to stay under 255 registers without
-# spilling; the backward holds more live tiles (recurrence, its restart angle, dP, the dX dot over
-# BLOCK_K) and stays spill-free in every variant, on every supported triton, only with
-# BLOCK_K = BLOCK_D = 16, and at BLOCK_N = 64 with 8 warps (4 warps spill 24 bytes in fp32 tf32 for
-# sm_80; 32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton 3.6's ptxas).
-FORWARD_CONFIGS = (KernelConfig(64, 64, 32, 8), KernelConfig(32, 32, 32, 4))
+# Chosen from ptxas reports (``compile-check``). The forward computes its tile transposed, columns by
+# rows (kernels/sigreg_ecf.py), so BLOCK_K is the MMA's M: at 128 with 8 warps (16 M-rows per warp) no
+# two warps share a column and the per-knot sum over the BLOCK_N = 32 rows needs no cross-warp
+# reduction (64 x 64 with 8 warps summed across warps and lanes at every knot; 64 x 128 spills in fp32
+# without tf32). The small forward tile is spill-free with D a multiple of 16 or not; 32 x 32 x 32 with
+# 4 warps spills 8-16 bytes on sm_90 once D is. The backward holds more live tiles (recurrence, its
+# restart angle, dP, the dX dot over BLOCK_K) and stays spill-free in every variant, on every supported
+# triton, only with BLOCK_K = BLOCK_D = 16, and at BLOCK_N = 64 with 8 warps (4 warps spill 24 bytes
+# in fp32 tf32 for sm_80; 32 x 32 x 16 with 4 warps spills 8 bytes in fp32 for sm_80 under triton
+# 3.6's ptxas).
+FORWARD_CONFIGS = (KernelConfig(32, 128, 32, 8), KernelConfig(16, 64, 16, 4))
 BACKWARD_CONFIGS = (KernelConfig(64, 16, 16, 8), KernelConfig(32, 16, 16, 4))
 
 

@@ -89,6 +89,7 @@ def ecf_means_triton(
     xv, a = _operands(x, directions)
     V, N, D = xv.shape
     K, T = a.shape[1], n_points
+    at = a.t().contiguous()  # (K, D): the kernel reads both operands along D (kernels/sigreg_ecf.py)
     cfg = forward_config(V, N, K, x.device)
     if N >= 2**31:  # the fixed-point sums hold |sum| < 2^31 (kernels/sigreg_ecf.py: SUM_SCALE)
         raise ValueError(f"sigreg(memory='min') takes fewer than 2**31 rows per view, got N = {N}")
@@ -99,9 +100,9 @@ def ecf_means_triton(
     _launch(
         ecf_partial_sums_kernel,
         grid,
-        (xv, a, sums, bad, N, D, K, T, n_tiles, t_max / (T - 1)),
+        (xv, at, sums, bad, N, D, K, T, n_tiles, t_max / (T - 1)),
         cfg,
-        dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"]),
+        dict(DOT_PRECISION=precisions(x.dtype, allow_tf32)["DOT_PRECISION"], D_ALIGNED=D % 16 == 0),
     )
     # Exact integer sums back to float: one result whatever order the atomics ran in.
     means = (sums.double() / (SUM_SCALE * N)).float().transpose(-1, -2)  # (V, 2, K, T)
@@ -197,35 +198,47 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def compile_specs():
     """Every (kernel, config, dtype variant) this module can launch on a GPU, for ``compile_check``."""
     kernels = (
-        (ecf_partial_sums_kernel, FORWARD_CONFIGS, {"out_ptr": "*i64", "bad_ptr": "*i32"}, ("DOT_PRECISION",)),
+        (
+            ecf_partial_sums_kernel,
+            FORWARD_CONFIGS,
+            {"at_ptr": None, "out_ptr": "*i64", "bad_ptr": "*i32"},
+            ("DOT_PRECISION",),
+            (False, True),
+        ),
         (
             ecf_backward_kernel,
             BACKWARD_CONFIGS,
-            {"coef_ptr": "*fp32", "dx_ptr": "*fp32"},
+            {"a_ptr": None, "coef_ptr": "*fp32", "dx_ptr": "*fp32"},
             ("DOT_PRECISION", "DX_PRECISION"),
+            (None,),
         ),
     )
-    for kernel, configs, out_pointers, precision_args in kernels:
+    for kernel, configs, pointers, precision_args, alignments in kernels:
         for cfg in configs:
             for label, elem, allow_tf32 in _INPUT_VARIANTS:
-                chosen = precisions(_DTYPES[elem], allow_tf32)
-                constexprs = dict(
-                    cfg.constexprs(), **{k: chosen[k] for k in precision_args}, EMULATE_16BIT_DOT=False, RESEED=RESEED
-                )
-                signature = {
-                    "x_ptr": f"*{elem}",
-                    "a_ptr": f"*{elem}",
-                    **out_pointers,
-                    **{n: "i32" for n in ("N", "D", "K", "T", "n_row_tiles")},
-                    "delta": "fp32",
-                    **{c: "constexpr" for c in constexprs},
-                }
-                yield CompileSpec(
-                    kernel,
-                    f"BN{cfg.block_n} BK{cfg.block_k} BD{cfg.block_d} w{cfg.num_warps}",
-                    label,
-                    signature,
-                    constexprs,
-                    cfg.num_warps,
-                    aligned_pointers=("x_ptr", "a_ptr", *out_pointers),
-                )
+                for d_aligned in alignments:
+                    chosen = precisions(_DTYPES[elem], allow_tf32)
+                    constexprs = dict(
+                        cfg.constexprs(),
+                        **{k: chosen[k] for k in precision_args},
+                        EMULATE_16BIT_DOT=False,
+                        RESEED=RESEED,
+                    )
+                    if d_aligned is not None:
+                        constexprs["D_ALIGNED"] = d_aligned
+                    signature = {
+                        "x_ptr": f"*{elem}",
+                        **{name: kind or f"*{elem}" for name, kind in pointers.items()},
+                        **{n: "i32" for n in ("N", "D", "K", "T", "n_row_tiles")},
+                        "delta": "fp32",
+                        **{c: "constexpr" for c in constexprs},
+                    }
+                    yield CompileSpec(
+                        kernel,
+                        f"BN{cfg.block_n} BK{cfg.block_k} BD{cfg.block_d} w{cfg.num_warps}",
+                        label + (" D%16" if d_aligned else ""),
+                        signature,
+                        constexprs,
+                        cfg.num_warps,
+                        aligned_pointers=("x_ptr", *pointers),
+                    )
