@@ -105,3 +105,34 @@ def roofline(op, V, N, D, K, T, dtype, allow_tf32, seconds: float, device_name: 
     out["floor_bound"] = bound
     out["roofline_frac"] = round(terms[bound] / seconds, 3)
     return out
+
+
+def fused_forward_operand_bytes(
+    V: int,
+    N: int,
+    D: int,
+    K: int,
+    itemsize: int,
+    block_n: int = 32,
+    block_k: int = 128,
+    resident_programs: int = 2 * 132,
+    l2_bytes: int = 50 * 10**6,
+) -> Dict[str, int]:
+    """Estimated HBM bytes the fully fused SIGReg forward reads for its dot operands x (V, N, D) and
+    A^T (K, D), for two program orders (an estimate for the kernel-design record, not timed):
+
+    - ``row_tiles_fastest``, the kernel's order: the resident programs cover one column tile over many
+      row tiles, so each column tile re-reads a view's x from HBM unless that fits in L2, and each
+      A^T slice is read once per view;
+    - ``grouped``: resident programs cover a square window of ~sqrt(resident_programs * block_n *
+      block_k) rows and slices, so x is read once and A^T once per window of rows (unless A^T fits in L2).
+    Defaults: the large forward tile, two programs per SM on 132 SMs, an H100's 50 MB L2."""
+    x_view, a_t = N * D * itemsize, K * D * itemsize
+    column_tiles = -(-K // block_k)
+    x_reads = column_tiles if x_view > l2_bytes else 1
+    window_rows = max(block_n, int((resident_programs * block_n * block_k) ** 0.5))
+    a_reads = -(-N // window_rows) if a_t > l2_bytes else 1
+    return {
+        "row_tiles_fastest": V * (x_view * x_reads + a_t),
+        "grouped": V * (x_view + a_t * a_reads),
+    }

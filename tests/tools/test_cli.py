@@ -171,3 +171,17 @@ def test_roofline_arithmetic():
     assert roofline.roofline("sigreg", 1, 8, 4, 4, 17, torch.float32, True, 1e-3, "Tesla V100")["roofline_frac"] == (
         "unknown GPU"
     )
+
+
+def test_fused_forward_operand_traffic_estimate():
+    from fused_sigreg.tools import roofline
+
+    # everything fits in L2: both orders read x and A^T once
+    small = roofline.fused_forward_operand_bytes(1, 8192, 512, 1024, 4)
+    assert small["row_tiles_fastest"] == small["grouped"] == 4 * (8192 * 512 + 1024 * 512)
+    # VISReg's scaling configuration, fp32: x (2 GB a view) re-read for each of 20 column tiles, against
+    # once; A^T (100 MB) read once a view, against once per ~1040-row window (49 of them)
+    big = roofline.fused_forward_operand_bytes(8, 50000, 10000, 2500, 4)
+    x, a_t = 50000 * 10000 * 4, 2500 * 10000 * 4
+    assert big["row_tiles_fastest"] == 8 * (20 * x + a_t)
+    assert big["grouped"] == 8 * (x + 49 * a_t)
