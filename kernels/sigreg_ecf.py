@@ -275,10 +275,15 @@ def ecf_backward_kernel(
     DX_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
     RESEED: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """Grid (row tiles, views). coef (V, 2, T, K) fp32 holds the per-slice, per-knot coefficients of
     cos and sin; A (D, K) is in x's dtype; dx (V, N, D) fp32 is zero on entry and receives dP A^T
-    for the tile's rows."""
+    for the tile's rows. ALIGNED: D and K are multiples of 16, which the launcher checks (16-byte loads of
+    the rows of x, A and dX)."""
+    if ALIGNED:
+        D = (D // 16) * 16  # == D; the multiplications show the compiler the divisibility
+        K = (K // 16) * 16
     pid_n = tl.program_id(0)
     view = tl.program_id(1).to(tl.int64)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -258,6 +258,23 @@ def test_many_row_tiles_match_eager(rng):
     assert rel_err(grad, ref_grad) <= FP32_TOL
 
 
+@pytest.mark.parametrize("D,K", [(32, 48), (48, 40), (19, 48)], ids=lambda v: str(v))
+def test_large_configs_with_and_without_aligned_loads(rng, monkeypatch, D, K):
+    """The large forward and backward tiles (picked for many programs: one SM here makes every problem
+    many), with the 16-byte loads of D (forward) or D and K (backward) multiples of 16 and without."""
+    from fused_sigreg.backends.triton import configs
+    from fused_sigreg.backends.triton import sigreg as sigreg_triton
+
+    monkeypatch.setattr(sigreg_triton, "_sm_count", lambda device: 1)
+    x, a = _inputs(rng, (2, 150, D), K)
+    assert sigreg_triton.forward_config(2, 150, K, x.device) == configs.FORWARD_CONFIGS[0]
+    assert sigreg_triton.backward_config(2, 150, x.device) in configs.BACKWARD_ALIGNED_CONFIGS
+    g = torch.rand((2, K), generator=rng).to(DEVICE)
+    value, grad = _value_and_grads(x, a, "triton", g, reduction=None)
+    ref_value, ref_grad = _value_and_grads(x, a, "eager", g, reduction=None)
+    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
+
+
 def test_recurrence_error_bound():
     """The fp32 recurrence stays within 2x (+1e-6) of direct fp32 cos/sin at every |p| up to 50."""
     for t_max, n_points in ((3.0, 17), (5.0, 9)):

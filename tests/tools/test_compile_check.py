@@ -29,7 +29,7 @@ def test_compile_check_every_config_for_sm80_and_sm90():
     ecf_variants = len(sigreg_triton._INPUT_VARIANTS)
     expected = {  # kernel -> configurations per architecture
         "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * ecf_variants * 2,  # D a multiple of 16 or not
-        "ecf_backward_kernel": len(configs.BACKWARD_CONFIGS) * ecf_variants,
+        "ecf_backward_kernel": (len(configs.BACKWARD_CONFIGS) + len(configs.BACKWARD_ALIGNED_CONFIGS)) * ecf_variants,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
     }
     for kernel, per_arch in expected.items():

@@ -23,6 +23,7 @@ import triton
 from ...dispatch import check_first_order
 from ...kernels.sigreg_ecf import SUM_SCALE, ecf_backward_kernel, ecf_partial_sums_kernel
 from .configs import (
+    BACKWARD_ALIGNED_CONFIGS,
     BACKWARD_CONFIGS,
     FORWARD_CONFIGS,
     RESEED,
@@ -149,7 +150,7 @@ def ecf_means_triton_backward(
         (n_tiles, V),
         (xv, a, coef, dx, N, D, K, T, n_tiles, t_max / (T - 1)),
         cfg,
-        precisions(x.dtype, allow_tf32),
+        dict(precisions(x.dtype, allow_tf32), ALIGNED=D % 16 == 0 and K % 16 == 0 and cfg in BACKWARD_ALIGNED_CONFIGS),
     )
     return dx.to(x.dtype).reshape(x.shape)
 
@@ -203,29 +204,31 @@ def compile_specs():
             FORWARD_CONFIGS,
             {"at_ptr": None, "out_ptr": "*i64", "bad_ptr": "*i32"},
             ("DOT_PRECISION",),
-            (False, True),
+            "D_ALIGNED",
         ),
         (
             ecf_backward_kernel,
             BACKWARD_CONFIGS,
             {"a_ptr": None, "coef_ptr": "*fp32", "dx_ptr": "*fp32"},
             ("DOT_PRECISION", "DX_PRECISION"),
-            (None,),
+            "ALIGNED",
         ),
     )
-    for kernel, configs, pointers, precision_args, alignments in kernels:
+    for kernel, configs, pointers, precision_args, alignment_flag in kernels:
         for cfg in configs:
+            aligned_variants = (False, True)
+            if kernel is ecf_backward_kernel and cfg not in BACKWARD_ALIGNED_CONFIGS:
+                aligned_variants = (False,)
             for label, elem, allow_tf32 in _INPUT_VARIANTS:
-                for d_aligned in alignments:
+                for aligned in aligned_variants:
                     chosen = precisions(_DTYPES[elem], allow_tf32)
                     constexprs = dict(
                         cfg.constexprs(),
                         **{k: chosen[k] for k in precision_args},
                         EMULATE_16BIT_DOT=False,
                         RESEED=RESEED,
+                        **{alignment_flag: aligned},
                     )
-                    if d_aligned is not None:
-                        constexprs["D_ALIGNED"] = d_aligned
                     signature = {
                         "x_ptr": f"*{elem}",
                         **{name: kind or f"*{elem}" for name, kind in pointers.items()},
@@ -236,7 +239,7 @@ def compile_specs():
                     yield CompileSpec(
                         kernel,
                         f"BN{cfg.block_n} BK{cfg.block_k} BD{cfg.block_d} w{cfg.num_warps}",
-                        label + (" D%16" if d_aligned else ""),
+                        label + (f" {alignment_flag}" if aligned else ""),
                         signature,
                         constexprs,
                         cfg.num_warps,
