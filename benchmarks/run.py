@@ -17,6 +17,7 @@ import argparse
 import csv
 import os
 import sys
+import time
 
 import torch
 
@@ -45,7 +46,9 @@ def providers(problem):
     return ["fused"] + backends + extra + ["compile"]
 
 
-def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
+def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32, deadline=None):
+    """Result rows of ``ops``' sweeps on ``device``. Past ``deadline`` (a ``time.monotonic()`` value) a case
+    is not started but listed as not measured, with the reason."""
     rows = []
     for op in ops:
         sweep = SWEEPS[device][op][:2] if quick else SWEEPS[device][op]
@@ -54,7 +57,11 @@ def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32):
             results = {}
             for provider in providers(problem):
                 backend = None if provider == "fused" else provider
-                row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
+                if deadline is not None and time.monotonic() >= deadline:
+                    why = "the run's time limit (--time-limit) was reached before this case"
+                    row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
+                else:
+                    row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
                 row["provider"], row["backend"], row["axis"] = provider, provider, axis
                 results[provider] = row
                 print(
@@ -106,11 +113,17 @@ def render_section(rows, lines, device="cpu"):
         for key in dict.fromkeys((r["axis"], r["V"], r["N"], r["D"], r["K"]) for r in op_rows):
             group = {r["provider"]: r for r in op_rows if (r["axis"], r["V"], r["N"], r["D"], r["K"]) == key}
             cells = [_cell(group.get(p)) for p in provs]
-            mem = f"{group['fused']['peak_extra_MiB']} / {group['eager']['peak_extra_MiB']}"
+            mem = f"{_mem(group.get('fused'))} / {_mem(group.get('eager'))}"
             out.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {mem} |")
         out.append("")
     out.append(end)
     return "\n".join(out)
+
+
+def _mem(row):
+    """Peak extra MiB of a row, "-" where the case was not measured."""
+    value = row.get("peak_extra_MiB", "") if row else ""
+    return "-" if value == "" else value
 
 
 def _cell(row):
@@ -137,7 +150,7 @@ def render_summary(rows, lines, device="cpu"):
         if not base:
             continue
         b = base["eager"]
-        mem = f"{base['fused']['peak_extra_MiB']} / {b['peak_extra_MiB']}"
+        mem = f"{_mem(base.get('fused'))} / {_mem(b)}"
         cells = " | ".join(_cell(base.get(p)) for p in ("fused", "eager", "compile"))
         out.append(f"| {op} | {b['V']}, {b['N']}, {b['D']}, {b['K']} | {cells} | {mem} |")
     out += ["", end]
@@ -167,7 +180,14 @@ def main(argv=None):
     )
     parser.add_argument("--quick", action="store_true", help="two shapes per op (smoke test)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds the sweep may take: cases not started by then are listed as not measured",
+    )
     args = parser.parse_args(argv)
+    deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
     suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
     out = args.out or os.path.join(REPO, "benchmarks", "results", args.device + suffix)
     os.makedirs(out, exist_ok=True)
@@ -175,7 +195,7 @@ def main(argv=None):
     rows = []
     env = bench.environment()  # the code that runs is the code at the start (commit, dirty or not)
     for op in args.op.split(","):  # written after each op, so that a run cut short keeps what it measured
-        rows += run(args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype))
+        rows += run(args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype), deadline)
         bench.write_results(rows, csv_path, env)
         bench.write_results(rows, os.path.join(out, "results.json"), env)
     for op in args.op.split(","):

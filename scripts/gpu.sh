@@ -4,13 +4,24 @@
 #
 #   PY=python3            the interpreter whose torch/triton are used (default python3)
 #   OUT_DIR               logs, junit.xml, results-cuda.tar.gz (default benchmarks/out/gpu)
-#   GPU_STEPS="build tests sanitizer check bench"   the steps to run (default all, in this order)
-#   TEST_WORKERS=8, BENCH_LIMIT=540                 pytest-xdist workers (0: one process); seconds the sweep may take
-#   FUSED_SIGREG_COMMIT=<hash>                      the commit to stamp results with where the tree
-#                                                   was copied without its git history
+#   GPU_STEPS="build tests sanitizer check bench"   the steps to run, in this order (default all)
+#   GPU_BUILD=prebuilt    the build step installs the package without compiling and checks that the
+#                         extension already in fused_sigreg/ loads with its CUDA kernels (one built
+#                         elsewhere for this Python and torch: `make gpu-prebuild`)
+#   GPU_BUDGET=S          seconds all steps together may take (default: no budget, each step its own
+#                         limit). A step starts only if what is left covers it and the later steps'
+#                         minimums; the suite and the sweep take what is left and list what they had no
+#                         time for (skipped tests, "not measured" cases, each with the reason)
+#   BUNDLE=FILE.tar.gz    after every step, one archive of everything the run wrote (for remote runs
+#                         that copy back only a few files)
+#   TEST_WORKERS=N        pytest-xdist workers (default: the CPU count; 0: one process)
+#   TEST_LIMIT=S, BENCH_LIMIT=S   seconds the suite / the sweep may take at most (default 540 each)
+#   FUSED_SIGREG_COMMIT=<hash>   the commit to stamp results with where the tree was copied without
+#                                its git history
 #
-# Each step runs under a time limit (together well inside 30 minutes on one H100) and prints one
-# verdict line; the benchmark step writes benchmarks/results/cuda/ and the GPU blocks of README.md and docs/results.md.
+# Each step prints one verdict line. Exit status: 0 all ran and passed, 1 a step failed or timed out,
+# 2 no GPU, 3 all that ran passed but the budget left steps out. The bench step writes
+# benchmarks/results/cuda/ and the GPU blocks of README.md and docs/results.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -23,24 +34,86 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   echo "no CUDA GPU: $PY's torch sees no CUDA device (or does not import); nothing was run" >&2
   exit 2
 fi
+if [ -n "${GPU_BUDGET:-}" ] && ! [[ $GPU_BUDGET =~ ^[0-9]+$ ]]; then
+  echo "GPU_BUDGET must be a whole number of seconds, got '$GPU_BUDGET'" >&2
+  exit 2
+fi
+if [ -n "${BUNDLE:-}" ]; then
+  BUNDLE=$(mkdir -p "$(dirname "$BUNDLE")" && cd "$(dirname "$BUNDLE")" && pwd)/$(basename "$BUNDLE")
+fi
 
+wants() { [[ $STEPS == *" $1 "* ]]; }
+HAVE_SANITIZER=$(command -v compute-sanitizer >/dev/null && echo 1 || echo 0)
+DTYPES="float32 tf32 bfloat16 float16 wide_sorts"
+
+# The steps this run will attempt, in order, each with the least time worth starting it with: the
+# fixed-work steps' times from the last H100 run, rounded up; the suite and the sweep can be cut short.
+PLAN=()
+declare -A MINIMUM=([build]=90 [tests]=120 [sanitizer_memcheck]=45 [sanitizer_racecheck]=60 [bench]=120)
+wants build && PLAN+=(build)
+wants tests && PLAN+=(tests)
+if wants sanitizer && [ "$HAVE_SANITIZER" = 1 ]; then PLAN+=(sanitizer_memcheck sanitizer_racecheck); fi
+if wants check; then for d in $DTYPES; do PLAN+=("check_$d"); MINIMUM[check_$d]=30; done; fi
+wants bench && PLAN+=(bench)
+
+START=$SECONDS
 VERDICTS=()
 FAILED=0
-step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAME.log, one verdict line
-  local name=$1 limit=$2; shift 2
-  local t0=$SECONDS rc summary
-  timeout --kill-after=15 "$limit" "$@" >"$OUT_DIR/$name.log" 2>&1
+LEFT_OUT=0
+LIMIT=0
+
+bundle() {  # the logs so far, the results and the files the sweep rewrites, in one archive
+  [ -n "${BUNDLE:-}" ] || return 0
+  local tmp="$BUNDLE.partial"
+  tar czf "$tmp" --exclude='*.tar.gz' --exclude='*.partial' -C "$OUT_DIR" . \
+    -C "$PWD" benchmarks/results/cuda README.md docs/results.md 2>/dev/null \
+    || tar czf "$tmp" --exclude='*.tar.gz' --exclude='*.partial' -C "$OUT_DIR" . 2>/dev/null
+  mv -f "$tmp" "$BUNDLE"
+}
+
+fits() {  # fits NAME LIMIT: sets LIMIT to what step NAME may take; false (and a verdict) when too little is left
+  local name=$1 reserve=0 later=0 s left
+  LIMIT=$2
+  [ -n "${GPU_BUDGET:-}" ] || return 0
+  for s in "${PLAN[@]}"; do
+    if [ "$later" = 1 ]; then reserve=$((reserve + MINIMUM[$s])); fi
+    [ "$s" = "$name" ] && later=1
+  done
+  left=$((GPU_BUDGET - (SECONDS - START) - reserve))
+  ((left < LIMIT)) && LIMIT=$((left > 0 ? left : 0))
+  if ((LIMIT < MINIMUM[$name])); then
+    VERDICTS+=("SKIPPED  $name: GPU_BUDGET=$GPU_BUDGET s leaves $LIMIT s for it beside the later steps (it needs ${MINIMUM[$name]} s)")
+    echo "${VERDICTS[-1]}"
+    LEFT_OUT=1
+    return 1
+  fi
+}
+
+step() {  # step NAME COMMAND...: run under LIMIT seconds, log to OUT_DIR/NAME.log, one verdict line
+  local name=$1 t0=$SECONDS rc summary
+  shift
+  timeout --kill-after=15 "$LIMIT" "$@" >"$OUT_DIR/$name.log" 2>&1
   rc=$?
-  summary=$(grep -E "[0-9]+ (passed|failed)|ERROR SUMMARY|RACECHECK SUMMARY|FAIL|wrote " "$OUT_DIR/$name.log" | tail -1)
+  summary=$(grep -E "[0-9]+ (passed|failed|skipped)|ERROR SUMMARY|RACECHECK SUMMARY|FAIL|wrote |not measured" "$OUT_DIR/$name.log" | tail -1)
   case $rc in
     0) VERDICTS+=("PASS     $name ($((SECONDS - t0)) s) $summary") ;;
-    124|137) VERDICTS+=("TIMEOUT  $name (limit $limit s) $summary"); FAILED=1 ;;
+    124|137) VERDICTS+=("TIMEOUT  $name (limit $LIMIT s) $summary"); FAILED=1 ;;
     *) VERDICTS+=("FAIL     $name (rc $rc, $((SECONDS - t0)) s) $summary"); FAILED=1 ;;
   esac
   echo "${VERDICTS[-1]}"
+  bundle
   return $rc
 }
-wants() { [[ $STEPS == *" $1 "* ]]; }
+
+finish() {
+  echo
+  echo "make gpu: $(head -1 "$OUT_DIR/env.txt"); logs in $OUT_DIR${BUNDLE:+, all in $BUNDLE}"
+  printf '%s\n' "${VERDICTS[@]}" | tee "$OUT_DIR/verdicts.txt"
+  bundle
+  if [ "$FAILED" = 1 ]; then exit 1; fi
+  if [ "$LEFT_OUT" = 1 ]; then exit 3; fi
+  exit 0
+}
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi not found"
@@ -48,27 +121,41 @@ wants() { [[ $STEPS == *" $1 "* ]]; }
   "$PY" -c 'import triton; print("triton", triton.__version__)' 2>/dev/null || echo "triton not installed"
   if [ -n "${FUSED_SIGREG_COMMIT:-}" ]; then echo "commit $FUSED_SIGREG_COMMIT (given by FUSED_SIGREG_COMMIT)"
   else echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo +dirty)"; fi
+  echo "steps:${STEPS% }; budget ${GPU_BUDGET:-none}; build ${GPU_BUILD:-in place}"
 } | tee "$OUT_DIR/env.txt"
 
-if wants build; then
-  # In place against this Python's torch: an editable install without dependencies or an index.
-  CAP=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
-  step build 600 env FUSED_SIGREG_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$CAP}" \
-      MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip install --no-deps --no-build-isolation --no-index -e . \
-    || { printf '%s\n' "${VERDICTS[@]}"; exit 1; }
+if wants build && fits build 600; then
+  if [ "${GPU_BUILD:-}" = prebuilt ]; then
+    # The package installed without compiling; the extension in fused_sigreg/ must load with CUDA kernels.
+    step build bash -c "FUSED_SIGREG_BUILD_EXT=0 '$PY' -m pip install --no-deps --no-build-isolation --no-index -e . \
+      && '$PY' -c 'from fused_sigreg.backends.extension import library as l; import sys; ok = l.available()[0] and l.has_kernel(\"sort_match\", \"CUDA\"); print(\"prebuilt extension with CUDA kernels:\", ok, l.available()[1]); sys.exit(0 if ok else 1)'" \
+      || finish
+  else
+    # In place against this Python's torch: an editable install without dependencies or an index.
+    CAP=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+    step build env FUSED_SIGREG_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$CAP}" \
+        MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip install --no-deps --no-build-isolation --no-index -e . \
+      || finish
+  fi
 fi
 
-if wants tests; then
+if wants tests && fits tests "${TEST_LIMIT:-540}"; then
   PARALLEL=()
-  if [ "${TEST_WORKERS:-8}" != 0 ] && "$PY" -c 'import xdist' 2>/dev/null; then PARALLEL=(-n "${TEST_WORKERS:-8}"); fi
-  step tests 540 "$PY" -m pytest tests -q -rfEs -p no:cacheprovider "${PARALLEL[@]}" --junitxml="$OUT_DIR/junit.xml"
+  WORKERS=${TEST_WORKERS:-$(nproc)}
+  if [ "$WORKERS" != 0 ] && "$PY" -c 'import xdist' 2>/dev/null; then PARALLEL=(-n "$WORKERS"); fi
+  # the kernels' own tests first, so that a suite cut short by the budget has run those
+  DEADLINE=()
+  [ -n "${GPU_BUDGET:-}" ] && DEADLINE=(FUSED_SIGREG_TEST_DEADLINE=$(($(date +%s) + LIMIT - 60)))
+  step tests env "${DEADLINE[@]}" "$PY" -m pytest -q -rfEs -p no:cacheprovider --durations=20 "${PARALLEL[@]}" \
+    --junitxml="$OUT_DIR/junit.xml" tests/backends tests/test_usage_modes.py tests/test_dispatch.py tests/test_shapes.py tests
 fi
 
 if wants sanitizer; then
-  if command -v compute-sanitizer >/dev/null; then
+  if [ "$HAVE_SANITIZER" = 1 ]; then
     # every backend's kernels, forward and backward: Triton (N <= 4096), CUB's block and segmented sorts
     for tool in memcheck racecheck; do
-      step "sanitizer_$tool" 300 bash -c "compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda \
+      fits "sanitizer_$tool" 300 && step "sanitizer_$tool" bash -c \
+        "compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda \
         && compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda --op swd,rdmreg --N 5000 --D 16 --K 8 --V 1"
     done
   else
@@ -77,19 +164,17 @@ if wants sanitizer; then
 fi
 
 if wants check; then
-  step check_float32 180 "$PY" -m fused_sigreg check --device cuda --dtype float32
-  step check_tf32 180 "$PY" -m fused_sigreg check --device cuda --dtype float32 --tf32
-  step check_bfloat16 180 "$PY" -m fused_sigreg check --device cuda --dtype bfloat16
-  step check_float16 180 "$PY" -m fused_sigreg check --device cuda --dtype float16
-  step check_wide_sorts 180 "$PY" -m fused_sigreg check --device cuda --op swd,visreg,rdmreg --N 9000 --D 33 --K 40
+  fits check_float32 180 && step check_float32 "$PY" -m fused_sigreg check --device cuda --dtype float32
+  fits check_tf32 180 && step check_tf32 "$PY" -m fused_sigreg check --device cuda --dtype float32 --tf32
+  fits check_bfloat16 180 && step check_bfloat16 "$PY" -m fused_sigreg check --device cuda --dtype bfloat16
+  fits check_float16 180 && step check_float16 "$PY" -m fused_sigreg check --device cuda --dtype float16
+  fits check_wide_sorts 180 && step check_wide_sorts "$PY" -m fused_sigreg check --device cuda --op swd,visreg,rdmreg --N 9000 --D 33 --K 40
 fi
 
-if wants bench; then
-  step bench "${BENCH_LIMIT:-540}" "$PY" benchmarks/run.py --device cuda
+if wants bench && fits bench "${BENCH_LIMIT:-540}"; then
+  # the sweep stops starting cases a minute before its limit, so that it still writes every table
+  step bench "$PY" benchmarks/run.py --device cuda --time-limit $((LIMIT - 60))
   tar czf "$OUT_DIR/results-cuda.tar.gz" benchmarks/results/cuda README.md docs/results.md 2>/dev/null
 fi
 
-echo
-echo "make gpu: $(head -1 "$OUT_DIR/env.txt"); logs in $OUT_DIR"
-printf '%s\n' "${VERDICTS[@]}"
-exit $FAILED
+finish

@@ -1,4 +1,5 @@
 import os
+import time
 
 import torch
 
@@ -12,6 +13,27 @@ import pytest  # noqa: E402
 
 from fused_sigreg import dispatch  # noqa: E402
 from helpers import GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
+
+
+def _deadline():
+    """FUSED_SIGREG_TEST_DEADLINE (seconds since the epoch), set by `make gpu` under GPU_BUDGET."""
+    value = os.environ.get("FUSED_SIGREG_TEST_DEADLINE", "")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise pytest.UsageError(
+            f"FUSED_SIGREG_TEST_DEADLINE must be seconds since the epoch (a number), got {value!r}"
+        ) from None
+
+
+DEADLINE = _deadline()
+
+
+def pytest_runtest_setup(item):
+    # A suite run under a time budget skips, with the reason, what it has no time left for, so that
+    # it still ends with its summary and junit file instead of being killed.
+    if DEADLINE is not None and time.time() >= DEADLINE:
+        pytest.skip("not run: the time budget ran out (FUSED_SIGREG_TEST_DEADLINE, set by make gpu's GPU_BUDGET)")
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,25 @@ def test_run_script_smoke(tmp_path):
     assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows if r["status"] == "ok")
     if not torch.cuda.is_available():
         assert {r["provider"] for r in rows if r["status"] == "not measured"} == {"triton", "cuda"}
+
+
+def test_run_script_time_limit_lists_cases_it_had_no_time_for(tmp_path):
+    """A sweep cut short by --time-limit still writes every point: the cases it did not start are
+    "not measured" with the reason, and the generated blocks render them."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--op", "swd,sigreg", "--quick"]
+        + ["--repeats", "1", "--time-limit", "0", "--out", str(tmp_path), "--readme", "", "--docs", ""],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TRITON_INTERPRET": "0"},
+    )
+    assert out.returncode == 0, out.stderr
+    rows = results_run.read_csv(tmp_path / "results.csv")
+    assert {r["op"] for r in rows} == {"swd", "sigreg"} and len(rows) > 4
+    assert all(r["status"] == "not measured" for r in rows)
+    assert all("time limit" in r["reason"] for r in rows if r["provider"] in ("fused", "eager", "compile"))
+    env = results_run.env_lines("cpu", str(tmp_path / "results.csv"))
+    for render in (results_run.render_summary, results_run.render_section):
+        block = render(rows, env, "cpu")
+        assert "not measured" in block and "| - / - |" in block
