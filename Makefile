@@ -15,7 +15,7 @@ PYTHON312 ?= $(firstword $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.12*/bi
 	$(if $(shell $(p) -c 'import sys; print(sys.version_info[:2] == (3, 12))' 2>/dev/null | grep True),$(p))))
 GPU_STACK_STAMP := $(GPU_STACK_VENV)/.fused_sigreg-installed
 
-.PHONY: install lint format test test-gpu-stack bench check benchmarks results gpu clean
+.PHONY: install lint format test test-gpu-stack asan bench check benchmarks results gpu gpu-prebuild clean
 
 # The editable install compiles csrc/ into fused_sigreg/_C (CPU always, CUDA when nvcc is found).
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
@@ -56,6 +56,11 @@ test-gpu-stack: $(GPU_STACK_STAMP)
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
 	exit $$status
 
+# The extension's C++ under AddressSanitizer + UBSan: an instrumented copy in build/asan/ runs every
+# test that does not need Triton (scripts/asan.sh; CI runs it after the two stacks).
+asan: install
+	PY=$(PY) bash scripts/asan.sh
+
 # The main job: every usable backend checked against eager, then the N/K/D sweep on this device.
 bench: install
 	$(PY) -m fused_sigreg backends
@@ -74,9 +79,16 @@ results: install
 
 # On a machine with a CUDA GPU and torch already installed (no network, no venv): build in place
 # against that Python, run the suite, compute-sanitizer, check every dtype and the CUDA sweep
-# (scripts/gpu.sh). PY defaults to python3 here; OUT_DIR=... names the log folder.
+# (scripts/gpu.sh: GPU_STEPS, GPU_BUDGET, BUNDLE, ...). PY defaults to python3 here; OUT_DIR=... names the log folder.
 gpu:
 	PY=$(if $(filter command line environment,$(origin PY)),$(PY),python3) bash scripts/gpu.sh $(OUT_DIR)
+
+# The extension for the GPU machines' stack (Python 3.12, torch 2.11.0+cu130) with its CUDA kernels
+# (default sm_90), compiled here in place as fused_sigreg/_C.cpython-312-*.so, so that a GPU machine
+# with that stack spends none of its time compiling: there, `GPU_BUILD=prebuilt make gpu`.
+gpu-prebuild: $(GPU_STACK_STAMP)
+	FUSED_SIGREG_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS=$${MAX_JOBS:-2} \
+		$(GPU_STACK_PY) setup.py build_ext --inplace
 
 # pytest-benchmark suite (kept out of `make test`).
 benchmarks: install

@@ -8,6 +8,8 @@ of the same major version is found (otherwise a warning says why it was left out
 Build variables:
   FUSED_SIGREG_BUILD_CUDA=0|1   force the CUDA sources off / on (default: auto-detect)
   FUSED_SIGREG_BUILD_EXT=0      skip the compiled extension entirely (pure Python, eager fallback)
+  FUSED_SIGREG_SANITIZE=address,undefined   instrument the C++ sources with these gcc sanitizers (for
+                                `make asan`; the library then loads only under LD_PRELOAD of their runtimes)
   TORCH_CUDA_ARCH_LIST          GPU architectures (default "8.0;9.0")
   CUDA_HOME                     CUDA toolkit root (default: found from nvcc, else /usr/local/cuda)
   MAX_JOBS                      parallel compile jobs
@@ -109,6 +111,17 @@ def _extensions():
 
     sources = ["csrc/ops.cpp", "csrc/sort_match_cpu.cpp", "csrc/sigreg_cpu.cpp"]
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
+    link = ["-fopenmp"]
+    sanitize = os.environ.get("FUSED_SIGREG_SANITIZE", "")
+    if sanitize:
+        if not re.fullmatch(r"[a-z]+(,[a-z]+)*", sanitize):
+            raise ValueError(
+                f"FUSED_SIGREG_SANITIZE must name gcc sanitizers like 'address,undefined', got {sanitize!r}"
+            )
+        # -O1 and frame pointers keep the reports' stacks readable; any finding stops the process
+        cxx = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"] + cxx[1:]
+        link = link + [f"-fsanitize={sanitize}"]
+        _log(f"instrumenting the C++ sources with -fsanitize={sanitize}")
     if build_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         _log(f"building CPU + CUDA extension for {os.environ['TORCH_CUDA_ARCH_LIST']} with {cuda_home}")
@@ -116,10 +129,10 @@ def _extensions():
             "fused_sigreg._C",
             sources + ["csrc/sort_match_cuda.cu"],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++20", "-lineinfo"]},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
         )
     else:
-        ext = CppExtension("fused_sigreg._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+        ext = CppExtension("fused_sigreg._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link)
     return [ext], {"build_ext": BuildExtension}
 
 

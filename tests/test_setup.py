@@ -58,3 +58,19 @@ def test_forced_cuda_build_fails_loudly_on_a_mismatch(setup_module, tmp_path, mo
     monkeypatch.delenv("FUSED_SIGREG_BUILD_CUDA")
     exts, _ = setup_module._extensions()  # auto: the CPU part only
     assert [e.name for e in exts] == ["fused_sigreg._C"] and not any(s.endswith(".cu") for s in exts[0].sources)
+
+
+def test_sanitizer_build_instruments_compile_and_link(setup_module, monkeypatch):
+    monkeypatch.setenv("FUSED_SIGREG_BUILD_CUDA", "0")
+    monkeypatch.delenv("FUSED_SIGREG_BUILD_EXT", raising=False)
+    monkeypatch.delenv("FUSED_SIGREG_SANITIZE", raising=False)
+    (plain,), _ = setup_module._extensions()
+    assert not any("sanitize" in a for a in plain.extra_compile_args["cxx"] + plain.extra_link_args)
+    monkeypatch.setenv("FUSED_SIGREG_SANITIZE", "address,undefined")
+    (ext,), _ = setup_module._extensions()
+    cxx = ext.extra_compile_args["cxx"]
+    assert "-fsanitize=address,undefined" in cxx and "-O3" not in cxx
+    assert "-fsanitize=address,undefined" in ext.extra_link_args and "-fopenmp" in ext.extra_link_args
+    monkeypatch.setenv("FUSED_SIGREG_SANITIZE", "address -o /tmp/x")
+    with pytest.raises(ValueError, match="FUSED_SIGREG_SANITIZE must name gcc sanitizers.*'address -o /tmp/x'"):
+        setup_module._extensions()
