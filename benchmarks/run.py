@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fused_sigreg.tools import bench  # noqa: E402
-from fused_sigreg.tools.check import backends_for, unmeasured_backends  # noqa: E402
+from fused_sigreg.tools.check import FULLY_FUSED, providers_for, unmeasured_backends  # noqa: E402
 from fused_sigreg.tools.problems import OPS, make_problem  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
@@ -36,14 +36,8 @@ MARKERS = {
 }
 
 
-# SIGReg's fully fused Triton kernel (memory="min") is timed beside the triton backend's default path
-FULLY_FUSED = "triton:min"
-
-
 def providers(problem):
-    backends = backends_for(problem, include_emulated=False)
-    extra = [FULLY_FUSED] if problem.op == "sigreg" and "triton" in backends else []
-    return ["fused"] + backends + extra + ["compile"]
+    return ["fused"] + providers_for(problem, include_emulated=False) + ["compile"]
 
 
 def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32, deadline=None):

@@ -49,7 +49,7 @@ DTYPES="float32 tf32 bfloat16 float16 wide_sorts"
 # The steps this run will attempt, in order, each with the least time worth starting it with: the
 # fixed-work steps' times from the last H100 run, rounded up; the suite and the sweep can be cut short.
 PLAN=()
-declare -A MINIMUM=([build]=90 [tests]=120 [sanitizer_memcheck]=45 [sanitizer_racecheck]=60 [bench]=120)
+declare -A MINIMUM=([build]=90 [tests]=120 [sanitizer_memcheck]=60 [sanitizer_racecheck]=90 [bench]=120)
 wants build && PLAN+=(build)
 wants tests && PLAN+=(tests)
 if wants sanitizer && [ "$HAVE_SANITIZER" = 1 ]; then PLAN+=(sanitizer_memcheck sanitizer_racecheck); fi
@@ -152,11 +152,13 @@ fi
 
 if wants sanitizer; then
   if [ "$HAVE_SANITIZER" = 1 ]; then
-    # every backend's kernels, forward and backward: Triton (N <= 4096), CUB's block and segmented sorts
+    # every backend's kernels, forward and backward: Triton (N <= 4096; SIGReg's P path and fully fused
+    # kernel), CUB's block and segmented sorts; then SIGReg with D and K multiples of 16 and enough rows
+    # for the large tiles on a 132-SM GPU (the 16-byte-load variants)
     for tool in memcheck racecheck; do
-      fits "sanitizer_$tool" 300 && step "sanitizer_$tool" bash -c \
-        "compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda \
-        && compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda --op swd,rdmreg --N 5000 --D 16 --K 8 --V 1"
+      CS="compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda"
+      fits "sanitizer_$tool" 300 && step "sanitizer_$tool" bash -c "$CS \
+        && $CS --op swd,rdmreg --N 5000 --D 16 --K 8 --V 1 && $CS --op sigreg --N 4500 --D 64 --K 160 --V 2"
     done
   else
     VERDICTS+=("SKIPPED  sanitizer: compute-sanitizer is not on PATH"); echo "${VERDICTS[-1]}"

@@ -67,6 +67,19 @@ def unmeasured_backends(problem: Problem) -> Dict[str, str]:
     return out
 
 
+# SIGReg's fully fused Triton kernel (sigreg(..., backend="triton", memory="min")): checked and timed
+# beside the triton backend's default path wherever that one can run.
+FULLY_FUSED = "triton:min"
+
+
+def providers_for(problem: Problem, include_emulated: bool = True) -> List[str]:
+    """``backends_for`` plus, for SIGReg where ``triton`` serves, ``"triton:min"``."""
+    names = backends_for(problem, include_emulated)
+    if problem.op == "sigreg" and "triton" in names:
+        names.append(FULLY_FUSED)
+    return names
+
+
 def _row(problem: Problem, backend: str, against: str, errors) -> Dict:
     return dict(
         op=problem.op,
@@ -103,7 +116,7 @@ def check_problem(problem: Problem) -> List[Dict]:
         return _check_tf32(problem, truth)
     if dtype in LOW_PRECISION:
         budget = _errors(value_and_grad(problem.rounded(dtype), problem.x.double(), "eager"), truth, dtype)
-        for name in backends_for(problem):
+        for name in providers_for(problem):
             row = _row(problem, name, "eager float64", _errors(value_and_grad(problem, problem.x, name), truth))
             row["budget"] = f"2x {budget[0]:.2g}, {budget[1]:.2g}"
             row["ok"] = all(
@@ -112,7 +125,7 @@ def check_problem(problem: Problem) -> List[Dict]:
             rows.append(row)
         return rows
     ref = value_and_grad(problem, problem.x, "eager")
-    for name in backends_for(problem):
+    for name in providers_for(problem):
         if name == "eager":
             row = _row(problem, name, "eager float64", _errors(ref, truth))
             row["ok"] = all(e < float("inf") for e in (row["value_rel_err"], row["grad_rel_err"]))
@@ -138,7 +151,7 @@ def _check_tf32(problem: Problem, truth) -> List[Dict]:
         rounded = _errors(value_and_grad(rounded_problem, round_to_tf32(problem.x), "eager"), truth)
     budget = tuple(max(e, r) for e, r in zip(eager, rounded))
     rows = []
-    for name in backends_for(problem):
+    for name in providers_for(problem):
         errors = eager if name == "eager" else _errors(value_and_grad(problem, problem.x, name), truth)
         row = _row(problem, name, "eager float64", errors)
         row["dtype"] = "float32 (tf32)"

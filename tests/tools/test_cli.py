@@ -185,3 +185,14 @@ def test_fused_forward_operand_traffic_estimate():
     x, a_t = 50000 * 10000 * 4, 2500 * 10000 * 4
     assert big["row_tiles_fastest"] == 8 * (20 * x + a_t)
     assert big["grouped"] == 8 * (x + 49 * a_t)
+
+
+def test_check_covers_the_fully_fused_kernel():
+    """`check` (and so make gpu's sanitizer and per-dtype steps) runs SIGReg's memory="min" kernel too."""
+    pytest.importorskip("triton")
+    rows = check.check_problem(make_problem("sigreg", Shape(2, 40, 16, 24)))
+    assert [r["backend"] for r in rows if r["backend"].startswith("triton")] == ["triton", "triton:min"]
+    assert all(r["ok"] for r in rows)
+    assert check.providers_for(make_problem("swd", Shape(1, 40, 16, 24))) == check.backends_for(
+        make_problem("swd", Shape(1, 40, 16, 24))
+    )

@@ -38,9 +38,9 @@ def _fake_python(tmp_path):
     return str(path)
 
 
-def _run(tmp_path, timeout=120, **env):
+def _run(tmp_path, timeout=120, path="/usr/bin:/bin", **env):
     # PATH without compute-sanitizer or nvidia-smi, so the run is the same on every machine
-    base = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "PY": _fake_python(tmp_path)}
+    base = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), "PY": _fake_python(tmp_path)}
     return subprocess.run(
         ["bash", SCRIPT, str(tmp_path / "out")],
         cwd=REPO,
@@ -171,3 +171,27 @@ def test_the_suite_skips_what_comes_after_its_deadline(deadline, expect, absent)
     summary = out.stdout.strip().splitlines()[-1]
     assert out.returncode == 0 and expect in summary and absent not in summary, out.stdout + out.stderr
     assert ("the time budget ran out" in out.stdout) == (deadline == "0")
+
+
+def test_sanitizer_steps_cover_every_kernel_family(tmp_path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "compute-sanitizer"
+    fake.write_text('#!/usr/bin/env bash\necho "sanitizer $*"; echo "========= ERROR SUMMARY: 0 errors"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    out = _run(tmp_path, path=f"{tools}:/usr/bin:/bin", GPU_STEPS="sanitizer")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [v.split()[:2] for v in _verdicts(tmp_path)] == [
+        ["PASS", "sanitizer_memcheck"],
+        ["PASS", "sanitizer_racecheck"],
+    ]
+    for tool in ("memcheck", "racecheck"):
+        runs = [
+            line
+            for line in (tmp_path / "out" / f"sanitizer_{tool}.log").read_text().splitlines()
+            if "sanitizer" in line
+        ]
+        assert len(runs) == 3 and all(f"--tool {tool} --error-exitcode 9" in r for r in runs)
+        assert runs[0].endswith("check --device cuda")  # every op and backend at the default sizes
+        assert "--op swd,rdmreg --N 5000" in runs[1]  # CUB's segmented sort
+        assert runs[2].endswith("--op sigreg --N 4500 --D 64 --K 160 --V 2")  # large, 16-byte-load tiles
