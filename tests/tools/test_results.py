@@ -53,30 +53,22 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
         assert os.path.exists(os.path.join(REPO, "benchmarks", "results", "cpu", f"{op}.png"))
 
 
-def test_run_script_smoke(tmp_path):
+def _sweep(tmp_path, *args):
+    """Rows of a run.py sweep of the CPU sizes written to ``tmp_path`` (README and docs left alone)."""
     out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "run.py"),
-            "--op",
-            "swd",
-            "--quick",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-            "--readme",
-            "",
-            "--docs",
-            "",
-        ],
+        [sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--quick", "--repeats", "1", *args]
+        + ["--out", str(tmp_path), "--readme", "", "--docs", ""],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "TRITON_INTERPRET": "0"},
     )
     assert out.returncode == 0, out.stderr
-    rows = results_run.read_csv(tmp_path / "results.csv")
+    return results_run.read_csv(tmp_path / "results.csv")
+
+
+def test_run_script_smoke(tmp_path):
+    rows = _sweep(tmp_path, "--op", "swd")
     assert {r["provider"] for r in rows} >= {"fused", "eager", "compile"}
     assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows if r["status"] == "ok")
     if not torch.cuda.is_available():
@@ -86,16 +78,7 @@ def test_run_script_smoke(tmp_path):
 def test_run_script_time_limit_lists_cases_it_had_no_time_for(tmp_path):
     """A sweep cut short by --time-limit still writes every point: the cases it did not start are
     "not measured" with the reason, and the generated blocks render them."""
-    out = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--op", "swd,sigreg", "--quick"]
-        + ["--repeats", "1", "--time-limit", "0", "--out", str(tmp_path), "--readme", "", "--docs", ""],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TRITON_INTERPRET": "0"},
-    )
-    assert out.returncode == 0, out.stderr
-    rows = results_run.read_csv(tmp_path / "results.csv")
+    rows = _sweep(tmp_path, "--op", "swd,sigreg", "--time-limit", "0")
     assert {r["op"] for r in rows} == {"swd", "sigreg"} and len(rows) > 4
     assert all(r["status"] == "not measured" for r in rows)
     assert all("time limit" in r["reason"] for r in rows if r["provider"] in ("fused", "eager", "compile"))
