@@ -13,7 +13,9 @@
 #                         minimums; the suite and the sweep take what is left and list what they had no
 #                         time for (skipped tests, "not measured" cases, each with the reason)
 #   BUNDLE=FILE.tar.gz    after every step, one archive of everything the run wrote (for remote runs
-#                         that copy back only a few files)
+#                         that copy back only a few files); `tar xzf FILE.tar.gz` at the checkout's
+#                         root puts the logs in benchmarks/out/<OUT_DIR's name>/ and, when the bench
+#                         step ran, the results and README/docs GPU blocks in place
 #   TEST_WORKERS=N        pytest-xdist workers (default: the CPU count; 0: one process)
 #   TEST_LIMIT=S, BENCH_LIMIT=S   seconds the suite / the sweep may take at most (default 540 each)
 #   FUSED_SIGREG_COMMIT=<hash>   the commit to stamp results with where the tree was copied without
@@ -62,12 +64,14 @@ FAILED=0
 LEFT_OUT=0
 LIMIT=0
 
-bundle() {  # the logs so far, the results and the files the sweep rewrites, in one archive
+bundle() {  # the logs so far and, with the bench step, the files the sweep writes, in one archive whose
+  # paths are the checkout's (logs under benchmarks/out/<OUT_DIR's name>/, ignored by git)
   [ -n "${BUNDLE:-}" ] || return 0
-  local tmp="$BUNDLE.partial"
-  tar czf "$tmp" --exclude='*.tar.gz' --exclude='*.partial' -C "$OUT_DIR" . \
-    -C "$PWD" benchmarks/results/cuda README.md docs/results.md 2>/dev/null \
-    || tar czf "$tmp" --exclude='*.tar.gz' --exclude='*.partial' -C "$OUT_DIR" . 2>/dev/null
+  local tmp="$BUNDLE.partial" results=()
+  local opts=(--exclude='*.tar.gz' --exclude='*.partial' --transform="s,^\.,benchmarks/out/$(basename "$OUT_DIR"),")
+  wants bench && results=(benchmarks/results/cuda README.md docs/results.md)
+  tar czf "$tmp" "${opts[@]}" -C "$OUT_DIR" . -C "$PWD" "${results[@]}" 2>/dev/null \
+    || tar czf "$tmp" "${opts[@]}" -C "$OUT_DIR" . 2>/dev/null
   mv -f "$tmp" "$BUNDLE"
 }
 

@@ -113,8 +113,10 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
     assert "--time-limit 480" in (logs / "bench.log").read_text()  # BENCH_LIMIT's 540 s less a minute
     with tarfile.open(bundle) as tar:
         names = set(tar.getnames())
-    assert {"./env.txt", "./tests.log", "./bench.log", "./verdicts.txt", "README.md"} <= names
-    assert "./results-cuda.tar.gz" not in names and not any(n.endswith(".partial") for n in names)
+    log_names = {f"benchmarks/out/out/{name}" for name in ("env.txt", "tests.log", "bench.log", "verdicts.txt")}
+    assert log_names | {"README.md", "docs/results.md", "benchmarks/results/cuda/results.csv"} <= names
+    assert all(n.startswith(("benchmarks/", "README.md", "docs/")) for n in names)  # unpacks at the root
+    assert not any(n.endswith((".tar.gz", ".partial")) for n in names)
 
 
 def test_a_small_budget_leaves_steps_out_and_says_why(tmp_path):
@@ -135,6 +137,18 @@ def test_a_small_budget_leaves_steps_out_and_says_why(tmp_path):
     limit = int((tmp_path / "out" / "bench.log").read_text().split("--time-limit ")[1].split()[0])
     assert 0 < limit <= 200 - 60
     assert all(v in out.stdout for v in verdicts)
+
+
+def test_a_run_without_the_sweep_bundles_only_its_logs(tmp_path):
+    """A second command of a lease (checks, sanitizer) must not carry back README and results files
+    that the first command's sweep has rewritten."""
+    bundle = tmp_path / "gpu-2.tar.gz"
+    out = _run(tmp_path, GPU_STEPS="check", BUNDLE=str(bundle))
+    assert out.returncode == 0, out.stdout + out.stderr
+    with tarfile.open(bundle) as tar:
+        names = set(tar.getnames())
+    assert "benchmarks/out/out/check_float32.log" in names
+    assert all(n.startswith("benchmarks/out/out") for n in names)
 
 
 def test_a_failing_step_fails_the_run(tmp_path):
