@@ -44,6 +44,13 @@ if [ -n "${BUNDLE:-}" ]; then
   BUNDLE=$(mkdir -p "$(dirname "$BUNDLE")" && cd "$(dirname "$BUNDLE")" && pwd)/$(basename "$BUNDLE")
 fi
 
+# The golden data sit in ../shared/ beside a checkout; a tree copied to a GPU machine can carry them in
+# benchmarks/out/golden/ (ignored by git) instead.
+if [ -z "${FUSED_SIGREG_GOLDEN:-}" ] && [ ! -e ../shared/golden/reference_cases.pt ] \
+  && [ -e benchmarks/out/golden/reference_cases.pt ]; then
+  export FUSED_SIGREG_GOLDEN=$PWD/benchmarks/out/golden/reference_cases.pt
+fi
+
 wants() { [[ $STEPS == *" $1 "* ]]; }
 HAVE_SANITIZER=$(command -v compute-sanitizer >/dev/null && echo 1 || echo 0)
 DTYPES="float32 tf32 bfloat16 float16 wide_sorts"
@@ -125,7 +132,9 @@ finish() {
   "$PY" -c 'import triton; print("triton", triton.__version__)' 2>/dev/null || echo "triton not installed"
   if [ -n "${FUSED_SIGREG_COMMIT:-}" ]; then echo "commit $FUSED_SIGREG_COMMIT (given by FUSED_SIGREG_COMMIT)"
   else echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo +dirty)"; fi
-  echo "steps:${STEPS% }; budget ${GPU_BUDGET:-none}; build ${GPU_BUILD:-in place}"
+  golden=${FUSED_SIGREG_GOLDEN:-../shared/golden/reference_cases.pt}
+  echo "steps:${STEPS% }; budget ${GPU_BUDGET:-none}; build ${GPU_BUILD:-in place};" \
+    "golden data $([ -e "$golden" ] && echo "$golden" || echo "not found (the golden tests skip)")"
 } | tee "$OUT_DIR/env.txt"
 
 if wants build && fits build 600; then

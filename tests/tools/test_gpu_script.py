@@ -105,6 +105,7 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
     ]
     assert verdicts[2].startswith("SKIPPED  sanitizer: compute-sanitizer is not on PATH")
     logs = tmp_path / "out"
+    assert "golden data " in (logs / "env.txt").read_text()
     assert "BUILD_CUDA=1" in (logs / "build.log").read_text()
     tests_log = (logs / "tests.log").read_text()
     deadline = float(tests_log.split("deadline=")[1].split()[0])
