@@ -66,11 +66,11 @@ bench: install
 	$(PY) -m fused_sigreg backends
 	$(PY) -m fused_sigreg check
 	TRITON_INTERPRET=1 $(PY) -m fused_sigreg check --op sigreg --N 150 --D 33 --K 40
-	TRITON_INTERPRET=1 $(PY) -m fused_sigreg check --op swd,visreg,rdmreg --N 129 --D 33 --K 8 --V 2
+	TRITON_INTERPRET=1 $(PY) -m fused_sigreg check --op sliced_wasserstein,visreg,rdmreg --N 129 --D 33 --K 8 --V 2
 	$(PY) -m fused_sigreg memory
 	$(PY) -m fused_sigreg bench --out benchmarks/out/bench.csv --out benchmarks/out/bench.json
 	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 1024 --repeats 3 --out benchmarks/out/sigreg_memory.csv
-	$(PY) -m fused_sigreg bench --op swd,visreg,rdmreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sort_ops_cpu.csv
+	$(PY) -m fused_sigreg bench --op sliced_wasserstein,visreg,rdmreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sort_ops_cpu.csv
 	$(PY) -m fused_sigreg bench --op sigreg --N 8192 --D 512 --K 512 --backend eager,cpu --out benchmarks/out/sigreg_cpu.csv
 
 # Sweeps of every op and provider -> benchmarks/results/<device>/ and the README results section.

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from fused_sigreg import dispatch
+from fused_sigreg.dispatch import OP_STAGES, OPS
 from fused_sigreg.tools import bench
 from fused_sigreg.tools.check import backends_for
-from fused_sigreg.tools.problems import DISPATCHED_STAGE, OPS, Shape, make_problem
+from fused_sigreg.tools.problems import Shape, make_problem
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = [Shape(1, n, d, k) for n in (1024, 4096) for d in (128, 512) for k in (256,)] + [Shape(2, 2048, 256, 256)]
@@ -23,7 +24,7 @@ def _cases():
             usable = backends_for(
                 make_problem(op, Shape(shape.V, 8, shape.D, 4), device=DEVICE), include_emulated=False
             )
-            providers = [name for name, b in dispatch.registered_backends().items() if DISPATCHED_STAGE[op] in b.ops]
+            providers = [name for name, b in dispatch.registered_backends().items() if OP_STAGES[op] in b.ops]
             for backend in providers:
                 marks = [] if backend in usable else [pytest.mark.skip(reason=f"{backend}: not measured on {DEVICE}")]
                 yield pytest.param(

@@ -25,7 +25,7 @@ constexpr int64_t kFlushRows = 128; // fp32 partial sums over this many rows, th
 // pair is recomputed from sin/cos of the knot's own angle, which bounds the error for any n_points.
 // Not at the last knot: one more sin/cos per element for a single knot (at the default 17 knots it
 // would double the sin/cos work) while the walk it would shorten is only one step longer.
-// The Triton kernels (kernels/sigreg_ecf.py RESEED) and tools/numerics.py use the same rule.
+// The Triton kernels (kernels/sigreg_fused.py RESEED) and tools/numerics.py use the same rule.
 constexpr int64_t kReseed = 16;
 
 // kLanes floats as one value (GCC/Clang vector extension), so that the recurrence's state stays in

@@ -25,6 +25,10 @@ ENV_VAR = "FUSED_SIGREG_BACKEND"
 BACKEND_NAMES = ("auto", "eager", "triton", "cuda", "cpu")
 KERNEL_DTYPES = ("float32", "bfloat16", "float16")
 SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
+# The stage each public op dispatches: what a backend must implement to serve it (sigreg(memory="min")
+# dispatches "ecf_means_min"). The one table; tools and tests read it from here.
+OP_STAGES = {"sigreg": "ecf_means", "sliced_wasserstein": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
+OPS = tuple(OP_STAGES)
 
 Verdict = Tuple[bool, str]
 

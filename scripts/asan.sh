@@ -34,5 +34,5 @@ export FUSED_SIGREG_BUILD_CUDA=0 FUSED_SIGREG_GOLDEN=${FUSED_SIGREG_GOLDEN:-$ROO
 
 echo "== the suite without the Triton-only tests, extension instrumented"
 "$PY" -m pytest -q -p no:cacheprovider tests \
-  --ignore=tests/backends/test_triton_sigreg.py --ignore=tests/backends/test_triton_sigreg_p.py \
+  --ignore=tests/backends/test_triton_sigreg_fused.py --ignore=tests/backends/test_triton_sigreg_passes.py \
   --ignore=tests/backends/test_triton_sort_match.py --ignore=tests/tools/test_compile_check.py

@@ -173,7 +173,7 @@ if wants sanitizer; then
     for tool in memcheck racecheck; do
       CS="compute-sanitizer --tool $tool --error-exitcode 9 $PY -m fused_sigreg check --device cuda"
       fits "sanitizer_$tool" 300 && step "sanitizer_$tool" bash -c "$CS \
-        && $CS --op swd,rdmreg --N 5000 --D 16 --K 8 --V 1 && $CS --op sigreg --N 4500 --D 64 --K 160 --V 2"
+        && $CS --op sliced_wasserstein,rdmreg --N 5000 --D 16 --K 8 --V 1 && $CS --op sigreg --N 4500 --D 64 --K 160 --V 2"
     done
   else
     VERDICTS+=("SKIPPED  sanitizer: compute-sanitizer is not on PATH"); echo "${VERDICTS[-1]}"
@@ -185,7 +185,7 @@ if wants check; then
   fits check_tf32 180 && step check_tf32 "$PY" -m fused_sigreg check --device cuda --dtype float32 --tf32
   fits check_bfloat16 180 && step check_bfloat16 "$PY" -m fused_sigreg check --device cuda --dtype bfloat16
   fits check_float16 180 && step check_float16 "$PY" -m fused_sigreg check --device cuda --dtype float16
-  fits check_wide_sorts 180 && step check_wide_sorts "$PY" -m fused_sigreg check --device cuda --op swd,visreg,rdmreg --N 9000 --D 33 --K 40
+  fits check_wide_sorts 180 && step check_wide_sorts "$PY" -m fused_sigreg check --device cuda --op sliced_wasserstein,visreg,rdmreg --N 9000 --D 33 --K 40
 fi
 
 if wants bench && fits bench "${BENCH_LIMIT:-540}"; then

@@ -51,14 +51,14 @@ def hard_values(rng: torch.Generator, *shape) -> torch.Tensor:
 
 # The one-sample sort ops by name, with explicit directions (D, K).
 SORT_OPS = {
-    "swd": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
-    "swd_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
+    "sliced_wasserstein": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, **kw),
+    "sliced_wasserstein_clamped": lambda x, a, **kw: fs.sliced_wasserstein(x, directions=a, quantile_clamp=1e-4, **kw),
     "visreg": lambda x, a, **kw: fs.visreg(x, directions=a, **kw),
 }
 
 
 def stable_sort_formula(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=None) -> torch.Tensor:
-    """The reference formula of a sort op ("swd", "swd_clamped", "visreg", "rdmreg") with a stable sort."""
+    """The reference formula of a sort op (a key of SORT_OPS, or "rdmreg") with a stable sort."""
     n = x.shape[-2]
     if op == "visreg":
         center, scale, x = reference.visreg_terms(x)
@@ -66,7 +66,7 @@ def stable_sort_formula(op: str, x: torch.Tensor, a: torch.Tensor, target_sample
     if op == "rdmreg":  # only the sorted values of the target matter, not the order of its ties
         target = reference.project(target_samples, a).to(proj.dtype).sort(dim=-2).values
     else:
-        target = normal_quantiles(n, 1e-4 if op == "swd_clamped" else None).to(proj)[:, None]
+        target = normal_quantiles(n, 1e-4 if op == "sliced_wasserstein_clamped" else None).to(proj)[:, None]
     shape = (torch.sort(proj, dim=-2, stable=True).values - target).square().mean()
     return shape + scale + center if op == "visreg" else shape
 

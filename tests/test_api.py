@@ -11,7 +11,7 @@ from helpers import rel_err
 
 OPS = {
     "sigreg": lambda x, **kw: fs.sigreg(x, **kw),
-    "swd": lambda x, **kw: fs.sliced_wasserstein(x, **kw),
+    "sliced_wasserstein": lambda x, **kw: fs.sliced_wasserstein(x, **kw),
     "visreg": lambda x, **kw: fs.visreg(x, **kw),
     "rdmreg": lambda x, **kw: fs.rdmreg(torch.relu(x), **kw),
 }

@@ -10,7 +10,7 @@ A = torch.nn.functional.normalize(torch.randn(4, 5), dim=0)
 
 OPS = {
     "sigreg": fs.sigreg,
-    "swd": fs.sliced_wasserstein,
+    "sliced_wasserstein": fs.sliced_wasserstein,
     "visreg": fs.visreg,
     "rdmreg": fs.rdmreg,
 }

@@ -67,7 +67,7 @@ def _worker(rank, init_file, out_dir):
             "sigreg": _grad(lambda v: fs.sigreg(v, directions=a, reduction=None), xl),
             "sigreg_ref": _grad(lambda v: _lejepa_semantics(v, a), xl),
             "sigreg_step": fs.sigreg(xl, num_slices=K, step=STEPS[rank], reduction=None),
-            "swd": _grad(lambda v: fs.sliced_wasserstein(v, directions=a, gather=True), xl),
+            "sliced_wasserstein": _grad(lambda v: fs.sliced_wasserstein(v, directions=a, gather=True), xl),
             "visreg": _grad(lambda v: fs.visreg(v, directions=a, gather=True), xl),
             "rdmreg": _grad(lambda v: fs.rdmreg(v, directions=a, target_samples=y, gather=True), zl),
         }
@@ -218,11 +218,11 @@ def test_compat_adapters_keep_the_official_distributed_semantics(ranks):
         assert torch.allclose(loss, 25.0 * sim + 125.0 * reg_rank, rtol=1e-12)
 
 
-@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "visreg", "rdmreg"])
 def test_gather_matches_one_process_on_the_whole_batch(ranks, op):
     x, a, y = _inputs()
     fn = {
-        "swd": lambda v: fs.sliced_wasserstein(v, directions=a),
+        "sliced_wasserstein": lambda v: fs.sliced_wasserstein(v, directions=a),
         "visreg": lambda v: fs.visreg(v, directions=a),
         "rdmreg": lambda v: fs.rdmreg(v, directions=a, target_samples=y),
     }[op]
@@ -262,8 +262,10 @@ def _unequal_worker(rank, init_file, out_dir):
         res = {
             "sigreg": _grad(lambda v: fs.sigreg(v, directions=a, reduction=None), xl),
             "sigreg_ref": _grad(lambda v: _lejepa_semantics(v, a, world), xl),
-            "swd": _grad(lambda v: fs.sliced_wasserstein(v, directions=a, gather=True), xl),
-            "swd_cpu": _grad(lambda v: fs.sliced_wasserstein(v, directions=a.float(), gather=True), xl.float()),
+            "sliced_wasserstein": _grad(lambda v: fs.sliced_wasserstein(v, directions=a, gather=True), xl),
+            "sliced_wasserstein_cpu": _grad(
+                lambda v: fs.sliced_wasserstein(v, directions=a.float(), gather=True), xl.float()
+            ),
         }
         if rank == 0:  # a metric on one rank only: no collective may run, or it would wait forever
             with fs.single_process():
@@ -302,10 +304,10 @@ def test_sigreg_with_unequal_batches_is_lejepas_statistic(unequal_ranks):
         assert not torch.allclose(value, whole, rtol=1e-3)
 
 
-@pytest.mark.parametrize("key", ["swd", "swd_cpu"])
+@pytest.mark.parametrize("key", ["sliced_wasserstein", "sliced_wasserstein_cpu"])
 def test_gather_with_unequal_batches_matches_one_process(unequal_ranks, key):
     x, a = _unequal_inputs()
-    if key == "swd_cpu":
+    if key == "sliced_wasserstein_cpu":
         x, a = x.float(), a.float()
     value, grad = _grad(lambda v: fs.sliced_wasserstein(v, directions=a), x)
     tol = dict(rtol=1e-12, atol=1e-15) if x.dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)

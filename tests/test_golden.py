@@ -51,7 +51,7 @@ def test_sigreg_module_matches_golden_step(golden, i):
 
 VISREG_OPS = {
     "visreg": lambda z, a: fs.visreg(z, directions=a),
-    "swd": lambda z, a: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4),
+    "sliced_wasserstein": lambda z, a: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4),
     "sigreg_visrepo": lambda z, a: fs.sigreg(z, directions=a),
 }
 

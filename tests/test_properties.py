@@ -16,10 +16,9 @@ from fused_sigreg import dispatch
 from helpers import TRITON_DEVICE, rel_err, sort_reference
 
 FP32_TOL = 1e-5
-SORT_NAMES = {"sliced_wasserstein": "swd", "visreg": "visreg", "rdmreg": "rdmreg"}
 
 
-STAGE = {"sigreg": "ecf_means", "sliced_wasserstein": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
+STAGE = dispatch.OP_STAGES
 DEVICE = {None: "cpu", "cpu": "cpu", "triton": TRITON_DEVICE, "cuda": "cuda"}
 
 
@@ -56,7 +55,7 @@ def test_public_ops_equal_eager(op, backend, dtype, views, n, d, k, scale, layou
     if backend is not None and STAGE[op] not in dispatch.REGISTRY.backends[backend].ops:
         return  # e.g. the cuda backend has no SIGReg stage
     if backend == "triton" and dtype != torch.float32:
-        return  # 16-bit Triton runs tensor-core arithmetic with its own budget (test_triton_sigreg.py)
+        return  # 16-bit Triton runs tensor-core arithmetic with its own budget (test_triton_sigreg_fused.py)
     device = DEVICE[backend]
     g = torch.Generator().manual_seed(seed)
     shape = (n, d) if views == 0 else (views, n, d)
@@ -78,7 +77,7 @@ def test_public_ops_equal_eager(op, backend, dtype, views, n, d, k, scale, layou
         ref_value = fs.sigreg(e, directions=a, backend="eager")
         (ref_grad,) = torch.autograd.grad(ref_value, e)
     else:
-        ref_value, ref_grad = sort_reference(SORT_NAMES[op], x, a, target)
+        ref_value, ref_grad = sort_reference(op, x, a, target)
     assert value.dtype == torch.float32 and grad.dtype == dtype and grad.shape == x.shape
     # the same float32 arithmetic on the same inputs; gradients compared as returned (in x's dtype)
     tol = FP32_TOL if dtype == torch.float32 else 2.0**-7

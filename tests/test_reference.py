@@ -71,7 +71,7 @@ def test_sigreg_clip_value(rng):
     assert torch.equal(clipped, torch.where(stats < thr, torch.zeros_like(stats), stats))
 
 
-@pytest.mark.parametrize("op", ["swd", "swd_clamped", "visreg", "rdmreg"])
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "sliced_wasserstein_clamped", "visreg", "rdmreg"])
 @pytest.mark.parametrize("shape", [(2, 3), (9, 4), (3, 7, 5)])
 def test_sort_ops_gradcheck(rng, op, shape):
     x = _x(rng, *shape)
@@ -85,7 +85,9 @@ def test_sort_ops_gradcheck(rng, op, shape):
         # applies to the other two terms; the shape gradient has its own test below.
         fn = lambda z: fs.visreg(z, directions=a, scale_weight=0.7, shape_weight=0.0, center_weight=0.5)
     else:
-        fn = lambda z: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4 if op == "swd_clamped" else None)
+        fn = lambda z: fs.sliced_wasserstein(
+            z, directions=a, quantile_clamp=1e-4 if op == "sliced_wasserstein_clamped" else None
+        )
     assert torch.autograd.gradcheck(fn, (x.requires_grad_(),))
 
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import fused_sigreg as fs
+from fused_sigreg import dispatch
 from fused_sigreg import reference as R
 from fused_sigreg.slicing import normal_quantiles
 from helpers import TRITON_DEVICE, rel_err
 
-OPS = ("sigreg", "sliced_wasserstein", "visreg", "rdmreg")
+OPS = dispatch.OPS
 BACKENDS = ("eager", "cpu", "triton")
 FP32_TOL = 1e-5
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import fused_sigreg as fs
+from fused_sigreg import dispatch
 from helpers import TRITON_DEVICE, projections_tie, rel_err
 
-OPS = ("sigreg", "sliced_wasserstein", "visreg", "rdmreg")
+OPS = dispatch.OPS
 FP32_TOL = 1e-5
 
 
@@ -33,8 +34,7 @@ def _problem(op, rng, device, n=40, d=12, k=9):
             x = x.relu()
         a = torch.nn.functional.normalize(torch.randn(d, k, generator=rng), dim=0)
         kwargs = {"target_samples": torch.rand(n, d, generator=rng).to(device)} if op == "rdmreg" else {}
-        sort_name = {"sliced_wasserstein": "swd", "visreg": "visreg", "rdmreg": "rdmreg"}.get(op)
-        if sort_name is None or not projections_tie(sort_name, x, a):
+        if op == "sigreg" or not projections_tie(op, x, a):
             return x.to(device), a.to(device), kwargs
 
 

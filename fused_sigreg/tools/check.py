@@ -14,8 +14,9 @@ import torch
 
 from .. import dispatch
 from ..backends.triton.configs import NEW_TF32_API, fp32_matmul_uses_tf32
+from ..dispatch import OP_STAGES
 from .numerics import round_to_tf32
-from .problems import DISPATCHED_STAGE, Problem, Shape, make_problem
+from .problems import Problem, Shape, make_problem
 
 FP32_TOLERANCE = 1e-5
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -40,7 +41,7 @@ def value_and_grad(problem: Problem, x: torch.Tensor, backend: str):
 
 def backends_for(problem: Problem, include_emulated: bool = True) -> List[str]:
     """Backends that can serve this problem's dispatched stage (emulated ones optionally left out)."""
-    stage = DISPATCHED_STAGE[problem.op]
+    stage = OP_STAGES[problem.op]
     names = []
     registry = dispatch.REGISTRY
     for name, backend in registry.backends.items():
@@ -53,7 +54,7 @@ def backends_for(problem: Problem, include_emulated: bool = True) -> List[str]:
 def unmeasured_backends(problem: Problem) -> Dict[str, str]:
     """Backends that implement this problem's stage but cannot be timed here, with the reason
     (benchmarks list them as "not measured" rather than leaving them out)."""
-    stage = DISPATCHED_STAGE[problem.op]
+    stage = OP_STAGES[problem.op]
     out = {}
     registry = dispatch.REGISTRY
     for name, backend in registry.backends.items():

@@ -8,14 +8,15 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from ..dispatch import available_backends, registered_backends
+from ..dispatch import OP_STAGES, OPS, available_backends, registered_backends
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import run_checks, tf32_enabled
 from .compile_check import extension_report, run_compile_check
 from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
 from .numerics import knot_walk_comparison, recurrence_error, tf32_budget
-from .problems import DISPATCHED_STAGE, OPS, Shape
+from .problems import OP_ALIASES, Shape
 
+OP_ALIASES_TEXT = ", ".join(f"{alias} = {op}" for alias, op in OP_ALIASES.items())
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -36,13 +37,13 @@ def _ints(text: str) -> List[int]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--op", default="all", help=f"one of {', '.join(OPS)} or 'all' (comma-separated list allowed)")
+    p.add_argument("--op", default="all", help=f"one of {', '.join(OPS)} or 'all', comma-separated ({OP_ALIASES_TEXT})")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _ops(text: str) -> List[str]:
-    ops = list(OPS) if text == "all" else text.split(",")
+    ops = list(OPS) if text == "all" else [OP_ALIASES.get(o, o) for o in text.split(",")]
     unknown = [o for o in ops if o not in OPS]
     if unknown:
         raise SystemExit(f"unknown op(s) {unknown}; choose from {', '.join(OPS)} or 'all'")
@@ -54,7 +55,7 @@ def cmd_backends(args) -> int:
     rows = []
     for name, (ok, why) in available_backends().items():
         stages = registered[name].ops if name in registered else {}
-        ops = ",".join(op for op, stage in DISPATCHED_STAGE.items() if stage in stages)
+        ops = ",".join(op for op, stage in OP_STAGES.items() if stage in stages)
         rows.append(dict(backend=name, ops=ops, usable="yes" if ok else "no", reason=why))
     print(format_table(rows, ["backend", "ops", "usable", "reason"]))
     return 0

@@ -27,9 +27,9 @@ ARCHS = {80: 166912, 90: 232448}
 
 def all_specs() -> List[CompileSpec]:
     # imported here, not at the top: the launchers import triton, which this module's users may lack
-    from ..backends.triton import sigreg, sigreg_p, sort_match
+    from ..backends.triton import sigreg, sigreg_passes, sort_match
 
-    return [*sigreg.compile_specs(), *sigreg_p.compile_specs(), *sort_match.compile_specs()]
+    return [*sigreg.compile_specs(), *sigreg_passes.compile_specs(), *sort_match.compile_specs()]
 
 
 def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:

@@ -11,6 +11,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from ..dispatch import OPS
 from ..ops.rdmreg import rdmreg
 from ..ops.sigreg import sigreg
 from ..ops.sliced_wasserstein import sliced_wasserstein
@@ -18,9 +19,8 @@ from ..ops.visreg import visreg
 from ..rgg import sample_rgg
 from ..slicing import random_directions
 
-OPS = ("sigreg", "swd", "visreg", "rdmreg")
-# The backend stage each public op dispatches (what a backend must implement to serve it).
-DISPATCHED_STAGE = {"sigreg": "ecf_means", "swd": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
+# CLI spellings of an op besides its name
+OP_ALIASES = {"swd": "sliced_wasserstein"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _sigreg_eager(n_points: int) -> Callable:
     return lambda x, directions: sigreg(x, directions=directions, n_points=n_points, backend="eager")
 
 
-def _swd_eager(x, directions):
+def _sliced_wasserstein_eager(x, directions):
     return sliced_wasserstein(x, directions=directions, backend="eager")
 
 
@@ -82,9 +82,12 @@ def compiled_reference(op: str, n_points: int = 17) -> Callable:
     (a static compile per size would hit dynamo's recompile limit and silently run eager)."""
     key = (op, n_points if op == "sigreg" else None)
     if key not in _COMPILED:
-        fn = {"sigreg": _sigreg_eager(n_points), "swd": _swd_eager, "visreg": _visreg_eager, "rdmreg": _rdmreg_eager}[
-            op
-        ]
+        fn = {
+            "sigreg": _sigreg_eager(n_points),
+            "sliced_wasserstein": _sliced_wasserstein_eager,
+            "visreg": _visreg_eager,
+            "rdmreg": _rdmreg_eager,
+        }[op]
         _COMPILED[key] = torch.compile(fn, dynamic=True)
     return _COMPILED[key]
 
@@ -100,7 +103,7 @@ def _sigreg_call(x, p, backend: Optional[str]):
 
 _CALLS: Dict[str, Callable] = {
     "sigreg": lambda x, p, b: _sigreg_call(x, p, b),
-    "swd": lambda x, p, b: sliced_wasserstein(x, directions=p.fixed["directions"], backend=b),
+    "sliced_wasserstein": lambda x, p, b: sliced_wasserstein(x, directions=p.fixed["directions"], backend=b),
     "visreg": lambda x, p, b: visreg(x, directions=p.fixed["directions"], backend=b),
     "rdmreg": lambda x, p, b: rdmreg(x, directions=p.fixed["directions"], target_samples=p.fixed["target"], backend=b),
 }

@@ -29,7 +29,7 @@ SINCOS_INSTRUCTIONS = 24
 # per element and knot: the recurrence (2 multiplies + 2 FMAs) and 2 accumulations (forward: the cos and
 # sin sums; backward: the dP terms)
 KNOT_INSTRUCTIONS = 6
-RESEED = 16  # the kernels' restart interval (kernels/sigreg_ecf.py, csrc/sigreg_cpu.cpp)
+RESEED = 16  # the kernels' restart interval (kernels/sigreg_fused.py, csrc/sigreg_cpu.cpp)
 
 
 def device_peaks(device_name: str) -> Optional[Dict[str, float]]:

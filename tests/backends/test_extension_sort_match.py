@@ -155,13 +155,13 @@ def test_rdmreg_backend_matches_eager(rng, device):
     assert rel_err(v, r) <= 1e-5 and rel_err(got.grad, ref_grad) <= 1e-5
 
 
-@pytest.mark.parametrize("key", ["visreg", "swd"])
+@pytest.mark.parametrize("key", ["visreg", "sliced_wasserstein"])
 @pytest.mark.parametrize("i", range(4))
 def test_golden_visreg_repository_through_cpu(golden, key, i):
     case = golden["visreg_repo"][i]
     ref = case[key]
     z = case["z"].clone().requires_grad_()
-    value = OPS[key if key == "visreg" else "swd_clamped"](z, ref["directions"], backend="cpu")
+    value = OPS[key if key == "visreg" else "sliced_wasserstein_clamped"](z, ref["directions"], backend="cpu")
     value.backward()
     assert rel_err(value, ref["value"]) <= 1e-5 and rel_err(z.grad, ref["grad"]) <= 1e-5
 
@@ -190,7 +190,7 @@ def test_auto_uses_cpu_backend_and_refuses_what_it_cannot_do(rng):
         fs.visreg(x, directions=a, backend="cuda")
 
 
-@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "visreg", "rdmreg"])
 def test_saved_bytes_at_most_inputs_plus_one_gradient(op):
     """Saved: inputs (or VISReg's centred copy in place of z) + the (N, K) float32 gradient, plus
     VISReg's four per-dimension statistics."""

@@ -119,7 +119,7 @@ def test_rdmreg_fp32_matches_eager(rng, V):
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(got.grad, ref_grad) <= FP32_TOL
 
 
-@pytest.mark.parametrize("op", ["swd", "visreg"])
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "visreg"])
 def test_near_collapse_input(rng, op):
     """Rows nearly equal: projections tie exactly in fp32 (so the gradient reference is the stable-sort
     formula, see conftest.sort_reference)."""
@@ -133,7 +133,7 @@ def test_near_collapse_input(rng, op):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "visreg", "rdmreg"])
 def test_16bit_inputs(op, dtype):
     """16-bit input is projected in float32 as eager does, so the kernel's result is eager's at the same
     precision, up to the order of exact ties (more frequent with 16-bit inputs; compared with a stable
@@ -153,7 +153,7 @@ def test_16bit_inputs(op, dtype):
 @pytest.mark.parametrize("i", range(4))
 def test_golden_visreg_repository(golden, i):
     case = golden["visreg_repo"][i]
-    for key, op in (("visreg", "visreg"), ("swd", "swd_clamped")):
+    for key, op in (("visreg", "visreg"), ("sliced_wasserstein", "sliced_wasserstein_clamped")):
         ref = case[key]
         z = case["z"].clone().to(DEVICE).requires_grad_()
         value = OPS[op](z, ref["directions"].to(DEVICE), backend="triton")
@@ -202,7 +202,7 @@ def test_torch_compile(rng):
     assert rel_err(value, ref_value) <= 1e-6 and rel_err(got.grad, ref.grad) <= 1e-6
 
 
-@pytest.mark.parametrize("op", ["swd", "visreg", "rdmreg"])
+@pytest.mark.parametrize("op", ["sliced_wasserstein", "visreg", "rdmreg"])
 def test_saved_bytes_at_most_inputs_plus_one_gradient(op):
     """Saved: inputs (or VISReg's centred copy) + the (N, K) float32 gradient, + VISReg's per-dim stats."""
     shape = Shape(1, 64, 16, 8)

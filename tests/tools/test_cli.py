@@ -19,7 +19,7 @@ def _run(*args):
 def test_check_command_prints_every_op():
     out = _run("check", "--N", "37", "--D", "9", "--K", "11", "--V", "2")
     assert out.returncode == 0, out.stderr
-    for op in ("sigreg", "swd", "visreg", "rdmreg"):
+    for op in ("sigreg", "sliced_wasserstein", "visreg", "rdmreg"):
         assert any(
             line.split()[:2] == [op, "eager"] and line.rstrip().endswith("PASS") for line in out.stdout.splitlines()
         )
@@ -29,8 +29,8 @@ def test_backends_command():
     out = _run("backends")
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
-    assert rows["eager"][1] == rows["triton"][1] == "sigreg,swd,visreg,rdmreg"
-    assert rows["cuda"][1] == "swd,visreg,rdmreg"
+    assert rows["eager"][1] == rows["triton"][1] == "sigreg,sliced_wasserstein,visreg,rdmreg"
+    assert rows["cuda"][1] == "sliced_wasserstein,visreg,rdmreg"
 
 
 def test_bench_command_writes_csv_and_json(tmp_path):
@@ -38,7 +38,7 @@ def test_bench_command_writes_csv_and_json(tmp_path):
     out = _run(
         "bench",
         "--op",
-        "sigreg,swd",
+        "sigreg,sliced_wasserstein",
         "--N",
         "64,128",
         "--D",
@@ -64,12 +64,12 @@ def test_bench_command_writes_csv_and_json(tmp_path):
     if not torch.cuda.is_available():
         assert {(r["op"], r["backend"]) for r in data["rows"] if r["status"] == "not measured"} >= {
             ("sigreg", "triton"),
-            ("swd", "triton"),
-            ("swd", "cuda"),
+            ("sliced_wasserstein", "triton"),
+            ("sliced_wasserstein", "cuda"),
         }
     rows = list(csv.DictReader(line for line in csv_path.read_text().splitlines() if not line.startswith("#")))
     eager = [(r["op"], r["N"]) for r in rows if r["backend"] == "eager"]
-    assert eager == [("sigreg", "64"), ("sigreg", "128"), ("swd", "64"), ("swd", "128")]
+    assert eager == [("sigreg", "64"), ("sigreg", "128"), ("sliced_wasserstein", "64"), ("sliced_wasserstein", "128")]
     assert len(rows) == len(data["rows"])
     assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows if r["status"] == "ok")
 
@@ -82,7 +82,7 @@ def test_bench_plot(tmp_path):
 
 
 def test_check_tf32_needs_float32_on_cuda():
-    out = _run("check", "--tf32", "--device", "cpu", "--op", "swd")
+    out = _run("check", "--tf32", "--device", "cpu", "--op", "sliced_wasserstein")
     assert out.returncode != 0 and "--tf32 applies to --dtype float32 on a CUDA device" in out.stderr
 
 
@@ -166,7 +166,7 @@ def test_roofline_arithmetic():
     assert r["roofline_frac"] == round(cuda_core / 1e-3, 3) and r["floor_ms"] == round(cuda_core * 1e3, 4)
     assert cuda_core > 8_589_934_592 / 989e12
     # the sort ops have no ALU term: fp32 without tf32 is bound by the tensor-core (here plain fp32) matmuls
-    r = roofline.roofline("swd", 1, 8192, 512, 512, 17, torch.float32, False, 1e-3, "NVIDIA H100")
+    r = roofline.roofline("sliced_wasserstein", 1, 8192, 512, 512, 17, torch.float32, False, 1e-3, "NVIDIA H100")
     assert r["floor_bound"] == "tensor_core" and r["roofline_frac"] == round(8_589_934_592 / 67e12 / 1e-3, 3)
     assert roofline.roofline("sigreg", 1, 8, 4, 4, 17, torch.float32, True, 1e-3, "Tesla V100")["roofline_frac"] == (
         "unknown GPU"
@@ -193,6 +193,6 @@ def test_check_covers_the_fully_fused_kernel():
     rows = check.check_problem(make_problem("sigreg", Shape(2, 40, 16, 24)))
     assert [r["backend"] for r in rows if r["backend"].startswith("triton")] == ["triton", "triton:min"]
     assert all(r["ok"] for r in rows)
-    assert check.providers_for(make_problem("swd", Shape(1, 40, 16, 24))) == check.backends_for(
-        make_problem("swd", Shape(1, 40, 16, 24))
+    assert check.providers_for(make_problem("sliced_wasserstein", Shape(1, 40, 16, 24))) == check.backends_for(
+        make_problem("sliced_wasserstein", Shape(1, 40, 16, 24))
     )

@@ -11,8 +11,10 @@ import pytest
 
 pytest.importorskip("triton", reason="compile-check compiles the Triton kernels")
 
-from fused_sigreg.backends.triton import configs  # noqa: E402
-from fused_sigreg.backends.triton import sigreg as sigreg_triton  # noqa: E402
+from fused_sigreg.backends.triton import (
+    configs,  # noqa: E402
+    sigreg_fused,  # noqa: E402
+)
 
 
 def _rows(stdout, kernel):
@@ -26,7 +28,7 @@ def test_compile_check_every_config_for_sm80_and_sm90():
     )
     print(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr
-    ecf_variants = len(sigreg_triton._INPUT_VARIANTS)
+    ecf_variants = len(sigreg_fused.INPUT_VARIANTS)
     expected = {  # kernel -> configurations per architecture
         "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * ecf_variants * 2,  # D a multiple of 16 or not
         "ecf_backward_kernel": (len(configs.BACKWARD_CONFIGS) + len(configs.BACKWARD_ALIGNED_CONFIGS)) * ecf_variants,

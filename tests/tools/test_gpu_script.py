@@ -208,5 +208,5 @@ def test_sanitizer_steps_cover_every_kernel_family(tmp_path):
         ]
         assert len(runs) == 3 and all(f"--tool {tool} --error-exitcode 9" in r for r in runs)
         assert runs[0].endswith("check --device cuda")  # every op and backend at the default sizes
-        assert "--op swd,rdmreg --N 5000" in runs[1]  # CUB's segmented sort
+        assert "--op sliced_wasserstein,rdmreg --N 5000" in runs[1]  # CUB's segmented sort
         assert runs[2].endswith("--op sigreg --N 4500 --D 64 --K 160 --V 2")  # large, 16-byte-load tiles

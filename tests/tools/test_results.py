@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import run as results_run  # noqa: E402
 from fused_sigreg import dispatch  # noqa: E402
-from fused_sigreg.tools.problems import DISPATCHED_STAGE  # noqa: E402
+from fused_sigreg.dispatch import OP_STAGES  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
 CSV = os.path.join(REPO, "benchmarks", "results", "cpu", "results.csv")
@@ -45,7 +45,7 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
         for key in {(r["V"], r["N"], r["D"], r["K"]) for r in rows if r["op"] == op}:  # compile at every point
             assert any(r["provider"] == "compile" and (r["V"], r["N"], r["D"], r["K"]) == key for r in rows), (op, key)
         # every backend that implements the op is listed, timed or "not measured"
-        stage = DISPATCHED_STAGE[op]
+        stage = OP_STAGES[op]
         assert {n for n, b in dispatch.REGISTRY.backends.items() if stage in b.ops} <= providers, op
     assert all(r["status"] in ("ok", "OOM", "not measured") for r in rows)
     assert all(r["reason"] for r in rows if r["status"] == "not measured")
@@ -68,7 +68,7 @@ def _sweep(tmp_path, *args):
 
 
 def test_run_script_smoke(tmp_path):
-    rows = _sweep(tmp_path, "--op", "swd")
+    rows = _sweep(tmp_path, "--op", "sliced_wasserstein")
     assert {r["provider"] for r in rows} >= {"fused", "eager", "compile"}
     assert all(float(r["fwd+bwd_ms_median"]) > 0 for r in rows if r["status"] == "ok")
     if not torch.cuda.is_available():
@@ -78,8 +78,8 @@ def test_run_script_smoke(tmp_path):
 def test_run_script_time_limit_lists_cases_it_had_no_time_for(tmp_path):
     """A sweep cut short by --time-limit still writes every point: the cases it did not start are
     "not measured" with the reason, and the generated blocks render them."""
-    rows = _sweep(tmp_path, "--op", "swd,sigreg", "--time-limit", "0")
-    assert {r["op"] for r in rows} == {"swd", "sigreg"} and len(rows) > 4
+    rows = _sweep(tmp_path, "--op", "sliced_wasserstein,sigreg", "--time-limit", "0")
+    assert {r["op"] for r in rows} == {"sliced_wasserstein", "sigreg"} and len(rows) > 4
     assert all(r["status"] == "not measured" for r in rows)
     assert all("time limit" in r["reason"] for r in rows if r["provider"] in ("fused", "eager", "compile"))
     env = results_run.env_lines("cpu", str(tmp_path / "results.csv"))

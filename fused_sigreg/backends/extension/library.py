@@ -23,26 +23,43 @@ except ImportError as e:  # not built (FUSED_SIGREG_BUILD_EXT=0, no compiler) or
     )
 
 
-if _LOAD_ERROR is None:  # output shapes for fake tensors, which torch.compile and opcheck trace with
+def _check_proj(proj, dims: int) -> None:
+    torch._check(proj.dim() == dims, lambda: f"proj must have {dims} dimensions, got shape {tuple(proj.shape)}")
+    torch._check(proj.dtype == torch.float32, lambda: f"proj must be float32, got {proj.dtype}")
+
+
+def _check_coef(proj, coef) -> None:
+    _check_proj(proj, 3)
+    torch._check(
+        coef.dim() == 4 and coef.shape[0] == proj.shape[0] and coef.shape[1] == 2 and coef.shape[3] == proj.shape[2],
+        lambda: f"coef must be (V, 2, T, K) for proj {tuple(proj.shape)}, got {tuple(coef.shape)}",
+    )
+
+
+if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opcheck), with the kernels' input checks
 
     @torch.library.register_fake("fused_sigreg::sort_match")
     def _(proj, target):
+        _check_proj(proj, 2)
+        torch._check(
+            target.shape == proj.shape or tuple(target.shape) == (proj.shape[1],),
+            lambda: f"target must be (N,) or {tuple(proj.shape)}, got {tuple(target.shape)}",
+        )
         return proj.new_empty((proj.shape[0],)), proj.new_empty(proj.shape)
-
-    @torch.library.register_fake("fused_sigreg::segmented_sort")
-    def _(values):
-        return torch.empty_like(values), values.new_empty(values.shape, dtype=torch.int32)
 
     @torch.library.register_fake("fused_sigreg::ecf_sums")
     def _(proj, delta, n_points):
+        _check_proj(proj, 3)
         return proj.new_empty((proj.shape[0], 2, n_points, proj.shape[2]))
 
     @torch.library.register_fake("fused_sigreg::ecf_grad")
     def _(proj, coef, delta):
+        _check_coef(proj, coef)
         return torch.empty_like(proj)
 
     @torch.library.register_fake("fused_sigreg::ecf_grad_")
     def _(proj, coef, delta):
+        _check_coef(proj, coef)
         return None
 
 
@@ -55,7 +72,7 @@ def available():
 # Fixed once the library is loaded; a plain dict keeps the lookup traceable by torch.compile.
 _KERNELS = {
     (op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
-    for op in ("sort_match", "segmented_sort", "ecf_sums", "ecf_grad", "ecf_grad_")
+    for op in ("sort_match", "ecf_sums", "ecf_grad", "ecf_grad_")
     for key in ("CPU", "CUDA")
 }
 

@@ -1,11 +1,11 @@
 """SIGReg's ECF stage on the compiled CPU extension: ``fused_sigreg::ecf_sums`` and ``ecf_grad_``
-(``csrc/sigreg_cpu.cpp``) as the passes of ``backends/ecf_over_p.py`` (P stored, dP written over it)."""
+(``csrc/sigreg_cpu.cpp``) as the passes of ``backends/ecf_passes.py`` (P stored, dP written over it)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..ecf_over_p import EcfPasses, make_ecf_means
+from ..ecf_passes import EcfPasses, make_ecf_means
 
 _PASSES = EcfPasses(
     name="the cpu backend",

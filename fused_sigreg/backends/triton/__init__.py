@@ -1,4 +1,4 @@
-"""The ``triton`` backend: Triton kernels on CUDA tensors (``sigreg_p.py``: SIGReg's passes over stored
+"""The ``triton`` backend: Triton kernels on CUDA tensors (``sigreg_passes.py``: SIGReg's passes over stored
 projections and the routing to the fully fused ``sigreg.py``; ``sort_match.py``).
 
 Registering it imports neither triton nor the kernels: the stages load on first use.
@@ -39,9 +39,9 @@ def _supports(op, tensors):
 
 
 def _sigreg_stages():
-    from . import sigreg_p
+    from . import sigreg_passes
 
-    return sigreg_p.STAGES
+    return sigreg_passes.STAGES
 
 
 def _sort_stages():

@@ -52,7 +52,7 @@ class KernelConfig:
 
 
 # Chosen from ptxas reports (``compile-check``). The forward computes its tile transposed, columns by
-# rows (kernels/sigreg_ecf.py), so BLOCK_K is the MMA's M: at 128 with 8 warps (16 M-rows per warp) no
+# rows (kernels/sigreg_fused.py), so BLOCK_K is the MMA's M: at 128 with 8 warps (16 M-rows per warp) no
 # two warps share a column and the per-knot sum over the BLOCK_N = 32 rows needs no cross-warp
 # reduction (64 x 64 with 8 warps summed across warps and lanes at every knot; 64 x 128 spills in fp32
 # without tf32). The small forward tile is spill-free with D a multiple of 16 or not; 32 x 32 x 32 with
@@ -70,7 +70,7 @@ BACKWARD_ALIGNED_CONFIGS = (BACKWARD_CONFIGS[0],)
 
 @dataclass(frozen=True)
 class PassConfig:
-    """Tile of the elementwise passes over stored projections (``kernels/sigreg_ecf_p.py``)."""
+    """Tile of the elementwise passes over stored projections (``kernels/ecf_passes.py``)."""
 
     block_n: int
     block_k: int

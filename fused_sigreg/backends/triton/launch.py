@@ -14,6 +14,15 @@ from triton.runtime import interpreter
 from ...dispatch import KernelCompileError
 from .configs import interpreter_mode
 
+_FALLBACK_SM_COUNT = 132  # H100; sizes the grid heuristics where there is no device (the interpreter)
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (the grids' unit of parallelism); 132 off CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return _FALLBACK_SM_COUNT
+
 
 def device_of(t: torch.Tensor):
     """Context that makes ``t``'s GPU current for a launch: Triton launches on the current device

@@ -58,6 +58,11 @@ def sort_match_triton(proj: torch.Tensor, target: torch.Tensor) -> Tuple[torch.T
 
 @sort_match_triton.register_fake
 def _(proj, target):
+    torch._check(proj.dim() == 3 and proj.dtype == torch.float32, lambda: f"proj must be (V, N, K) float32, got {proj}")
+    torch._check(
+        target.shape == proj.shape or tuple(target.shape) == (proj.shape[1],),
+        lambda: f"target must be (N,) or {tuple(proj.shape)}, got {tuple(target.shape)}",
+    )
     return proj.new_empty((proj.shape[0], proj.shape[2])), torch.empty_like(proj)
 
 

@@ -1,7 +1,7 @@
 """SIGReg's default path on CUDA: projections and dX by torch.matmul (cuBLAS, tf32 as the user set it)
-and the Triton passes over the stored P (``kernels/sigreg_ecf_p.py``) as the custom ops
+and the Triton passes over the stored P (``kernels/ecf_passes.py``) as the custom ops
 ``fused_sigreg::ecf_sums_triton``, ``ecf_grad_triton`` and ``ecf_grad_triton_inplace``, plugged into
-``backends/ecf_over_p.py`` exactly as the cpu backend plugs in its C++ passes.
+``backends/ecf_passes.py`` exactly as the cpu backend plugs in its C++ passes.
 
 Saved for backward: the inputs and P (V N K 4 bytes, 17x below eager's (N, K, T) argument at T = 17);
 the forward's partial sums are O(SMs x BLOCK_K x T), whatever N (``partial_shape``).
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import triton
 
-from ...kernels.sigreg_ecf_p import ecf_colsums_kernel, ecf_dp_kernel
-from ..ecf_over_p import EcfPasses, make_ecf_means
+from ...kernels.ecf_passes import ecf_colsums_kernel, ecf_dp_kernel
+from ..ecf_passes import EcfPasses, make_ecf_means
 from .configs import (
     COLSUMS_CONFIG,
     DP_CONFIG,
@@ -22,16 +22,15 @@ from .configs import (
     SPLIT_ROWS_MIN,
     CompileSpec,
 )
-from .launch import launch
-from .sigreg import _sm_count
-from .sigreg import ecf_means as fused_ecf_means
+from .launch import launch, sm_count
+from .sigreg_fused import ecf_means as fused_ecf_means
 
 
 def partial_shape(V: int, N: int, K: int, T: int, device: torch.device):
     """(V, splits, 2, T, K) of the forward's fp64 partial sums: PROGRAMS_PER_SM programs per SM over the
     column tiles and views, each walking at least SPLIT_ROWS_MIN rows. Bounded in N."""
     col_tiles = triton.cdiv(K, COLSUMS_CONFIG.block_k)
-    wanted = triton.cdiv(PROGRAMS_PER_SM * _sm_count(device), V * col_tiles)
+    wanted = triton.cdiv(PROGRAMS_PER_SM * sm_count(device), V * col_tiles)
     splits = max(1, min(wanted, triton.cdiv(N, SPLIT_ROWS_MIN)))
     return (V, splits, 2, T, K)
 
@@ -69,8 +68,21 @@ def ecf_sums_triton(proj: torch.Tensor, delta: float, n_points: int) -> torch.Te
     return partial.sum(dim=1).float()
 
 
+def _fake_check(proj: torch.Tensor, coef=None) -> None:
+    torch._check(proj.dim() == 3 and proj.dtype == torch.float32, lambda: f"proj must be (V, N, K) float32, got {proj}")
+    if coef is not None:
+        torch._check(
+            coef.dim() == 4
+            and coef.shape[0] == proj.shape[0]
+            and coef.shape[1] == 2
+            and coef.shape[3] == proj.shape[2],
+            lambda: f"coef must be (V, 2, T, K) for proj {tuple(proj.shape)}, got {tuple(coef.shape)}",
+        )
+
+
 @ecf_sums_triton.register_fake
 def _(proj, delta, n_points):
+    _fake_check(proj)
     return proj.new_empty((proj.shape[0], 2, n_points, proj.shape[2]))
 
 
@@ -100,6 +112,7 @@ def ecf_grad_triton(proj: torch.Tensor, coef: torch.Tensor, delta: float) -> tor
 
 @ecf_grad_triton.register_fake
 def _(proj, coef, delta):
+    _fake_check(proj, coef)
     return torch.empty_like(proj)
 
 
@@ -107,6 +120,11 @@ def _(proj, coef, delta):
 def ecf_grad_triton_inplace(proj: torch.Tensor, coef: torch.Tensor, delta: float) -> None:
     """``ecf_grad_triton`` written over proj: backward's dP takes the place of the saved P."""
     _launch_dp(proj, coef, delta, proj)
+
+
+@ecf_grad_triton_inplace.register_fake
+def _(proj, coef, delta):
+    _fake_check(proj, coef)
 
 
 PASSES = EcfPasses("the triton backend", ecf_sums_triton, ecf_grad_triton, ecf_grad_triton_inplace)

@@ -1,5 +1,5 @@
 """SIGReg's default triton path (``memory="auto"``): projections by torch.matmul and the Triton passes
-over stored P (``kernels/sigreg_ecf_p.py``) against the eager reference, and the memory routing.
+over stored P (``kernels/ecf_passes.py``) against the eager reference, and the memory routing.
 
 Without a GPU the passes run in Triton's interpreter on CPU tensors; with a CUDA device for real.
 Inputs are fresh random each run (seed printed on failure).
@@ -11,7 +11,7 @@ import torch
 triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 
 import fused_sigreg as fs  # noqa: E402
-from fused_sigreg.backends.triton import sigreg_p  # noqa: E402
+from fused_sigreg.backends.triton import sigreg_passes  # noqa: E402
 from fused_sigreg.tools import bench, memory  # noqa: E402
 from fused_sigreg.tools.problems import Shape, make_problem  # noqa: E402
 from helpers import TRITON_DEVICE as DEVICE  # noqa: E402
@@ -133,7 +133,7 @@ def test_memory_min_is_the_fully_fused_kernel(rng):
 def test_routes_to_the_fused_kernel_when_p_would_not_fit(rng, monkeypatch):
     x, a = _inputs(rng, (40, 6), 9)
     problem = make_problem("sigreg", Shape(1, 40, 6, 9), device=DEVICE)
-    monkeypatch.setattr(sigreg_p, "p_fits", lambda x, directions: False)
+    monkeypatch.setattr(sigreg_passes, "p_fits", lambda x, directions: False)
     assert bench.saved_tensor_bytes(problem, "triton")["saved_extra_bytes"] == memory.sigreg_saved_extra_bytes(
         "min", 1, 40, 9, 17
     )
@@ -146,28 +146,28 @@ def test_p_fits_rule(monkeypatch):
     """P is kept while it takes at most a quarter of the free memory (driver + allocator's unused cache)."""
     x = torch.empty(2, 1000, 8)
     a = torch.empty(8, 250)  # P: 2 * 1000 * 250 * 4 = 2 MB
-    assert sigreg_p.p_fits(x, a)  # off CUDA: always
+    assert sigreg_passes.p_fits(x, a)  # off CUDA: always
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3_000_000)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1_000_000)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6_000_000, 80_000_000_000))
-    assert sigreg_p.p_fits(x, a)  # 2 MB <= (6 + 2) MB / 4
+    assert sigreg_passes.p_fits(x, a)  # 2 MB <= (6 + 2) MB / 4
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5_999_996, 80_000_000_000))
-    assert not sigreg_p.p_fits(x, a)
+    assert not sigreg_passes.p_fits(x, a)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    assert sigreg_p.p_fits(x, a)  # capturing a CUDA graph: no memory query, P kept
+    assert sigreg_passes.p_fits(x, a)  # capturing a CUDA graph: no memory query, P kept
 
 
 def test_partial_sums_do_not_grow_with_n():
     """The forward's fp64 partial sums are bounded by SMs x BLOCK_K x T, whatever N."""
     sizes = {}
     for n in (2**10, 2**14, 2**18, 2**22, 2**26):
-        shape = sigreg_p.partial_shape(1, n, 4096, 17, torch.device("cpu"))
+        shape = sigreg_passes.partial_shape(1, n, 4096, 17, torch.device("cpu"))
         sizes[n] = shape[1] * shape[2] * shape[3] * shape[4] * 8
     assert sizes[2**18] == sizes[2**22] == sizes[2**26]
     assert sizes[2**26] <= 132 * 4 * 2 * 17 * 4096 * 8  # PROGRAMS_PER_SM programs per SM at most
-    assert sigreg_p.partial_shape(1, 2, 3, 17, torch.device("cpu"))[1] == 1
+    assert sigreg_passes.partial_shape(1, 2, 3, 17, torch.device("cpu"))[1] == 1
 
 
 def test_memory_matches_the_accounting():
@@ -176,7 +176,7 @@ def test_memory_matches_the_accounting():
         problem = make_problem("sigreg", Shape(V, N, D, K, T), device=DEVICE)
         measured = bench.saved_tensor_bytes(problem, "triton")["saved_extra_bytes"]
         assert measured == memory.sigreg_saved_extra_bytes("P", V, N, K, T)
-        shape = sigreg_p.partial_shape(V, N, K, T, problem.x.device)
+        shape = sigreg_passes.partial_shape(V, N, K, T, problem.x.device)
         partial = shape[0] * shape[1] * shape[2] * shape[3] * shape[4] * 8
         model = memory.sigreg_peak_extra_bytes_model("P", V, N, D, K, T, partial_bytes=partial)
         assert bench.peak_extra_bytes(problem, "triton") <= model
@@ -194,9 +194,9 @@ def test_second_backward_fails_loudly(rng):
 def test_opcheck(rng):
     proj = torch.randn(2, 33, 7, generator=rng).to(DEVICE)
     coef = torch.randn(2, 2, 17, 7, generator=rng).to(DEVICE)
-    torch.library.opcheck(sigreg_p.ecf_sums_triton, (proj, 0.1875, 17))
-    torch.library.opcheck(sigreg_p.ecf_grad_triton, (proj, coef, 0.1875))
-    torch.library.opcheck(sigreg_p.ecf_grad_triton_inplace, (proj.clone(), coef, 0.1875))
+    torch.library.opcheck(sigreg_passes.ecf_sums_triton, (proj, 0.1875, 17))
+    torch.library.opcheck(sigreg_passes.ecf_grad_triton, (proj, coef, 0.1875))
+    torch.library.opcheck(sigreg_passes.ecf_grad_triton_inplace, (proj.clone(), coef, 0.1875))
 
 
 def test_torch_compile(rng):

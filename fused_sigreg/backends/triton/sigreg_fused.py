@@ -21,7 +21,7 @@ import torch
 import triton
 
 from ...dispatch import check_first_order
-from ...kernels.sigreg_ecf import SUM_SCALE, ecf_backward_kernel, ecf_partial_sums_kernel
+from ...kernels.sigreg_fused import SUM_SCALE, ecf_backward_kernel, ecf_partial_sums_kernel
 from .configs import (
     BACKWARD_ALIGNED_CONFIGS,
     BACKWARD_CONFIGS,
@@ -33,28 +33,20 @@ from .configs import (
     interpreter_mode,
     precisions,
 )
-from .launch import launch
-
-_FALLBACK_SM_COUNT = 132  # H100; only used to size the grid heuristic without a device
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return _FALLBACK_SM_COUNT
+from .launch import launch, sm_count
 
 
 def forward_config(V: int, N: int, K: int, device: torch.device) -> KernelConfig:
     """Large tiles once they still give every SM two programs; small tiles otherwise."""
     big = FORWARD_CONFIGS[0]
     programs = V * triton.cdiv(N, big.block_n) * triton.cdiv(K, big.block_k)
-    return big if programs >= 2 * _sm_count(device) else FORWARD_CONFIGS[1]
+    return big if programs >= 2 * sm_count(device) else FORWARD_CONFIGS[1]
 
 
 def backward_config(V: int, N: int, device: torch.device) -> KernelConfig:
     big = BACKWARD_CONFIGS[0]
     programs = V * triton.cdiv(N, big.block_n)
-    return big if programs >= _sm_count(device) else BACKWARD_CONFIGS[1]
+    return big if programs >= sm_count(device) else BACKWARD_CONFIGS[1]
 
 
 def _operands(x: torch.Tensor, directions: torch.Tensor):
@@ -90,9 +82,9 @@ def ecf_means_triton(
     xv, a = _operands(x, directions)
     V, N, D = xv.shape
     K, T = a.shape[1], n_points
-    at = a.t().contiguous()  # (K, D): the kernel reads both operands along D (kernels/sigreg_ecf.py)
+    at = a.t().contiguous()  # (K, D): the kernel reads both operands along D (kernels/sigreg_fused.py)
     cfg = forward_config(V, N, K, x.device)
-    if N >= 2**31:  # the fixed-point sums hold |sum| < 2^31 (kernels/sigreg_ecf.py: SUM_SCALE)
+    if N >= 2**31:  # the fixed-point sums hold |sum| < 2^31 (kernels/sigreg_fused.py: SUM_SCALE)
         raise ValueError(f"sigreg(memory='min') takes fewer than 2**31 rows per view, got N = {N}")
     n_tiles = triton.cdiv(N, cfg.block_n)
     sums = torch.zeros((V, 2, T, K), dtype=torch.int64, device=x.device)
@@ -115,8 +107,17 @@ def ecf_means_triton(
     return cos_mean, sin_mean
 
 
+def _fake_check(x: torch.Tensor, directions: torch.Tensor) -> None:
+    torch._check(x.dim() in (2, 3), lambda: f"x must be (N, D) or (V, N, D), got shape {tuple(x.shape)}")
+    torch._check(
+        directions.dim() == 2 and directions.shape[0] == x.shape[-1],
+        lambda: f"directions must be (D, K) with D = {x.shape[-1]}, got shape {tuple(directions.shape)}",
+    )
+
+
 @ecf_means_triton.register_fake
 def _(x, directions, t_max, n_points):
+    _fake_check(x, directions)
     shape = (*x.shape[:-2], directions.shape[1], n_points)
     return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.float32)
 
@@ -157,6 +158,7 @@ def ecf_means_triton_backward(
 
 @ecf_means_triton_backward.register_fake
 def _(x, directions, grad_cos, grad_sin, t_max, n_points):
+    _fake_check(x, directions)
     return torch.empty_like(x)
 
 
@@ -181,13 +183,13 @@ ecf_means_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
-    """The fully fused ``ecf_means`` stage (``sigreg(memory="min")``; ``sigreg_p.py`` routes to it)."""
+    """The fully fused ``ecf_means`` stage (``sigreg(memory="min")``; ``sigreg_passes.py`` routes to it)."""
     return ecf_means_triton(x, directions, float(t_max), int(n_points))
 
 
 # ------------------------------------------------------------------------------- compile check
 
-_INPUT_VARIANTS = (  # (label, element type of x and A, allow_tf32): every dtype/precision the launcher uses
+INPUT_VARIANTS = (  # (label, element type of x and A, allow_tf32): every dtype/precision the launcher uses
     ("fp32 ieee", "fp32", False),
     ("fp32 tf32", "fp32", True),
     ("bf16", "bf16", False),
@@ -219,7 +221,7 @@ def compile_specs():
             aligned_variants = (False, True)
             if kernel is ecf_backward_kernel and cfg not in BACKWARD_ALIGNED_CONFIGS:
                 aligned_variants = (False,)
-            for label, elem, allow_tf32 in _INPUT_VARIANTS:
+            for label, elem, allow_tf32 in INPUT_VARIANTS:
                 for aligned in aligned_variants:
                     chosen = precisions(_DTYPES[elem], allow_tf32)
                     constexprs = dict(

@@ -15,7 +15,7 @@ triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 import triton.language as tl  # noqa: E402
 
 import fused_sigreg as fs
-from fused_sigreg.kernels.sigreg_ecf import _round_to_tf32
+from fused_sigreg.kernels.common import round_to_tf32
 from fused_sigreg.tools import bench, memory, numerics
 from fused_sigreg.tools.check import check_problem
 from fused_sigreg.tools.problems import Shape, make_problem
@@ -28,7 +28,7 @@ FP32_TOL = 1e-5
 @pytest.fixture(autouse=True)
 def fully_fused(registry):
     """Every test here runs the fully fused kernel (``memory="min"``), also where it reaches the triton
-    backend through the tools; the default passes over stored P are tested in test_triton_sigreg_p.py."""
+    backend through the tools; the default passes over stored P are tested in test_triton_sigreg_passes.py."""
     triton_backend = registry.backends["triton"]
     ops = dict(triton_backend.ops, ecf_means=triton_backend.ops["ecf_means_min"])
     registry.register(dataclasses.replace(triton_backend, ops=ops))
@@ -177,7 +177,7 @@ def test_tf32_path_rounds_operands(rng):
 
 
 def test_opcheck(rng):
-    from fused_sigreg.backends.triton.sigreg import ecf_means_triton
+    from fused_sigreg.backends.triton.sigreg_fused import ecf_means_triton
 
     x, a = _inputs(rng, (2, 33, 10), 7)
     for requires_grad in (False, True):
@@ -262,13 +262,12 @@ def test_many_row_tiles_match_eager(rng):
 def test_large_configs_with_and_without_aligned_loads(rng, monkeypatch, D, K):
     """The large forward and backward tiles (picked for many programs: one SM here makes every problem
     many), with the 16-byte loads of D (forward) or D and K (backward) multiples of 16 and without."""
-    from fused_sigreg.backends.triton import configs
-    from fused_sigreg.backends.triton import sigreg as sigreg_triton
+    from fused_sigreg.backends.triton import configs, sigreg_fused
 
-    monkeypatch.setattr(sigreg_triton, "_sm_count", lambda device: 1)
+    monkeypatch.setattr(sigreg_fused, "sm_count", lambda device: 1)
     x, a = _inputs(rng, (2, 150, D), K)
-    assert sigreg_triton.forward_config(2, 150, K, x.device) == configs.FORWARD_CONFIGS[0]
-    assert sigreg_triton.backward_config(2, 150, x.device) in configs.BACKWARD_ALIGNED_CONFIGS
+    assert sigreg_fused.forward_config(2, 150, K, x.device) == configs.FORWARD_CONFIGS[0]
+    assert sigreg_fused.backward_config(2, 150, x.device) in configs.BACKWARD_ALIGNED_CONFIGS
     g = torch.rand((2, K), generator=rng).to(DEVICE)
     value, grad = _value_and_grads(x, a, "triton", g, reduction=None)
     ref_value, ref_grad = _value_and_grads(x, a, "eager", g, reduction=None)
@@ -362,14 +361,14 @@ SPECIAL_BITS = [
 @triton.jit
 def round_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
-    tl.store(out_ptr + offs, _round_to_tf32(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
+    tl.store(out_ptr + offs, round_to_tf32(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
 
 
 def _float_from_bits(bits) -> torch.Tensor:
     return torch.tensor([b - 2**32 if b >= 2**31 else b for b in bits], dtype=torch.int32).view(torch.float32)
 
 
-def test_round_to_tf32_keeps_nan_and_inf(rng):
+def testround_to_tf32_keeps_nan_and_inf(rng):
     """The kernels' tf32 rounding (run as a Triton kernel) equals the host twin bit for bit; NaN stays
     NaN, inf stays inf, every finite value lands on the tf32 grid within half a tf32 ulp."""
     values = torch.cat(

@@ -1,6 +1,6 @@
 """Triton kernels of SIGReg's ECF passes over stored projections P (V, N, K) fp32, the CUDA twins of
 ``csrc/sigreg_cpu.cpp``: the projections and dX = dP A^T are matmuls done by the caller (cuBLAS
-through torch), so the kernels are elementwise passes with the knot walk of ``sigreg_ecf.py``
+through torch), so the kernels are elementwise passes with the knot walk of ``common.py``
 (angle-addition recurrence, restarted every RESEED knots but the last).
 
 Each program owns BLOCK_K adjacent columns and walks rows in chunks of BLOCK_N: loads are coalesced
@@ -11,7 +11,7 @@ over the chunk's rows stays inside a thread (no shuffles, no barriers).
 import triton
 import triton.language as tl
 
-from .sigreg_ecf import _block_end, _restart, dp_from_knots
+from .common import block_end, dp_from_knots, restart
 
 _SIZES = ["N", "K", "T", "rows_per_split", "n_splits"]
 
@@ -55,10 +55,10 @@ def ecf_colsums_kernel(
         s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for j0 in range(0, T - 1, RESEED):
             if j0 > 0:
-                c, s = _restart(p * (j0 * delta), c, s)
+                c, s = restart(p * (j0 * delta), c, s)
                 c = tl.where(ok, c, 0.0)
                 s = tl.where(ok, s, 0.0)
-            for j in range(j0, _block_end(j0, T, RESEED)):
+            for j in range(j0, block_end(j0, T, RESEED)):
                 cos_sum = tl.load(out + j * K, mask=col_ok, other=0.0)
                 tl.store(out + j * K, cos_sum + tl.sum(c, axis=0).to(tl.float64), mask=col_ok)
                 sin_sum = tl.load(out + (T + j) * K, mask=col_ok, other=0.0)

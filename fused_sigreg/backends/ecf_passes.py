@@ -1,0 +1,94 @@
+"""SIGReg's ECF stage over stored projections, shared by the cpu backend (C++ passes) and the triton
+backend's default CUDA path (Triton passes): P = x A by matmul, one pass over P for the knots'
+cos/sin sums and, in backward, one pass that overwrites the saved P with dP followed by dX = dP A^T.
+Never an (N, K, T) tensor.
+
+Keeping P and reusing its memory for dP costs only the two unavoidable matmuls and holds at most P
+(or dP) and dX; recomputing P would add a third matmul for no memory gain.
+Overwriting a saved tensor bumps its version, so a second backward through the same graph
+(retain_graph) fails loudly in autograd instead of reading dP as P.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .. import reference
+from ..dispatch import check_first_order
+
+
+@dataclass(frozen=True)
+class EcfPasses:
+    """One backend's passes over P (V, N, K) float32, each a custom op.
+
+    sums(P, delta, n_points) -> (V, 2, T, K) float32 sums over N of cos / sin(j delta p);
+    grad(P, coef, delta) -> dP, with coef (V, 2, T, K) the coefficients of cos and sin;
+    grad_(P, coef, delta) -> None, the same written over P."""
+
+    name: str  # how errors name the backend, e.g. "the cpu backend"
+    sums: Callable
+    grad: Callable
+    grad_: Callable
+
+
+class EcfMeans(torch.autograd.Function):
+    """(x (..., N, D), directions (D, K), t_max, n_points, passes) -> (cos_mean, sin_mean), each (..., K, T)
+    float32, with the knot sums and dP computed by ``passes``."""
+
+    @staticmethod
+    def forward(ctx, x, directions, t_max: float, n_points: int, passes: EcfPasses):
+        proj = reference.project(x, directions).float()
+        views = (proj if proj.dim() == 3 else proj.unsqueeze(0)).contiguous()
+        sums = passes.sums(views, t_max / (n_points - 1), n_points)  # (V, 2, T, K)
+        means = (sums / x.shape[-2]).transpose(-1, -2)  # (V, 2, K, T)
+        cos_mean, sin_mean = means[:, 0].contiguous(), means[:, 1].contiguous()
+        ctx.save_for_backward(views, directions)
+        ctx.args = (t_max, n_points, x.shape, x.dtype, passes)
+        if x.dim() == 2:
+            return cos_mean[0], sin_mean[0]
+        return cos_mean, sin_mean
+
+    @staticmethod
+    def backward(ctx, grad_cos, grad_sin):
+        t_max, n_points, shape, dtype, passes = ctx.args
+        check_first_order(f"SIGReg on {passes.name}")
+        try:
+            views, directions = ctx.saved_tensors
+        except RuntimeError as e:  # the saved P was overwritten by dP in the first backward
+            raise RuntimeError(
+                f"fused_sigreg: {passes.name}'s SIGReg backward reuses the saved projections' memory, so each "
+                "graph can be backpropagated once; for a second backward (retain_graph=True) call sigreg again "
+                "or use backend='eager'"
+            ) from e
+        V, N, K = views.shape
+        t = torch.linspace(0.0, t_max, n_points, dtype=torch.float32, device=views.device)
+        zeros = lambda: torch.zeros((V, K, n_points), dtype=torch.float32, device=views.device)
+        gc = zeros() if grad_cos is None else grad_cos.reshape(V, K, n_points).float()
+        gs = zeros() if grad_sin is None else grad_sin.reshape(V, K, n_points).float()
+        # d cos_mean / dp = -t sin(t p) / N, d sin_mean / dp = t cos(t p) / N
+        coef = torch.stack((gs * (t / N), gc * (-t / N)), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
+        delta = t_max / (n_points - 1)
+        if torch.compiler.is_compiling():
+            # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
+            # shapes are dynamic, and a compiled graph plans its buffers itself
+            dp = passes.grad(views, coef, delta)
+        else:
+            passes.grad_(views, coef, delta)  # views now holds dP
+            # a custom op does not bump the version counter itself: do it, so that reusing this graph raises
+            torch.autograd.graph.increment_version(views)
+            dp = views
+        dx = dp @ directions.float().t()
+        return dx.reshape(shape).to(dtype), None, None, None, None
+
+
+def make_ecf_means(passes: EcfPasses) -> Callable:
+    """The ``ecf_means`` stage (x (..., N, D), directions (D, K), t_max, n_points) -> (cos_mean, sin_mean)
+    on ``passes``."""
+
+    def ecf_means(x, directions, t_max, n_points):
+        return EcfMeans.apply(x, directions, float(t_max), int(n_points), passes)
+
+    return ecf_means
