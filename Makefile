@@ -15,7 +15,7 @@ PYTHON312 ?= $(firstword $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.12*/bi
 	$(if $(shell $(p) -c 'import sys; print(sys.version_info[:2] == (3, 12))' 2>/dev/null | grep True),$(p))))
 GPU_STACK_STAMP := $(GPU_STACK_VENV)/.fused_sigreg-installed
 
-.PHONY: install lint format test test-gpu-stack asan bench check benchmarks results gpu gpu-prebuild clean
+.PHONY: install lint format test test-gpu-stack compile-check compile-check-gpu-stack asan bench benchmarks results gpu gpu-prebuild clean
 
 # The editable install compiles csrc/ into fused_sigreg/_C (CPU always, CUDA when nvcc is found).
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
@@ -35,9 +35,10 @@ format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# The test suite (what CI runs): style first, then pytest.
+# The test suite (what CI runs): style first, then pytest; the 25 slowest tests close the log.
+PYTEST_ARGS ?= --durations=25
 test: lint
-	$(PY) -m pytest tests; status=$$?; \
+	$(PY) -m pytest tests $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
 	exit $$status
 
@@ -52,9 +53,18 @@ $(GPU_STACK_STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	touch $(GPU_STACK_STAMP)
 
 test-gpu-stack: $(GPU_STACK_STAMP)
-	FUSED_SIGREG_BUILD_CUDA=0 $(GPU_STACK_PY) -m pytest tests; status=$$?; \
+	FUSED_SIGREG_BUILD_CUDA=0 $(GPU_STACK_PY) -m pytest tests $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: a run without tests proves nothing" >&2; fi; \
 	exit $$status
+
+# Every Triton configuration the launchers can pick, compiled for sm_80 and sm_90 by the real compiler
+# (no GPU needed), and the CUDA extension by nvcc: 0 spills, shared memory within limits, and every
+# launchable configuration present. Its own CI step on both stacks (Triton 3.8 and 3.6), outside pytest.
+compile-check: install
+	env -u TRITON_INTERPRET $(PY) -m fused_sigreg compile-check
+
+compile-check-gpu-stack: $(GPU_STACK_STAMP)
+	env -u TRITON_INTERPRET $(GPU_STACK_PY) -m fused_sigreg compile-check
 
 # The extension's C++ under AddressSanitizer + UBSan: an instrumented copy in build/asan/ runs every
 # test that does not need Triton (scripts/asan.sh; CI runs it after the two stacks).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict, List, Sequence
 
@@ -11,7 +12,7 @@ import torch
 from ..dispatch import OP_STAGES, OPS, available_backends, registered_backends
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import run_checks, tf32_enabled
-from .compile_check import extension_report, run_compile_check
+from .compile_check import expected_counts, extension_report, run_compile_check
 from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
 from .numerics import knot_walk_comparison, recurrence_error, tf32_budget
 from .problems import OP_ALIASES, Shape
@@ -137,7 +138,7 @@ def cmd_bench(args) -> int:
 
 def cmd_compile_check(args) -> int:
     caps = tuple(int(c) for c in args.arch.split(","))
-    rows = run_compile_check(caps)
+    rows = run_compile_check(caps, jobs=args.jobs)
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
     print(
@@ -190,7 +191,14 @@ def cmd_compile_check(args) -> int:
         )
     else:
         print("CUDA extension: no nvcc here, not compiled")
-    return 0 if all(r["ok"] == "PASS" for r in rows + ext_rows) else 1
+    missing = []
+    for kernel, per_arch in expected_counts().items():
+        for cap in caps:
+            got = sum(r["kernel"] == kernel and r["arch"] == f"sm_{cap}" for r in rows)
+            if got != per_arch:
+                missing.append(f"{kernel} sm_{cap}: {got} configurations compiled, the launchers have {per_arch}")
+    print("\n".join(missing) or "every launchable configuration compiled for every architecture")
+    return 0 if all(r["ok"] == "PASS" for r in rows + ext_rows) and not missing else 1
 
 
 def cmd_numerics(args) -> int:
@@ -275,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile every Triton kernel config and the CUDA extension for sm_80/sm_90, with ptxas's resource report",
     )
     compile_check.add_argument("--arch", default="80,90", help="comma-separated compute capabilities")
+    compile_check.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes")
     compile_check.set_defaults(func=cmd_compile_check)
 
     memory = sub.add_parser("memory", help="SIGReg saved/peak memory accounting, eager vs fused")

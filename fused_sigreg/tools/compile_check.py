@@ -10,6 +10,8 @@ price of reductions across lanes and warps that a kernel's layout choices decide
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import os
 import re
 import shutil
@@ -27,9 +29,28 @@ ARCHS = {80: 166912, 90: 232448}
 
 def all_specs() -> List[CompileSpec]:
     # imported here, not at the top: the launchers import triton, which this module's users may lack
-    from ..backends.triton import sigreg, sigreg_passes, sort_match
+    from ..backends.triton import sigreg_fused, sigreg_passes, sort_match
 
-    return [*sigreg.compile_specs(), *sigreg_passes.compile_specs(), *sort_match.compile_specs()]
+    return [*sigreg_fused.compile_specs(), *sigreg_passes.compile_specs(), *sort_match.compile_specs()]
+
+
+def expected_counts() -> Dict[str, int]:
+    """Configurations per architecture of each kernel, counted from the launchers' own tables (not from
+    ``all_specs``): a launchable configuration missing from the specs makes the check fail."""
+    from ..backends.triton import configs, sigreg_fused
+
+    variants = len(sigreg_fused.INPUT_VARIANTS)
+    return {
+        "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * variants * 2,  # D a multiple of 16 or not
+        "ecf_backward_kernel": (len(configs.BACKWARD_CONFIGS) + len(configs.BACKWARD_ALIGNED_CONFIGS)) * variants,
+        "ecf_colsums_kernel": 1,
+        "ecf_dp_kernel": 1,
+        "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
+    }
+
+
+def _compile_indexed(index: int, capability: int) -> Dict:
+    return compile_one(all_specs()[index], capability)
 
 
 def _ptxas_report(ptx: str, arch: str) -> Dict[str, int]:
@@ -97,15 +118,22 @@ def compile_one(spec: CompileSpec, capability: int) -> Dict:
     return row
 
 
-def run_compile_check(capabilities=tuple(ARCHS)) -> List[Dict]:
-    """Compile every spec for every capability in a fresh Triton cache (so compile_s is real)."""
+def run_compile_check(capabilities=tuple(ARCHS), jobs: int = 1) -> List[Dict]:
+    """Compile every spec for every capability in a fresh Triton cache (so compile_s is real), in
+    ``jobs`` processes (each compile is single-threaded: the check scales with the cores)."""
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("compile-check needs the real Triton compiler: unset TRITON_INTERPRET")
     saved = os.environ.get("TRITON_CACHE_DIR")
+    work = [(i, cap) for i in range(len(all_specs())) for cap in capabilities]
     with tempfile.TemporaryDirectory() as cache:
         os.environ["TRITON_CACHE_DIR"] = cache
         try:
-            return [compile_one(spec, cap) for spec in all_specs() for cap in capabilities]
+            if jobs <= 1:
+                return [_compile_indexed(i, cap) for i, cap in work]
+            # spawned workers inherit the environment (the cache folder) and import the kernels themselves
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                return list(pool.map(_compile_indexed, *zip(*work)))
         finally:
             if saved is None:
                 del os.environ["TRITON_CACHE_DIR"]

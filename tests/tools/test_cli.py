@@ -1,19 +1,37 @@
 """The CLI and the measurement helpers behind ``check`` and ``bench``."""
 
+import contextlib
 import csv
+import dataclasses
+import io
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from fused_sigreg.tools import bench, check
+from fused_sigreg.tools import bench, check, cli
 from fused_sigreg.tools.problems import Shape, make_problem
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "fused_sigreg", *args], capture_output=True, text=True, timeout=300)
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(*args) -> Result:
+    """``python -m fused_sigreg ARGS`` in this process (a fresh Python per call cost seconds each)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse errors and the commands' own refusals, as the shell sees them
+            code = e.code if isinstance(e.code, int) else 1
+            if not isinstance(e.code, (int, type(None))):
+                print(e.code, file=sys.stderr)
+    return Result(code or 0, out.getvalue(), err.getvalue())
 
 
 def test_check_command_prints_every_op():
