@@ -10,11 +10,8 @@ extern "C" PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(fused_sigreg, m) {
-  // values (S, N) float32 -> (sorted (S, N) float32, source rows (S, N) int32), each row sorted
-  // ascending with -0 == +0 and NaN last; stable (ties keep row order).
-  m.def("segmented_sort(Tensor values) -> (Tensor, Tensor)");
   // proj (S, N) float32 and target (N,) float32 (shared sorted quantiles) or (S, N) float32 (sorted
-  // inside, per slice) -> (sum_sq (S,) float32, grad (S, N) float32): sum_sq[s] = sum_i (sort(proj[s])_i
+  // inside, per slice; each sorted ascending with -0 == +0, NaN last, ties in row order) -> (sum_sq (S,) float32, grad (S, N) float32): sum_sq[s] = sum_i (sort(proj[s])_i
   // - t_i)^2 and grad = d sum_sq[s] / d proj[s], written at the original positions.
   m.def("sort_match(Tensor proj, Tensor target) -> (Tensor, Tensor)");
   // SIGReg's ECF stage (CPU). proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of

@@ -48,28 +48,6 @@ void check_proj(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.size(1) <= INT32_MAX, name, ": N must fit in int32, got ", t.size(1));
 }
 
-std::tuple<at::Tensor, at::Tensor> segmented_sort_cpu(const at::Tensor& values) {
-  check_proj(values, "values");
-  const auto v = values.contiguous();
-  const int64_t S = v.size(0), N = v.size(1);
-  auto sorted = at::empty({S, N}, v.options());
-  auto rows = at::empty({S, N}, v.options().dtype(at::kInt));
-  const float* in = v.data_ptr<float>();
-  float* out = sorted.data_ptr<float>();
-  int32_t* out_rows = rows.data_ptr<int32_t>();
-  at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
-    SliceSorter sorter;
-    for (int64_t s = begin; s < end; ++s) {
-      sorter.sort(in + element_offset(s, 0, N), N);
-      for (int64_t i = 0; i < N; ++i) {
-        out[element_offset(s, i, N)] = from_ordered_bits(sorter.keys[i]);
-        out_rows[element_offset(s, i, N)] = sorter.rows[i];
-      }
-    }
-  });
-  return {sorted, rows};
-}
-
 std::tuple<at::Tensor, at::Tensor> sort_match_cpu(const at::Tensor& proj, const at::Tensor& target) {
   check_proj(proj, "proj");
   const int64_t S = proj.size(0), N = proj.size(1);
@@ -107,7 +85,6 @@ std::tuple<at::Tensor, at::Tensor> sort_match_cpu(const at::Tensor& proj, const 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_sigreg, CPU, m) {
-  m.impl("segmented_sort", &segmented_sort_cpu);
   m.impl("sort_match", &sort_match_cpu);
 }
 

@@ -162,25 +162,6 @@ std::tuple<at::Tensor, at::Tensor> segmented_sort_images(const at::Tensor& value
   return {keys_out, rows_out};
 }
 
-__global__ void decode_kernel(const uint32_t* __restrict__ images, int64_t count, float* __restrict__ out) {
-  const int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e < count) out[e] = from_ordered_bits(images[e]);
-}
-
-std::tuple<at::Tensor, at::Tensor> segmented_sort_cuda(const at::Tensor& values) {
-  check_proj(values, "values");
-  c10::cuda::CUDAGuard guard(values.device());
-  const auto v = values.contiguous();
-  auto [keys, rows] = segmented_sort_images(v, true);
-  auto sorted = at::empty_like(v);
-  const int64_t count = v.numel();
-  const int threads = 256;
-  decode_kernel<<<static_cast<int>((count + threads - 1) / threads), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      reinterpret_cast<const uint32_t*>(keys.data_ptr<int32_t>()), count, sorted.data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {sorted, rows};
-}
-
 template <int THREADS, int ITEMS>
 void launch_block(const at::Tensor& p, const at::Tensor& t, bool per_slice, at::Tensor& sum_sq, at::Tensor& grad) {
   block_sort_match_kernel<THREADS, ITEMS><<<static_cast<unsigned>(p.size(0)), THREADS, 0,
@@ -227,7 +208,6 @@ std::tuple<at::Tensor, at::Tensor> sort_match_cuda(const at::Tensor& proj, const
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_sigreg, CUDA, m) {
-  m.impl("segmented_sort", &segmented_sort_cuda);
   m.impl("sort_match", &sort_match_cuda);
 }
 

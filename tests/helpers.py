@@ -19,6 +19,23 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(os.environ.get("FUSED_SIGREG_GOLDEN", REPO.parent / "shared" / "golden" / "reference_cases.pt"))
 
 
+# fp32 results against fp32 eager (relative, max norm): the project's parity budget
+FP32_TOL = 1e-5
+
+
+def value_and_grad(fn, x: torch.Tensor, weight=None):
+    """(fn(x), d sum(fn(x) * weight) / dx), both detached; weight 1 when None."""
+    x = x.detach().requires_grad_()
+    out = fn(x)
+    (grad,) = torch.autograd.grad((out * (1.0 if weight is None else weight)).sum(), x)
+    return out.detach(), grad
+
+
+def sigreg_value_and_grad(x: torch.Tensor, a: torch.Tensor, backend, weight=None, **kwargs):
+    """``value_and_grad`` of ``sigreg(x, directions=a, backend=backend, **kwargs)``."""
+    return value_and_grad(lambda v: fs.sigreg(v, directions=a, backend=backend, **kwargs), x, weight)
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b|, inf when anything is non-finite (NaN never passes)."""
     a, b = torch.as_tensor(a).detach().cpu().double(), torch.as_tensor(b).detach().cpu().double()

@@ -147,7 +147,7 @@ def test_lejepa_adapter_leaves_the_global_rng_alone(rng):
 
 VISREG_MODULES = {
     "visreg": lambda k, **kw: visreg.VISReg(k, **kw),
-    "sliced_wasserstein": lambda k, **kw: visreg.SlicedWasserstein(k, **kw),
+    "swd": lambda k, **kw: visreg.SlicedWasserstein(k, **kw),
     "sigreg_visrepo": lambda k, **kw: visreg.SIGReg(num_projections=k, **kw),
 }
 
@@ -171,12 +171,12 @@ def _official_directions(key, z, k):
     w = torch.randn(z.shape[-1], k, device=z.device, dtype=z.dtype)
     if key == "visreg":
         return F.normalize(w, dim=0)
-    return w / (w.norm(dim=0, keepdim=True) + (1e-6 if key == "sliced_wasserstein" else 1e-12))
+    return w / (w.norm(dim=0, keepdim=True) + (1e-6 if key == "swd" else 1e-12))
 
 
 NATIVE = {
     "visreg": lambda z, a: fs.visreg(z, directions=a),
-    "sliced_wasserstein": lambda z, a: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4),
+    "swd": lambda z, a: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4),
     "sigreg_visrepo": lambda z, a: fs.sigreg(z, directions=a),
 }
 

@@ -49,9 +49,9 @@ def test_sigreg_module_matches_golden_step(golden, i):
     assert module.global_step.item() == case["step"] + 1
 
 
-VISREG_OPS = {
+VISREG_OPS = {  # keyed as the golden file names its cases
     "visreg": lambda z, a: fs.visreg(z, directions=a),
-    "sliced_wasserstein": lambda z, a: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4),
+    "swd": lambda z, a: fs.sliced_wasserstein(z, directions=a, quantile_clamp=1e-4),
     "sigreg_visrepo": lambda z, a: fs.sigreg(z, directions=a),
 }
 

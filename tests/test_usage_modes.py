@@ -6,10 +6,9 @@ import torch
 
 import fused_sigreg as fs
 from fused_sigreg import dispatch
-from helpers import TRITON_DEVICE, projections_tie, rel_err
+from helpers import FP32_TOL, TRITON_DEVICE, projections_tie, rel_err
 
 OPS = dispatch.OPS
-FP32_TOL = 1e-5
 
 
 def _usable(backend):
@@ -42,7 +41,7 @@ def _call(op, x, a, backend, **kwargs):
     return getattr(fs, op)(x, directions=a, backend=backend, **kwargs)
 
 
-def _value_and_grad(op, x, a, backend, **kwargs):
+def _op_value_and_grad(op, x, a, backend, **kwargs):
     x = x.detach().requires_grad_()
     value = _call(op, x, a, backend, **kwargs)
     (grad,) = torch.autograd.grad(value, x)
@@ -59,7 +58,7 @@ def test_autocast_changes_nothing(rng, op, backend, dtype):
     device = _device(backend)
     x, a, kwargs = _problem(op, rng, device)
     x = x.to(dtype)
-    expected = _value_and_grad(op, x, a, backend, **kwargs)
+    expected = _op_value_and_grad(op, x, a, backend, **kwargs)
     v = x.detach().requires_grad_()
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
         value = _call(op, v, a, backend, **kwargs)
@@ -76,8 +75,8 @@ def test_rdmreg_target_samples_of_another_dtype(rng, backend, target_dtype):
     device = _device(backend)
     z, a, kwargs = _problem("rdmreg", rng, device)
     target = kwargs["target_samples"].to(target_dtype)
-    value, grad = _value_and_grad("rdmreg", z, a, backend, target_samples=target)
-    ref_value, ref_grad = _value_and_grad("rdmreg", z, a, "eager", target_samples=target.float())
+    value, grad = _op_value_and_grad("rdmreg", z, a, backend, target_samples=target)
+    ref_value, ref_grad = _op_value_and_grad("rdmreg", z, a, "eager", target_samples=target.float())
     assert value.dtype == torch.float32
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
 
@@ -90,8 +89,8 @@ def test_directions_of_another_dtype(rng, op, directions_dtype, backend):
     _usable(backend)
     x, a, kwargs = _problem(op, rng, _device(backend))
     a = a.to(directions_dtype)
-    value, grad = _value_and_grad(op, x, a, backend, **kwargs)
-    ref_value, ref_grad = _value_and_grad(op, x, a, "eager", **kwargs)
+    value, grad = _op_value_and_grad(op, x, a, backend, **kwargs)
+    ref_value, ref_grad = _op_value_and_grad(op, x, a, "eager", **kwargs)
     assert value.dtype == torch.float32
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
 
@@ -132,7 +131,7 @@ def test_double_backward_raises_on_fused_backends_and_works_on_eager(rng, op, ba
         g.square().sum().backward()
     # first-order gradients are unaffected (create_graph=False)
     assert rel_err(
-        _value_and_grad(op, x, a, backend, **kwargs)[1], _value_and_grad(op, x, a, "eager", **kwargs)[1]
+        _op_value_and_grad(op, x, a, backend, **kwargs)[1], _op_value_and_grad(op, x, a, "eager", **kwargs)[1]
     ) <= (FP32_TOL)
 
 
@@ -182,7 +181,7 @@ def test_torch_compile_with_changing_batch_equals_eager(rng, registry, op, mode)
                 torch._dynamo.mark_dynamic(t, 0)
         value = compiled(v, **kwargs)
         (grad,) = torch.autograd.grad(value, v)
-        ref_value, ref_grad = _value_and_grad(op, x, a, "eager", **kwargs)
+        ref_value, ref_grad = _op_value_and_grad(op, x, a, "eager", **kwargs)
         assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL, n
 
 

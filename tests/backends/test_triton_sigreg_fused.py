@@ -19,10 +19,8 @@ from fused_sigreg.kernels.common import round_to_tf32
 from fused_sigreg.tools import bench, memory, numerics
 from fused_sigreg.tools.check import check_problem
 from fused_sigreg.tools.problems import Shape, make_problem
-from helpers import GPU, ULP_150, fp32_budget, rel_err
+from helpers import FP32_TOL, GPU, rel_err, sigreg_value_and_grad
 from helpers import TRITON_DEVICE as DEVICE
-
-FP32_TOL = 1e-5
 
 
 @pytest.fixture(autouse=True)
@@ -48,91 +46,6 @@ def _inputs(rng, shape, K, dtype=torch.float32, scale=1.0):
     x = (torch.randn(*shape, generator=rng) * scale).to(DEVICE, dtype)
     a = torch.nn.functional.normalize(torch.randn(shape[-1], K, generator=rng), dim=0).to(DEVICE)
     return x, a
-
-
-def _value_and_grads(x, a, backend, g=None, **kw):
-    x = x.detach().requires_grad_()
-    out = fs.sigreg(x, directions=a, backend=backend, **kw)
-    weight = torch.ones_like(out) if g is None else g
-    (grad,) = torch.autograd.grad((out * weight).sum(), x)
-    return out.detach(), grad
-
-
-CASES = [  # (x shape, K, (t_max, n_points)) — D and K off the block sizes, N = 2 included; D a multiple of
-    # 16 (the forward's aligned loads) with a partial last D tile and K over several column tiles
-    ((2, 5), 3, (3.0, 17)),
-    ((3, 37, 48), 150, (3.0, 17)),
-    ((40, 16), 70, (5.0, 9)),
-    ((5, 1), 1, (3.0, 17)),
-    ((3, 2, 19), 33, (5.0, 9)),
-    ((37, 19), 33, (3.0, 17)),
-    ((3, 37, 70), 45, (5.0, 9)),
-    ((300, 65), 129, (3.0, 17)),
-    ((3, 300, 33), 20, (5.0, 9)),
-    ((2, 37, 130), 17, (4.0, 13)),
-]
-
-
-@pytest.mark.parametrize("shape,K,quad", CASES, ids=lambda v: str(v))
-def test_fp32_matches_eager(rng, shape, K, quad):
-    x, a = _inputs(rng, shape, K)
-    kw = dict(t_max=quad[0], n_points=quad[1], reduction=None)
-    g = torch.rand((*shape[:-2], K), generator=rng).to(DEVICE)  # a random upstream gradient per slice
-    value, grad = _value_and_grads(x, a, "triton", g, **kw)
-    ref_value, ref_grad = _value_and_grads(x, a, "eager", g, **kw)
-    assert rel_err(value, ref_value) <= FP32_TOL
-    assert rel_err(grad, ref_grad) <= FP32_TOL
-
-
-@pytest.mark.parametrize("kind", ["collapse", "near_constant", "large_projections"])
-def test_fp32_hard_inputs(rng, kind):
-    x, a = _inputs(rng, (2, 64, 24), 40)
-    if kind == "collapse":  # the golden near-collapse case: everything shrunk toward 0
-        x = x * 0.05
-    elif kind == "near_constant":  # every sample almost the same vector
-        x = x[:, :1] + 1e-3 * x
-    else:  # |p| up to ~50: the recurrence's worst range
-        x = x * 12
-    value, grad = _value_and_grads(x, a, "triton")
-    ref_value, ref_grad = _value_and_grads(x, a, "eager")
-    assert rel_err(value, ref_value) <= FP32_TOL
-    if kind == "large_projections":  # the gradient cancels; judged against float64 (see helpers.fp32_budget)
-        _, grad64 = _value_and_grads(x.double(), a.double(), "eager")
-        assert rel_err(grad, grad64) <= fp32_budget(ref_grad, grad64, tol=ULP_150)
-    else:
-        assert rel_err(grad, ref_grad) <= FP32_TOL
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape,K", [((3, 37, 20), 33), ((300, 65), 129), ((2, 40, 48), 70)])
-def test_16bit_within_budget(dtype, shape, K):
-    """16-bit: error vs float64 within 2x of eager's with the directions rounded to the dtype."""
-    problem = make_problem(
-        "sigreg",
-        Shape(*((1,) + shape if len(shape) == 2 else shape), K),
-        dtype,
-        DEVICE,
-        seed=int(torch.randint(0, 2**31, (1,))),
-    )
-    rows = {r["backend"]: r for r in check_problem(problem)}
-    assert rows["triton"]["ok"], rows["triton"]
-
-
-@pytest.mark.parametrize("i", range(7))
-def test_golden_lejepa_cases(golden, i):
-    case = golden["sigreg_lejepa"][i]
-    x = case["x"].to(DEVICE, copy=True).requires_grad_()  # a copy: the golden data is shared
-    value = fs.sigreg(
-        x,
-        directions=case["directions"].to(DEVICE),
-        t_max=case["t_max"],
-        n_points=case["n_points"],
-        reduction=case["reduction"],
-        backend="triton",
-    )
-    value.sum().backward()
-    assert rel_err(value.cpu(), case["value"]) <= FP32_TOL
-    assert rel_err(x.grad.cpu(), case["grad"]) <= FP32_TOL
 
 
 def test_reductions_and_views(rng):
@@ -168,37 +81,12 @@ def test_tf32_path_rounds_operands(rng):
     dot is then exact, so the value equals eager on rounded operands."""
     torch.backends.cuda.matmul.allow_tf32 = True  # restored by the fixture
     x, a = _inputs(rng, (64, 40), 24)
-    value, grad = _value_and_grads(x, a, "triton")
-    ref_value, ref_grad = _value_and_grads(x, a, "eager")
+    value, grad = sigreg_value_and_grad(x, a, "triton")
+    ref_value, ref_grad = sigreg_value_and_grad(x, a, "eager")
     assert rel_err(value, ref_value) <= 1e-3 and rel_err(grad, ref_grad) <= 1e-2
     if not GPU:
-        rounded, _ = _value_and_grads(numerics.round_to_tf32(x), numerics.round_to_tf32(a), "eager")
+        rounded, _ = sigreg_value_and_grad(numerics.round_to_tf32(x), numerics.round_to_tf32(a), "eager")
         assert rel_err(value, rounded) <= FP32_TOL
-
-
-def test_opcheck(rng):
-    from fused_sigreg.backends.triton.sigreg_fused import ecf_means_triton
-
-    x, a = _inputs(rng, (2, 33, 10), 7)
-    for requires_grad in (False, True):
-        torch.library.opcheck(ecf_means_triton, (x.clone().requires_grad_(requires_grad), a, 3.0, 17))
-    torch.library.opcheck(ecf_means_triton, (x[0].clone().requires_grad_(), a, 5.0, 9))
-
-
-def test_torch_compile(rng):
-    x, a = _inputs(rng, (2, 33, 10), 7)
-    fn = lambda v: fs.sigreg(v, directions=a, backend="triton")
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
-    value, grad = _value_and_grads_fn(compiled, x)
-    ref_value, ref_grad = _value_and_grads_fn(fn, x)
-    assert rel_err(value, ref_value) <= 1e-6 and rel_err(grad, ref_grad) <= 1e-6
-
-
-def _value_and_grads_fn(fn, x):
-    x = x.detach().requires_grad_()
-    out = fn(x)
-    (grad,) = torch.autograd.grad(out, x)
-    return out.detach(), grad
 
 
 def test_memory_matches_the_accounting():
@@ -253,8 +141,8 @@ def test_forward_is_deterministic(rng):
 def test_many_row_tiles_match_eager(rng):
     """Many row tiles adding into the same fixed-point sums, the last one partial."""
     x, a = _inputs(rng, (2, 1100, 6), 5)
-    value, grad = _value_and_grads(x, a, "triton")
-    ref_value, ref_grad = _value_and_grads(x, a, "eager")
+    value, grad = sigreg_value_and_grad(x, a, "triton")
+    ref_value, ref_grad = sigreg_value_and_grad(x, a, "eager")
     assert rel_err(value, ref_value) <= FP32_TOL
     assert rel_err(grad, ref_grad) <= FP32_TOL
 
@@ -270,8 +158,8 @@ def test_large_configs_with_and_without_aligned_loads(rng, monkeypatch, D, K):
     assert sigreg_fused.forward_config(2, 150, K, x.device) == configs.FORWARD_CONFIGS[0]
     assert sigreg_fused.backward_config(2, 150, x.device) in configs.BACKWARD_ALIGNED_CONFIGS
     g = torch.rand((2, K), generator=rng).to(DEVICE)
-    value, grad = _value_and_grads(x, a, "triton", g, reduction=None)
-    ref_value, ref_grad = _value_and_grads(x, a, "eager", g, reduction=None)
+    value, grad = sigreg_value_and_grad(x, a, "triton", g, reduction=None)
+    ref_value, ref_grad = sigreg_value_and_grad(x, a, "eager", g, reduction=None)
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
 
 
@@ -326,11 +214,11 @@ def test_tf32_setting_is_read_through_the_api_the_user_used(rng, restore_tf32, h
     for on in (True, False):
         _set_tf32(how, on)
         assert fp32_matmul_uses_tf32() is on
-        value, grad = _value_and_grads(x, a, "triton")
+        value, grad = sigreg_value_and_grad(x, a, "triton")
         if GPU:
             continue  # the operand rounding itself is checked under the interpreter below
         xr, ar = (numerics.round_to_tf32(x), numerics.round_to_tf32(a)) if on else (x, a)
-        ref_value, ref_grad = _value_and_grads(xr, ar, "eager")
+        ref_value, ref_grad = sigreg_value_and_grad(xr, ar, "eager")
         # with tf32 the backward's dX = dP A^T also rounds dP (half a tf32 ulp, 2^-11 relative)
         assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= (1e-3 if on else FP32_TOL), (
             how,
@@ -401,8 +289,8 @@ def test_nan_input_gives_nan_under_tf32(rng, restore_tf32):
     x, a = _inputs(rng, (40, 19), 9)
     x = x.clone()
     x[3, 4] = _float_from_bits([0x7FFFFFFF])[0]
-    value, grad = _value_and_grads(x, a, "triton", reduction=None)
-    ref_value, _ = _value_and_grads(x, a, "eager", reduction=None)
+    value, grad = sigreg_value_and_grad(x, a, "triton", reduction=None)
+    ref_value, _ = sigreg_value_and_grad(x, a, "eager", reduction=None)
     assert torch.equal(torch.isnan(value), torch.isnan(ref_value)) and torch.isnan(value).all()
     assert torch.isnan(grad).any()
 
@@ -421,23 +309,12 @@ def test_launches_run_on_the_inputs_device(rng, monkeypatch):
 
     monkeypatch.setattr(launch, "device_of", recording)
     x, a = _inputs(rng, (2, 37, 19), 9)
-    _value_and_grads(x, a, "triton")
+    sigreg_value_and_grad(x, a, "triton")
     fs.visreg(x.requires_grad_(), directions=a, backend="triton").backward()
     assert len(seen) == 3 and all(d == x.device for d in seen)  # forward, backward, sort
     if GPU:
         guard = device_of(x)
         assert isinstance(guard, torch.cuda.device) and guard.idx == x.device.index
-
-
-# 40 knots restart twice, which is every code path; 1025 (the error growth without restarts) runs on a GPU
-@pytest.mark.parametrize("n_points", [17, 40] + ([1025] if GPU else []))
-def test_many_knots_keep_fp32_precision(rng, n_points):
-    """The recurrence restarts every RESEED knots, so its error does not grow with n_points
-    (without restarts the gradient error reached 1.6e-5 at 1025 knots; the cpu backend's test runs 1025)."""
-    x, a = _inputs(rng, (2, 50, 24), 19)
-    value, grad = _value_and_grads(x, a, "triton", n_points=n_points, reduction=None)
-    ref_value, ref_grad = _value_and_grads(x, a, "eager", n_points=n_points, reduction=None)
-    assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
