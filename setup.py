@@ -69,7 +69,7 @@ def _nvcc_release(cuda_home):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _why_no_cuda(torch, cuda_home):
+def why_no_cuda(torch, cuda_home):
     """Why the CUDA sources cannot be built against this torch, or "" when they can."""
     if not torch.version.cuda:
         return f"torch {torch.__version__} is a CPU build"
@@ -87,7 +87,7 @@ def _why_no_cuda(torch, cuda_home):
     return ""
 
 
-def _extensions():
+def extensions():
     if os.environ.get("FUSED_SIGREG_BUILD_EXT", "1") == "0":
         _log("FUSED_SIGREG_BUILD_EXT=0: no compiled extension (every op runs on eager/triton)")
         return [], {}
@@ -102,7 +102,7 @@ def _extensions():
         return [], {}
 
     forced = os.environ.get("FUSED_SIGREG_BUILD_CUDA")
-    why_not = _why_no_cuda(torch, cuda_home)
+    why_not = why_no_cuda(torch, cuda_home)
     if forced == "1" and why_not:
         raise RuntimeError(f"FUSED_SIGREG_BUILD_CUDA=1 but the CUDA part cannot be built: {why_not}")
     build_cuda = not why_not if forced is None else forced == "1"
@@ -137,5 +137,5 @@ def _extensions():
 
 
 if __name__ == "__main__":  # pip and setuptools' build backend run this file as __main__; tests import it
-    ext_modules, cmdclass = _extensions()
+    ext_modules, cmdclass = extensions()
     setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=ext_modules, cmdclass=cmdclass)

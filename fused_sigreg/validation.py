@@ -75,10 +75,6 @@ def check_number(value, name: str, low: float = -math.inf, high: float = math.in
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
-def check_num_slices(num_slices, name: str = "num_slices") -> None:
-    as_int(num_slices, name, 1)
-
-
 def check_quadrature(t_max, n_points) -> None:
     as_int(n_points, "n_points", 2)
     check_number(t_max, "t_max", 0.0, low_open=True)

@@ -10,6 +10,7 @@ import torch
 import fused_sigreg as fs
 from fused_sigreg import reference
 from fused_sigreg.slicing import normal_quantiles
+from fused_sigreg.tools.check import relative_error
 
 GPU = torch.cuda.is_available()
 # Where the Triton kernels run: the GPU, else Triton's interpreter on CPU tensors.
@@ -37,11 +38,9 @@ def sigreg_value_and_grad(x: torch.Tensor, a: torch.Tensor, backend, weight=None
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b|, inf when anything is non-finite (NaN never passes)."""
-    a, b = torch.as_tensor(a).detach().cpu().double(), torch.as_tensor(b).detach().cpu().double()
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        return float("inf")
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+    """``check``'s measure (max |a - b| / max |b|, absolute where b is all zero; inf when anything is
+    non-finite, so NaN never passes) on tensors from any device."""
+    return relative_error(torch.as_tensor(a).detach().cpu(), torch.as_tensor(b).detach().cpu())
 
 
 # fp32's spacing at 150 (= 2**-16): the rounding of the argument t*p ~ 3 * 50 of cos/sin alone, i.e. the

@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -80,3 +81,17 @@ def test_library_modules_never_import_tools():
         if name.startswith("fused_sigreg.tools") or name == "fused_sigreg.__main__":
             continue
         assert not {m for m in _imports(path, modules) if m.startswith("fused_sigreg.tools")}, name
+
+
+README_MAX_LINES = 200
+
+
+def test_readme_stays_short_and_its_pointers_resolve():
+    """README is the front page (<= 200 lines); detail lives in docs/, and every file it points to exists."""
+    root = PACKAGE.parent
+    text = (root / "README.md").read_text()
+    assert len(text.splitlines()) <= README_MAX_LINES, "README.md is over 200 lines: move the detail to docs/"
+    pointed = set(re.findall(r"`((?:docs|fused_sigreg|tests|benchmarks|kernels|csrc)/[\w/.]+)`", text))
+    assert {"docs/usage.md", "docs/compat.md", "docs/development.md", "docs/results.md"} <= pointed
+    missing = sorted(p for p in pointed if not (root / p.rstrip("/")).exists())
+    assert not missing, f"README points to files that do not exist: {missing}"

@@ -31,17 +31,17 @@ def _torch(version: str, cuda):
 
 
 def test_cuda_part_is_left_out_with_both_versions_named(setup_module, tmp_path):
-    why = setup_module._why_no_cuda(_torch("2.11.0+cu130", "13.0"), _toolkit(tmp_path, "12.4"))
+    why = setup_module.why_no_cuda(_torch("2.11.0+cu130", "13.0"), _toolkit(tmp_path, "12.4"))
     assert "12.4" in why and "13.0" in why and "CUDA_HOME" in why
 
 
 def test_matching_toolkit_builds_cuda(setup_module, tmp_path):
-    assert setup_module._why_no_cuda(_torch("2.11.0+cu130", "13.0"), _toolkit(tmp_path, "13.2")) == ""
+    assert setup_module.why_no_cuda(_torch("2.11.0+cu130", "13.0"), _toolkit(tmp_path, "13.2")) == ""
 
 
 def test_cpu_torch_or_no_toolkit_says_why(setup_module, tmp_path):
-    assert "CPU build" in setup_module._why_no_cuda(_torch("2.13.0+cpu", None), _toolkit(tmp_path, "13.0"))
-    assert "no CUDA toolkit" in setup_module._why_no_cuda(_torch("2.11.0+cu130", "13.0"), None)
+    assert "CPU build" in setup_module.why_no_cuda(_torch("2.13.0+cpu", None), _toolkit(tmp_path, "13.0"))
+    assert "no CUDA toolkit" in setup_module.why_no_cuda(_torch("2.11.0+cu130", "13.0"), None)
 
 
 def test_forced_cuda_build_fails_loudly_on_a_mismatch(setup_module, tmp_path, monkeypatch):
@@ -54,9 +54,9 @@ def test_forced_cuda_build_fails_loudly_on_a_mismatch(setup_module, tmp_path, mo
     if not torch.version.cuda:
         pytest.skip("needs a CUDA build of torch to reach the version comparison")
     with pytest.raises(RuntimeError, match="FUSED_SIGREG_BUILD_CUDA=1 but the CUDA part cannot be built: .*12.4"):
-        setup_module._extensions()
+        setup_module.extensions()
     monkeypatch.delenv("FUSED_SIGREG_BUILD_CUDA")
-    exts, _ = setup_module._extensions()  # auto: the CPU part only
+    exts, _ = setup_module.extensions()  # auto: the CPU part only
     assert [e.name for e in exts] == ["fused_sigreg._C"] and not any(s.endswith(".cu") for s in exts[0].sources)
 
 
@@ -64,13 +64,13 @@ def test_sanitizer_build_instruments_compile_and_link(setup_module, monkeypatch)
     monkeypatch.setenv("FUSED_SIGREG_BUILD_CUDA", "0")
     monkeypatch.delenv("FUSED_SIGREG_BUILD_EXT", raising=False)
     monkeypatch.delenv("FUSED_SIGREG_SANITIZE", raising=False)
-    (plain,), _ = setup_module._extensions()
+    (plain,), _ = setup_module.extensions()
     assert not any("sanitize" in a for a in plain.extra_compile_args["cxx"] + plain.extra_link_args)
     monkeypatch.setenv("FUSED_SIGREG_SANITIZE", "address,undefined")
-    (ext,), _ = setup_module._extensions()
+    (ext,), _ = setup_module.extensions()
     cxx = ext.extra_compile_args["cxx"]
     assert "-fsanitize=address,undefined" in cxx and "-O3" not in cxx
     assert "-fsanitize=address,undefined" in ext.extra_link_args and "-fopenmp" in ext.extra_link_args
     monkeypatch.setenv("FUSED_SIGREG_SANITIZE", "address -o /tmp/x")
     with pytest.raises(ValueError, match="FUSED_SIGREG_SANITIZE must name gcc sanitizers.*'address -o /tmp/x'"):
-        setup_module._extensions()
+        setup_module.extensions()

@@ -6,7 +6,6 @@ Inputs are fresh random each run (seed printed on failure).
 """
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -33,9 +32,8 @@ def fully_fused(registry):
 
 
 @pytest.fixture(autouse=True)
-def triton_device():
-    assert GPU or os.environ.get("TRITON_INTERPRET") == "1", "conftest sets TRITON_INTERPRET=1 without a GPU"
-    # fp32 parity is judged with ieee dots (the tf32 path has its own test)
+def ieee_dots(triton_device):
+    """fp32 parity is judged with ieee dots (the tf32 path has its own test)."""
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     yield

@@ -1,5 +1,5 @@
 """The ``triton`` backend: Triton kernels on CUDA tensors (``sigreg_passes.py``: SIGReg's passes over stored
-projections and the routing to the fully fused ``sigreg.py``; ``sort_match.py``).
+projections and the routing to the fully fused ``sigreg_fused.py``; ``sort_match.py``).
 
 Registering it imports neither triton nor the kernels: the stages load on first use.
 With ``TRITON_INTERPRET=1`` (set before triton is first imported) the kernels run on CPU tensors
