@@ -17,7 +17,7 @@ _SIZES = ["N", "K", "T", "rows_per_split", "n_splits"]
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def ecf_colsums_kernel(
+def ecf_sums_kernel(
     p_ptr,
     out_ptr,
     N,
@@ -67,7 +67,7 @@ def ecf_colsums_kernel(
 
 
 @triton.jit(do_not_specialize=["N", "K", "T"])
-def ecf_dp_kernel(
+def ecf_grad_kernel(
     p_ptr,
     coef_ptr,
     dp_ptr,

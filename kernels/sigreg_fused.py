@@ -122,7 +122,7 @@ _SUM_SCALE = tl.constexpr(SUM_SCALE)
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def ecf_partial_sums_kernel(
+def sigreg_fused_forward_kernel(
     x_ptr,
     at_ptr,
     out_ptr,
@@ -190,7 +190,7 @@ def _fixed_point(v):
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def ecf_backward_kernel(
+def sigreg_fused_backward_kernel(
     x_ptr,
     a_ptr,
     coef_ptr,

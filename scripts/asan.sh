@@ -33,6 +33,6 @@ export FUSED_SIGREG_BUILD_CUDA=0 FUSED_SIGREG_GOLDEN=${FUSED_SIGREG_GOLDEN:-$ROO
 "$PY" -c 'import sys, fused_sigreg._C as c; sys.exit(0 if c.__file__.startswith(sys.argv[1]) else f"loaded {c.__file__}, not the instrumented copy")' "$PWD"
 
 echo "== the suite without the Triton-only tests, extension instrumented"
-"$PY" -m pytest -q -p no:cacheprovider tests \
+"$PY" -m pytest -q -p no:cacheprovider --durations=10 tests -k "not (test_conformance and triton)" \
   --ignore=tests/backends/test_triton_sigreg_fused.py --ignore=tests/backends/test_triton_sigreg_passes.py \
   --ignore=tests/backends/test_triton_sort_match.py --ignore=tests/tools/test_compile_check.py

@@ -162,7 +162,7 @@ if wants tests && fits tests "${TEST_LIMIT:-540}"; then
   DEADLINE=()
   [ -n "${GPU_BUDGET:-}" ] && DEADLINE=(FUSED_SIGREG_TEST_DEADLINE=$(($(date +%s) + LIMIT - 60)))
   step tests env "${DEADLINE[@]}" "$PY" -m pytest -q -rfEs -p no:cacheprovider --durations=20 "${PARALLEL[@]}" \
-    --junitxml="$OUT_DIR/junit.xml" tests/backends tests/test_usage_modes.py tests/test_dispatch.py tests/test_shapes.py tests
+    --junitxml="$OUT_DIR/junit.xml" tests/test_conformance.py tests/backends tests/test_usage_modes.py tests/test_dispatch.py tests/test_shapes.py tests
 fi
 
 if wants sanitizer; then

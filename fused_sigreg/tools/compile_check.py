@@ -41,10 +41,11 @@ def expected_counts() -> Dict[str, int]:
 
     variants = len(sigreg_fused.INPUT_VARIANTS)
     return {
-        "ecf_partial_sums_kernel": len(configs.FORWARD_CONFIGS) * variants * 2,  # D a multiple of 16 or not
-        "ecf_backward_kernel": (len(configs.BACKWARD_CONFIGS) + len(configs.BACKWARD_ALIGNED_CONFIGS)) * variants,
-        "ecf_colsums_kernel": 1,
-        "ecf_dp_kernel": 1,
+        "sigreg_fused_forward_kernel": len(configs.FORWARD_CONFIGS) * variants * 2,  # D a multiple of 16 or not
+        "sigreg_fused_backward_kernel": (len(configs.BACKWARD_CONFIGS) + len(configs.BACKWARD_ALIGNED_CONFIGS))
+        * variants,
+        "ecf_sums_kernel": 1,
+        "ecf_grad_kernel": 1,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
     }
 

@@ -110,7 +110,11 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
     tests_log = (logs / "tests.log").read_text()
     deadline = float(tests_log.split("deadline=")[1].split()[0])
     assert time.time() < deadline < time.time() + 540
-    assert tests_log.index("tests/backends") < tests_log.index("tests/test_usage_modes.py")  # kernels first
+    assert (
+        tests_log.index("tests/test_conformance.py")
+        < tests_log.index("tests/backends")
+        < tests_log.index("tests/test_usage_modes.py")
+    )  # kernels first
     assert "--time-limit 480" in (logs / "bench.log").read_text()  # BENCH_LIMIT's 540 s less a minute
     with tarfile.open(bundle) as tar:
         names = set(tar.getnames())

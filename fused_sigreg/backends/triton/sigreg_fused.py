@@ -21,7 +21,7 @@ import torch
 import triton
 
 from ...dispatch import check_first_order
-from ...kernels.sigreg_fused import SUM_SCALE, ecf_backward_kernel, ecf_partial_sums_kernel
+from ...kernels.sigreg_fused import SUM_SCALE, sigreg_fused_backward_kernel, sigreg_fused_forward_kernel
 from .configs import (
     BACKWARD_ALIGNED_CONFIGS,
     BACKWARD_CONFIGS,
@@ -91,7 +91,7 @@ def ecf_means_triton(
     bad = torch.zeros((V, K), dtype=torch.int32, device=x.device)
     grid = (n_tiles, triton.cdiv(K, cfg.block_k), V)
     _launch(
-        ecf_partial_sums_kernel,
+        sigreg_fused_forward_kernel,
         grid,
         (xv, at, sums, bad, N, D, K, T, n_tiles, t_max / (T - 1)),
         cfg,
@@ -147,7 +147,7 @@ def ecf_means_triton_backward(
     n_tiles = triton.cdiv(N, cfg.block_n)
     dx = torch.zeros((V, N, D), dtype=torch.float32, device=x.device)
     _launch(
-        ecf_backward_kernel,
+        sigreg_fused_backward_kernel,
         (n_tiles, V),
         (xv, a, coef, dx, N, D, K, T, n_tiles, t_max / (T - 1)),
         cfg,
@@ -202,14 +202,14 @@ def compile_specs():
     """Every (kernel, config, dtype variant) this module can launch on a GPU, for ``compile_check``."""
     kernels = (
         (
-            ecf_partial_sums_kernel,
+            sigreg_fused_forward_kernel,
             FORWARD_CONFIGS,
             {"at_ptr": None, "out_ptr": "*i64", "bad_ptr": "*i32"},
             ("DOT_PRECISION",),
             "D_ALIGNED",
         ),
         (
-            ecf_backward_kernel,
+            sigreg_fused_backward_kernel,
             BACKWARD_CONFIGS,
             {"a_ptr": None, "coef_ptr": "*fp32", "dx_ptr": "*fp32"},
             ("DOT_PRECISION", "DX_PRECISION"),
@@ -219,7 +219,7 @@ def compile_specs():
     for kernel, configs, pointers, precision_args, alignment_flag in kernels:
         for cfg in configs:
             aligned_variants = (False, True)
-            if kernel is ecf_backward_kernel and cfg not in BACKWARD_ALIGNED_CONFIGS:
+            if kernel is sigreg_fused_backward_kernel and cfg not in BACKWARD_ALIGNED_CONFIGS:
                 aligned_variants = (False,)
             for label, elem, allow_tf32 in INPUT_VARIANTS:
                 for aligned in aligned_variants:

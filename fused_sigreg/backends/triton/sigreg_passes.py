@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from ...kernels.ecf_passes import ecf_colsums_kernel, ecf_dp_kernel
+from ...kernels.ecf_passes import ecf_grad_kernel, ecf_sums_kernel
 from ..ecf_passes import EcfPasses, make_ecf_means
 from .configs import (
     COLSUMS_CONFIG,
@@ -57,7 +57,7 @@ def ecf_sums_triton(proj: torch.Tensor, delta: float, n_points: int) -> torch.Te
     rows_per_split = triton.cdiv(N, shape[1])
     cfg = COLSUMS_CONFIG
     launch(
-        ecf_colsums_kernel,
+        ecf_sums_kernel,
         (triton.cdiv(K, cfg.block_k), shape[1], V),
         (proj, partial, N, K, n_points, rows_per_split, shape[1], delta),
         cfg,
@@ -92,7 +92,7 @@ def _launch_dp(proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.
     V, N, K = proj.shape
     cfg = DP_CONFIG
     launch(
-        ecf_dp_kernel,
+        ecf_grad_kernel,
         (triton.cdiv(N, cfg.block_n), triton.cdiv(K, cfg.block_k), V),
         (proj, coef.contiguous(), out, N, K, coef.shape[2], delta),
         cfg,
@@ -165,7 +165,7 @@ def compile_specs():
     cfg = COLSUMS_CONFIG
     constexprs = dict(cfg.constexprs(), RESEED=RESEED)
     yield CompileSpec(
-        ecf_colsums_kernel,
+        ecf_sums_kernel,
         f"BN{cfg.block_n} BK{cfg.block_k} w{cfg.num_warps}",
         "fp32 P",
         {
@@ -182,7 +182,7 @@ def compile_specs():
     cfg = DP_CONFIG
     constexprs = dict(cfg.constexprs(), RESEED=RESEED)
     yield CompileSpec(
-        ecf_dp_kernel,
+        ecf_grad_kernel,
         f"BN{cfg.block_n} BK{cfg.block_k} w{cfg.num_warps}",
         "fp32 P",
         {
