@@ -89,7 +89,7 @@ def test_tf32_path_rounds_operands(rng):
 
 def test_memory_matches_the_accounting():
     """Saved bytes equal the analytic count exactly; peak extra memory stays within the model."""
-    for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 600, 12, 40, 17)]:
+    for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 300, 12, 8, 17)]:
         problem = make_problem("sigreg", Shape(V, N, D, K, T), device=DEVICE)
         for backend in ("triton", "eager"):
             measured = bench.saved_tensor_bytes(problem, backend)["saved_extra_bytes"]
@@ -119,11 +119,11 @@ def test_forward_sums_do_not_grow_with_n(monkeypatch):
         return out
 
     a = torch.nn.functional.normalize(torch.randn(6, 5), dim=0).to(DEVICE)
-    for n in (40, 400, 2000):
+    for n in (40, 200, 500):
         monkeypatch.setattr(torch, "zeros", zeros)
         fs.sigreg(torch.randn(2, n, 6, device=DEVICE), directions=a, backend="triton")
         monkeypatch.setattr(torch, "zeros", real_zeros)
-    assert allocated[40] == allocated[400] == allocated[2000] == [2 * 2 * 17 * 5 * 8, 2 * 5 * 4], allocated
+    assert allocated[40] == allocated[200] == allocated[500] == [2 * 2 * 17 * 5 * 8, 2 * 5 * 4], allocated
 
 
 @pytest.mark.skipif(not GPU, reason="the interpreter runs row tiles in order, so it cannot show an order effect")
@@ -138,7 +138,7 @@ def test_forward_is_deterministic(rng):
 
 def test_many_row_tiles_match_eager(rng):
     """Many row tiles adding into the same fixed-point sums, the last one partial."""
-    x, a = _inputs(rng, (2, 1100, 6), 5)
+    x, a = _inputs(rng, (2, 700, 6), 5)
     value, grad = sigreg_value_and_grad(x, a, "triton")
     ref_value, ref_grad = sigreg_value_and_grad(x, a, "eager")
     assert rel_err(value, ref_value) <= FP32_TOL
@@ -321,7 +321,7 @@ def test_16bit_budget_holds_in_every_random_small_case(rng, dtype):
     1.1x of eager's error with rounded directions — dX = dP A^T carries dP to about fp32 precision
     (tf32x2); rounding dP to tf32 instead costs up to ~1.8x in fp16."""
     failures = []
-    for _ in range(16):
+    for _ in range(16 if GPU else 6):  # seconds each in the interpreter
         V, N, D, K = (int(torch.randint(lo, hi, (1,), generator=rng)) for lo, hi in ((1, 3), (2, 48), (1, 40), (1, 40)))
         problem = make_problem(
             "sigreg", Shape(V, N, D, K), dtype, DEVICE, seed=int(torch.randint(0, 2**31, (1,), generator=rng))

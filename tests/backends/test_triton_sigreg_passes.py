@@ -107,7 +107,7 @@ def test_partial_sums_do_not_grow_with_n():
 
 def test_memory_matches_the_accounting():
     """Saved bytes equal the analytic count exactly; peak extra memory stays within the model."""
-    for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 600, 12, 40, 17)]:
+    for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 300, 12, 8, 17)]:
         problem = make_problem("sigreg", Shape(V, N, D, K, T), device=DEVICE)
         measured = bench.saved_tensor_bytes(problem, "triton")["saved_extra_bytes"]
         assert measured == memory.sigreg_saved_extra_bytes("P", V, N, K, T)

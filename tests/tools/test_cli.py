@@ -35,7 +35,7 @@ def _run(*args) -> Result:
 
 
 def test_check_command_prints_every_op():
-    out = _run("check", "--N", "37", "--D", "9", "--K", "11", "--V", "2")
+    out = _run("check", "--N", "20", "--D", "9", "--K", "7", "--V", "2")
     assert out.returncode == 0, out.stderr
     for op in ("sigreg", "sliced_wasserstein", "visreg", "rdmreg"):
         assert any(
