@@ -11,7 +11,7 @@ import torch
 
 from ..dispatch import OP_STAGES, OPS, available_backends, registered_backends
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
-from .check import run_checks, tf32_enabled
+from .check import TIE_RULE, run_checks, tf32_enabled
 from .compile_check import expected_counts, extension_report, run_compile_check
 from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
 from .numerics import knot_walk_comparison, recurrence_error, tf32_budget
@@ -73,6 +73,7 @@ def cmd_check(args) -> int:
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
     print(f"max relative error vs eager (value, d(loss)/dx); device {args.device}")
+    print(TIE_RULE)
     columns = ["op", "backend", "dtype", "shape", "against", "value_rel_err", "grad_rel_err", "ok"]
     if any("budget" in r for r in rows):
         columns.insert(-1, "budget")
