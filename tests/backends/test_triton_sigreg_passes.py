@@ -78,20 +78,19 @@ def test_routes_to_the_fused_kernel_when_p_would_not_fit(rng, monkeypatch):
 
 
 def test_p_fits_rule(monkeypatch):
-    """P is kept while it takes at most a quarter of the free memory (driver + allocator's unused cache)."""
+    """P is kept while it takes at most an eighth of the GPU's total memory, whatever is free: the same
+    call takes the same path every time, and asks the allocator nothing."""
     x = torch.empty(2, 1000, 8)
     a = torch.empty(8, 250)  # P: 2 * 1000 * 250 * 4 = 2 MB
     assert sigreg_passes.p_fits(x, a)  # off CUDA: always
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3_000_000)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1_000_000)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6_000_000, 80_000_000_000))
-    assert sigreg_passes.p_fits(x, a)  # 2 MB <= (6 + 2) MB / 4
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5_999_996, 80_000_000_000))
+    props = type("Properties", (), {"total_memory": 16_000_000})
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    for query in ("mem_get_info", "memory_reserved", "memory_allocated", "memory_stats"):
+        monkeypatch.setattr(torch.cuda, query, lambda *a, q=query, **k: pytest.fail(f"p_fits asked torch.cuda.{q}"))
+    assert sigreg_passes.p_fits(x, a)  # 2 MB <= 16 MB / 8
+    props.total_memory = 15_999_992
     assert not sigreg_passes.p_fits(x, a)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    assert sigreg_passes.p_fits(x, a)  # capturing a CUDA graph: no memory query, P kept
 
 
 def test_partial_sums_do_not_grow_with_n():

@@ -130,22 +130,21 @@ def _(proj, coef, delta):
 PASSES = EcfPasses("the triton backend", ecf_sums_triton, ecf_grad_triton, ecf_grad_triton_inplace)
 ecf_means_over_p = make_ecf_means(PASSES)
 
-# memory="auto" keeps P when it takes at most this fraction of the memory free on the GPU: P lives
-# until backward, which adds dX and the rest of the step's activations beside it.
-P_FREE_FRACTION = 0.25
+# memory="auto" keeps P when it takes at most this fraction of the GPU's total memory (P lives until
+# backward, which adds dX and the rest of the step's activations beside it). A rule of the call and the
+# device alone: routing on free memory made one call change path, bits and speed with memory pressure,
+# and cost two allocator queries per call.
+P_TOTAL_FRACTION = 0.125
 
 
 def p_fits(x: torch.Tensor, directions: torch.Tensor) -> bool:
-    """The rule of memory="auto": keep P (V N K float32) when it takes at most P_FREE_FRACTION of the
-    memory free on x's GPU (the driver's free memory plus what torch's caching allocator holds unused).
-    Off CUDA (the interpreter), while torch.compile traces and while a CUDA graph is captured (the free
-    memory is not known then, or asking would break the capture) P is kept."""
-    if not x.is_cuda or torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
+    """The rule of memory="auto": keep P (V N K float32) when it takes at most P_TOTAL_FRACTION of the
+    total memory of x's GPU (torch caches the device's properties: no driver call, nothing that stops a
+    CUDA-graph capture). Off CUDA (the interpreter) and while torch.compile traces, P is kept."""
+    if not x.is_cuda or torch.compiler.is_compiling():
         return True
     p_bytes = 4 * (x.numel() // x.shape[-1]) * directions.shape[1]
-    free, _ = torch.cuda.mem_get_info(x.device)
-    free += torch.cuda.memory_reserved(x.device) - torch.cuda.memory_allocated(x.device)
-    return p_bytes <= P_FREE_FRACTION * free
+    return p_bytes <= P_TOTAL_FRACTION * torch.cuda.get_device_properties(x.device).total_memory
 
 
 def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
