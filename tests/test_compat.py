@@ -251,6 +251,18 @@ def test_rdmreg_loss_draws_the_official_targets_in_order(rng, target, p):
         assert rel_err(got, want) <= TOL
 
 
+def test_rdmreg_loss_takes_the_same_matrix_twice(rng):
+    """[P, P] or (P, P), as the official code accepts, equals passing P once (same targets drawn)."""
+    z1, z2 = (torch.rand(24, 6, generator=rng) for _ in range(2))
+    shared = _projections(rng, 10, 6)
+    sigma = fs.gn_unit_variance_sigma(1.0)
+    results = []
+    for proj in (shared, [shared, shared], (shared, shared)):
+        torch.manual_seed(5)
+        results.append(rectified_lpjepa.rdmreg_loss(z1, z2, proj, "rectified_lp_distribution", 0.0, 1.0, sigma))
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
 def test_rectified_lp_jepa_loss_returns_the_official_triple(rng):
     z1, z2 = (torch.rand(24, 6, generator=rng) for _ in range(2))
     proj = _projections(rng, 10, 6)

@@ -147,7 +147,7 @@ def rdmreg_loss(
     dtype = torch.promote_types(_official_dtype(z1, per_view[0]), _official_dtype(z2, per_view[1]))
     if per_view[0] is per_view[1] and z1.shape == z2.shape and z1.dtype == z2.dtype:
         z, y = torch.stack((z1, z2)), torch.stack((y1, y2))
-        return rdmreg(z, projections=projection_vectors, target_samples=y, backend=backend).to(dtype)
+        return rdmreg(z, projections=per_view[0], target_samples=y, backend=backend).to(dtype)
     losses = [
         rdmreg(z, projections=p, target_samples=y, backend=backend)
         for z, p, y in ((z1, per_view[0], y1), (z2, per_view[1], y2))
