@@ -61,6 +61,16 @@ def triton_device():
 
 
 @pytest.fixture
+def ieee_matmul():
+    """fp32 matmuls and Triton dots in ieee precision inside the test (fp32 parity is judged that way; on a
+    GPU cuBLAS and the kernels honour the user's tf32 setting, which the tf32 tests set themselves)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture
 def registry():
     """A copy of the backend registry that every dispatch goes through during the test; the test may
     register, replace or break backends in it without touching the package's own registry."""

@@ -53,13 +53,7 @@ def _pairs() -> List:
 PAIRS = _pairs()
 
 
-@pytest.fixture(autouse=True)
-def ieee_matmul():
-    """fp32 parity is judged with ieee matmuls (on a GPU cuBLAS and the kernels honour the tf32 setting)."""
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("ieee_matmul")  # fp32 parity is judged with ieee matmuls
 
 
 def _usable(backend: str) -> str:

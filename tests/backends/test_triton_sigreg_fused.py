@@ -31,13 +31,8 @@ def fully_fused(registry):
     registry.register(dataclasses.replace(triton_backend, ops=ops))
 
 
-@pytest.fixture(autouse=True)
-def ieee_dots(triton_device):
-    """fp32 parity is judged with ieee dots (the tf32 path has its own test)."""
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
+# fp32 parity is judged with ieee dots (the tf32 tests set the setting themselves)
+pytestmark = pytest.mark.usefixtures("triton_device", "ieee_matmul")
 
 
 def _inputs(rng, shape, K, dtype=torch.float32, scale=1.0):

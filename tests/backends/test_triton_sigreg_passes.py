@@ -21,14 +21,7 @@ from helpers import (  # noqa: E402
 )
 from helpers import TRITON_DEVICE as DEVICE  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def ieee_matmul():
-    """fp32 parity is judged with ieee matmuls (cuBLAS honours the user's tf32 setting on a GPU)."""
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("ieee_matmul")  # fp32 parity is judged with ieee matmuls
 
 
 def _inputs(rng, shape, K, scale=1.0):
