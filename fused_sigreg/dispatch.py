@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
+from torch.autograd import forward_ad
 
 logger = logging.getLogger("fused_sigreg")
 
@@ -210,9 +211,13 @@ def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> 
     float32/bfloat16/float16, no gradient wanted for the other inputs (directions, targets), and no
     torch.func transform around the call (the kernels' autograd.Functions have no functorch rules)."""
     x = tensors[0]
-    if not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
-        why = "torch.func transforms (grad, vmap, jacrev, ...) are active, which its kernels do not support"
-        return False, why + " (backend='eager' does)"
+    if not torch.compiler.is_compiling():
+        if torch._C._are_functorch_transforms_active():
+            why = "torch.func transforms (grad, vmap, jacrev, ...) are active, which its kernels do not support"
+            return False, why + " (backend='eager' does)"
+        if has_tangent(tensors):
+            why = "an input carries a forward-mode AD tangent (torch.autograd.forward_ad), which its kernels lack"
+            return False, why + " (backend='eager' does)"
     if x.device.type != device_type:
         return False, f"it runs on {device_type} tensors{device_note}, got {x.device}"
     if str(x.dtype).replace("torch.", "") not in KERNEL_DTYPES:
@@ -221,6 +226,13 @@ def kernel_supports(tensors: tuple, device_type: str, device_note: str = "") -> 
         if t.requires_grad:
             return False, f"{name} require grad, and its kernels do not differentiate them"
     return True, ""
+
+
+def has_tangent(tensors: tuple) -> bool:
+    """Whether any tensor is a forward-mode AD dual (inside ``torch.autograd.forward_ad.dual_level``)."""
+    if forward_ad._current_level < 0:
+        return False
+    return any(isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def check_first_order(what: str) -> None:

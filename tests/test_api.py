@@ -60,25 +60,43 @@ def test_sigreg_module_steps_and_reproducibility(rng):
     assert "global_step" in m1.state_dict()
 
 
-def test_sigreg_module_reads_its_step_buffer_only_after_outside_writes(rng, monkeypatch):
-    """No device-to-host copy of global_step per call (it would sync a CUDA stream and block graph
-    capture), yet every outside write to the buffer is seen: fill_, load_state_dict, a new buffer."""
+def _writes():
+    """Ways resume and EMA code write a module's step, several of which bypass the version counter."""
+    yield "fill_", lambda m, s: m.global_step.fill_(s)
+    yield ".data.fill_", lambda m, s: m.global_step.data.fill_(s)
+    yield ".data.copy_", lambda m, s: m.global_step.data.copy_(torch.tensor(s))
+    yield "numpy view", lambda m, s: m.global_step.numpy().__setitem__((), s)
+    yield "load_state_dict", lambda m, s: m.load_state_dict({"global_step": torch.tensor(s)})
+    yield "new buffer", lambda m, s: setattr(m, "global_step", torch.tensor(s))
+
+
+@pytest.mark.parametrize("write", [w for _, w in _writes()], ids=[n for n, _ in _writes()])
+def test_sigreg_module_uses_its_buffer_however_it_was_written(rng, write):
+    """The step a module draws equals its global_step at call time: a cached host copy would miss the
+    writes that bypass the version counter and draw a stale step's directions for good."""
     x = torch.randn(64, 8, generator=rng)
     module = fs.SIGReg(num_slices=16)
     module(x)
-    reads = []
-    real_item = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(t) or real_item(t))
-    for step in (1, 2, 3):
+    for step in (10, 20):
+        write(module, step)
         assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=step))
-    assert not any(t is module.global_step for t in reads)
-    module.global_step.fill_(10)
-    assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=10))
-    module.load_state_dict({"global_step": torch.tensor(20)})
-    assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=20))
-    module.global_step = torch.tensor(30)
-    assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=30))
-    assert module.global_step.item() == 31
+        assert torch.equal(module(x), fs.sigreg(x, num_slices=16, step=step + 1))
+        assert int(module.global_step) == step + 2
+
+
+@pytest.mark.parametrize("make", [lambda: fs.SlicedWasserstein(8), lambda: fs.VISReg(8), lambda: fs.RDMReg(8)])
+def test_sort_modules_use_their_buffer_however_it_was_written(rng, make):
+    x = torch.randn(10, 5, generator=rng).relu()
+    for _, write in _writes():
+        module, fresh = make(), make()
+        module(x)
+        write(module, 7)
+        fresh.global_step.fill_(7)
+        assert torch.equal(module(x), fresh(x))
+
+
+def test_sigreg_module_under_inference_mode(rng):
+    x = torch.randn(64, 8, generator=rng)
     with torch.inference_mode():
         inference = fs.SIGReg(num_slices=16)
         assert torch.equal(inference(x), fs.sigreg(x, num_slices=16, step=0))

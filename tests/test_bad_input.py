@@ -90,6 +90,8 @@ def test_one_direction_source_only():
         (dict(num_slices=0), ValueError, "num_slices must be an int >= 1, got 0"),
         (dict(num_slices=2.5), TypeError, "num_slices must be an int"),
         (dict(step=-1), ValueError, "step must be an int >= 0"),
+        (dict(step=2**64), ValueError, r"step must be an int in \[0, 2\*\*63 - 1\].*got 18446744073709551616"),
+        (dict(step=torch.tensor(2.0)), TypeError, "step must be an int or a one-element integer tensor"),
         (dict(generator="seed"), TypeError, "torch.Generator, got str"),
     ],
 )
@@ -103,10 +105,46 @@ def test_generator_on_another_device():
         fs.sigreg(torch.randn(16, 4, device="meta"), generator=torch.Generator())
 
 
-@pytest.mark.parametrize("kw", [dict(t_max=0.0), dict(n_points=1), dict(reduction="none")])
-def test_bad_sigreg_module_arguments(kw):
-    with pytest.raises(ValueError):
-        fs.SIGReg(**kw)
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (lambda: fs.SIGReg(t_max=0.0), ValueError, "t_max must be"),
+        (lambda: fs.SIGReg(n_points=1), ValueError, "n_points must be"),
+        (lambda: fs.SIGReg(reduction="none"), ValueError, "reduction must be one of"),
+        (lambda: fs.SIGReg(num_slices=-3), ValueError, "num_slices must be an int >= 1, got -3"),
+        (lambda: fs.SIGReg(num_slices=2.5), TypeError, "num_slices must be an int"),
+        (
+            lambda: fs.SIGReg(backend="gpu"),
+            ValueError,
+            "backend must be one of auto, eager, triton, cuda, cpu; got 'gpu'",
+        ),
+        (lambda: fs.SIGReg(clip_value="a"), TypeError, "clip_value must be a number"),
+        (lambda: fs.SIGReg(memory="max"), ValueError, "memory must be 'auto' or 'min'"),
+        (lambda: fs.VISReg(num_projections=0), ValueError, "num_projections must be an int >= 1, got 0"),
+        (lambda: fs.VISReg(scale_weight=float("nan")), ValueError, "scale_weight must be"),
+        (lambda: fs.VISReg(backend=3), ValueError, "backend must be one of"),
+        (
+            lambda: fs.SlicedWasserstein(quantile_clamp=0.7),
+            ValueError,
+            r"quantile_clamp must be a number in \(0, 0.5\)",
+        ),
+        (lambda: fs.SlicedWasserstein(num_projections="8"), TypeError, "num_projections must be an int"),
+        (lambda: fs.RDMReg(num_projections=0), ValueError, "num_projections must be an int >= 1"),
+        (lambda: fs.RDMReg(mu="a"), TypeError, "mu must be a number"),
+        (lambda: fs.RDMReg(backend="fast"), ValueError, "backend must be one of"),
+    ],
+)
+def test_module_constructors_check_what_the_op_would(make, exc, match):
+    """Every argument the functional op checks is checked when the module is built, not at its first call."""
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_check_finite_covers_target_samples():
+    target = torch.rand(16, 4)
+    target[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="target_samples must be finite"):
+        fs.rdmreg(torch.relu(X), directions=A, target_samples=target, check_finite=True)
 
 
 @pytest.mark.parametrize("p", [0, -1.0, float("nan"), float("inf"), "1"])

@@ -93,6 +93,23 @@ def test_lejepa_checkpoint_with_another_t_max_is_followed():
         test.load_state_dict(bad)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("t_max", [3.0, 3.3])
+def test_lejepa_module_in_16_bits_loads_its_own_checkpoint(rng, dtype, t_max):
+    """.to(bfloat16) (precision="bf16-true") rounds the rule's buffers: its own state_dict loads back
+    strictly, keeps t_max, and still refuses a rule that is not the trapezoid one."""
+    test = lejepa.SlicingUnivariateTest(lejepa.EppsPulley(t_max=t_max), 8).to(dtype)
+    state = test.state_dict()
+    assert state["univariate_test.t"].dtype == dtype
+    again = lejepa.SlicingUnivariateTest(lejepa.EppsPulley(t_max=t_max), 8).to(dtype)
+    again.load_state_dict(state, strict=True)
+    assert again.univariate_test.t_max == t_max
+    lejepa.SlicingUnivariateTest(lejepa.EppsPulley(t_max=t_max), 8).load_state_dict(state, strict=True)
+    state["univariate_test.phi"][4] *= 1.05
+    with pytest.raises(ValueError, match="univariate_test.phi in the checkpoint is not the trapezoid rule"):
+        again.load_state_dict(state)
+
+
 def test_epps_pulley_alone_and_its_arguments(rng):
     proj = torch.randn(2, 3, 50, 7, generator=rng)
     ep = lejepa.EppsPulley(t_max=5, n_points=9)

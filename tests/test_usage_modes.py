@@ -195,3 +195,136 @@ def test_torch_compile_dynamic_draws_rdmreg_targets(rng):
         value = compiled(z)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(z.grad).all()
+
+
+MODULES = {
+    "SIGReg": lambda: fs.SIGReg(8),
+    "SlicedWasserstein": lambda: fs.SlicedWasserstein(8),
+    "VISReg": lambda: fs.VISReg(8),
+    "RDMReg": lambda: fs.RDMReg(8),
+}
+
+
+@pytest.mark.parametrize("kwargs", [{"step": 3}, {"generator": "gen"}], ids=["step", "generator"])
+def test_fullgraph_with_a_drawn_direction_names_directions(rng, kwargs):
+    """A torch.Generator cannot live in a graph: fullgraph=True names the fix instead of dynamo's
+    generic "opaque object" error; without fullgraph the draw runs between graphs and equals eager."""
+    torch._dynamo.reset()
+    x = torch.randn(2, 16, 6, generator=rng)
+    make = lambda: {k: torch.Generator().manual_seed(5) if v == "gen" else v for k, v in kwargs.items()}
+    given = make()
+    with pytest.raises(Exception, match="pass directions="):
+        torch.compile(lambda v: fs.sigreg(v, **given), fullgraph=True)(x)
+    given = make()
+    assert rel_err(torch.compile(lambda v: fs.sigreg(v, **given))(x), fs.sigreg(x, **make())) <= FP32_TOL
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_compiled_modules_neither_recompile_per_step_nor_drift(rng, name):
+    """The step is read and the directions drawn outside the graph: no guard on the step, so no
+    recompilation per call; values equal an eager module's call for call; fullgraph names directions=."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 16, 6, generator=rng).relu()
+    module, eager = MODULES[name](), MODULES[name]()
+    counter = CompileCounter()
+    compiled = torch.compile(module, backend=counter)
+    assert torch.allclose(compiled(x), eager(x), **FP32_TOL_KW)
+    frames = counter.frame_count
+    for _ in range(4):
+        assert torch.allclose(compiled(x), eager(x), **FP32_TOL_KW)
+    assert counter.frame_count == frames and int(module.global_step) == 5
+    with pytest.raises(Exception, match="pass directions="):
+        torch.compile(MODULES[name](), fullgraph=True)(x)
+
+
+FP32_TOL_KW = dict(rtol=FP32_TOL, atol=1e-7)
+
+
+def test_check_finite_under_fullgraph_names_check_finite(rng):
+    torch._dynamo.reset()
+    x = torch.randn(16, 6, generator=rng)
+    a = torch.nn.functional.normalize(torch.randn(6, 5, generator=rng), dim=0)
+    with pytest.raises(Exception, match="check_finite=True"):
+        torch.compile(lambda v: fs.sigreg(v, directions=a, check_finite=True), fullgraph=True)(x)
+    compiled = torch.compile(lambda v: fs.sigreg(v, directions=a, check_finite=True))
+    assert rel_err(compiled(x), fs.sigreg(x, directions=a)) <= FP32_TOL
+    with pytest.raises(ValueError, match="x must be finite"):
+        compiled(torch.full_like(x, float("nan")))
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("name", MODULES)
+def test_checkpointed_module_raises_instead_of_recomputing_with_the_next_step(rng, name, reentrant):
+    """Recomputing a module's forward would draw the next step's directions: the gradient of another
+    loss. It raises, naming checkpointing and the fix; the step advanced once."""
+    from torch.utils.checkpoint import checkpoint
+
+    module = MODULES[name]()
+    x = torch.randn(2, 16, 6, generator=rng).relu().requires_grad_()
+    loss = checkpoint(lambda v: module(v * 1.0), x, use_reentrant=reentrant)
+    with pytest.raises(RuntimeError, match="activation checkpointing"):
+        loss.backward()
+    assert int(module.global_step) == 1
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_checkpointed_functional_ops_equal_eager_or_raise(rng, op):
+    """step= (SIGReg) and directions= recompute the same directions: equal gradients; generator= has
+    moved on by the recompute, so it raises."""
+    from torch.utils.checkpoint import checkpoint
+
+    x, a, kwargs = _problem(op, rng, "cpu")
+    x = x.requires_grad_()
+    source = {"step": 4} if op == "sigreg" else {"directions": a}
+    f = lambda v: getattr(fs, op)(v * 1.0, **source, **kwargs)
+    (want,) = torch.autograd.grad(f(x), x)
+    (got,) = torch.autograd.grad(checkpoint(f, x, use_reentrant=False), x)
+    assert torch.equal(got, want)
+    extra = {"target_samples": kwargs["target_samples"]} if op == "rdmreg" else {}
+    g = lambda v: (
+        getattr(fs, op)(v * 1.0, num_projections=9, generator=torch.Generator().manual_seed(1), **extra)
+        if op != "sigreg"
+        else fs.sigreg(v * 1.0, num_slices=9, generator=gen)
+    )
+    gen = torch.Generator().manual_seed(1)
+    with pytest.raises(RuntimeError, match="activation checkpointing"):
+        checkpoint(g, x, use_reentrant=False).backward()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_forward_ad_on_the_default_path_equals_eager(rng, op):
+    """torch.autograd.forward_ad routes to eager (the kernels have no jvp); a forced kernel backend
+    raises naming backend='eager'."""
+    from torch.autograd import forward_ad
+
+    x, a, kwargs = _problem(op, rng, "cpu")
+    tangent = torch.randn(x.shape, generator=rng)
+    with forward_ad.dual_level():
+        out = _call(op, forward_ad.make_dual(x, tangent), a, None, **kwargs)
+        jvp = forward_ad.unpack_dual(out).tangent
+    _, want = torch.func.jvp(lambda v: _call(op, v, a, "eager", **kwargs), (x,), (tangent,))
+    assert rel_err(jvp, want) <= FP32_TOL
+    with forward_ad.dual_level(), pytest.raises(ValueError, match="backend='eager'"):
+        _call(op, forward_ad.make_dual(x, tangent), a, "cpu", **kwargs)
+
+
+@pytest.mark.parametrize("backend", [None, "cpu", "triton"])
+@pytest.mark.parametrize("op", OPS)
+def test_batched_backward_equals_row_by_row(rng, op, backend):
+    """is_grads_batched=True (and jacobian(vectorize=True)) vmaps the backward: equal to one backward
+    per output gradient."""
+    _usable(backend)
+    x, a, kwargs = _problem(op, rng, _device(backend), n=12, d=6, k=5)
+    x = x.requires_grad_()
+    out = _call(op, x, a, backend, reduction=None, **kwargs) if op == "sigreg" else _call(op, x, a, backend, **kwargs)
+    seeds = torch.randn(3, *out.shape, generator=rng).to(out.device)
+    (batched,) = torch.autograd.grad(out, x, seeds, is_grads_batched=True, retain_graph=True)
+    rows = [
+        torch.autograd.grad(
+            _call(op, x, a, "eager", **kwargs) if op != "sigreg" else _call(op, x, a, "eager", reduction=None), x, s
+        )[0]
+        for s in seeds
+    ]
+    assert rel_err(batched, torch.stack(rows)) <= FP32_TOL

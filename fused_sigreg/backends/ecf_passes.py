@@ -71,7 +71,11 @@ class EcfMeans(torch.autograd.Function):
         # d cos_mean / dp = -t sin(t p) / N, d sin_mean / dp = t cos(t p) / N
         coef = torch.stack((gs * (t / N), gc * (-t / N)), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
         delta = t_max / (n_points - 1)
-        if torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and _batched(grad_cos, grad_sin):
+            # a batched backward (is_grads_batched=True, jacobian(vectorize=True)) vmaps this function, and the
+            # passes have no batching rule: form dP from the saved P with torch ops, which vmap batches
+            dp = _ecf_grad_torch(views, coef, t)
+        elif torch.compiler.is_compiling():
             # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
             # shapes are dynamic, and a compiled graph plans its buffers itself
             dp = passes.grad(views, coef, delta)
@@ -82,6 +86,21 @@ class EcfMeans(torch.autograd.Function):
             dp = views
         dx = dp @ directions.float().t()
         return dx.reshape(shape).to(dtype), None, None, None, None
+
+
+def _batched(*grads) -> bool:
+    """Whether autograd runs this backward vmapped over a batch of output gradients."""
+    is_batched = torch._C._functorch
+    return torch._C._are_functorch_transforms_active() or any(
+        g is not None and (is_batched.is_legacy_batchedtensor(g) or is_batched.is_batchedtensor(g)) for g in grads
+    )
+
+
+def _ecf_grad_torch(views: torch.Tensor, coef: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """dP = sum_j coef_cos[j] cos(t_j p) + coef_sin[j] sin(t_j p) over (V, N, T, K): what the grad pass computes,
+    materialised, for the rare batched backward."""
+    angles = views.unsqueeze(-2) * t[:, None]  # (V, N, T, K)
+    return (angles.cos() * coef[:, 0].unsqueeze(1) + angles.sin() * coef[:, 1].unsqueeze(1)).sum(-2)
 
 
 def make_ecf_means(passes: EcfPasses) -> Callable:

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from .. import reference
-from ..distributed import sync_step
-from ..ops.common import StepCounter, check_input
+from ..ops.common import StepCounter, check_backend, check_input
 from ..ops.sigreg import sigreg
-from ..slicing import epps_pulley_quadrature, lejepa_directions
+from ..slicing import epps_pulley_quadrature
 from ..validation import as_int, check_number, check_quadrature, check_reduction, compute_dtype
 
 __all__ = ["EppsPulley", "SlicingUnivariateTest"]
@@ -65,12 +64,17 @@ class EppsPulley(nn.Module):
         # refuse buffers that are not lejepa's trapezoid rule, rather than compute with another rule.
         t = state_dict.get(prefix + "t")
         if isinstance(t, torch.Tensor) and t.shape == self.t.shape:
+            # a module moved to 16 bits (.to(torch.bfloat16), precision="bf16-true") saves the rule rounded
+            # to that dtype: compare in it, and keep this module's t_max when it rounds to the saved one
             t_max = float(t[-1])
+            if float(torch.tensor(self.t_max, dtype=t.dtype)) == t_max:
+                t_max = self.t_max
             rule = epps_pulley_quadrature(t_max, self.n_points)
             for name, want in (("t", rule.t), ("phi", rule.phi), ("weights", rule.weights)):
                 got = state_dict.get(prefix + name)
                 if isinstance(got, torch.Tensor) and got.shape == want.shape:
-                    if not torch.allclose(got.detach().cpu().double(), want.double(), rtol=_RULE_RTOL, atol=0):
+                    rounded = want.to(got.dtype).double() if got.is_floating_point() else want.double()
+                    if not torch.allclose(got.detach().cpu().double(), rounded, rtol=_RULE_RTOL, atol=0):
                         raise ValueError(
                             f"{prefix}{name} in the checkpoint is not the trapezoid rule of "
                             f"EppsPulley(t_max={t_max:g}, n_points={self.n_points}); this module computes no other"
@@ -109,18 +113,15 @@ class SlicingUnivariateTest(StepCounter):
             raise ValueError(f"sampler must be one of {SAMPLERS} (lejepa draws no other), got {sampler!r}")
         if clip_value is not None:
             check_number(clip_value, "clip_value")
+        check_backend(backend)
         self.univariate_test = univariate_test
         self.num_slices = as_int(num_slices, "num_slices", 1)
         self.reduction, self.sampler, self.clip_value, self.backend = reduction, sampler, clip_value, backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, "x", False)
-        step = self.current_step()
         # lejepa draws in torch's default dtype from a generator seeded with the step
-        a = lejepa_directions(
-            x.shape[-1], self.num_slices, sync_step(step, x.device), x.device, torch.get_default_dtype()
-        )
-        self.advance(step)
+        a, _ = self.draw(x, self.num_slices, lejepa=True, dtype=torch.get_default_dtype())
         test = self.univariate_test
         if isinstance(test, EppsPulley):
             return sigreg(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .. import dispatch
 from ..distributed import is_distributed, sync_step
 from ..slicing import lejepa_directions, random_directions
 from ..validation import as_int, check_directions, check_embeddings, check_finite
@@ -55,6 +56,12 @@ def flatten_views(x: torch.Tensor) -> torch.Tensor:
     return x if x.dim() <= 3 else x.reshape(-1, *x.shape[-2:])
 
 
+def check_backend(backend) -> None:
+    """A module's ``backend`` argument, checked when the module is built (None: the environment's, read per call)."""
+    if backend is not None:
+        dispatch.requested_backend(backend)
+
+
 def check_generator(generator: Optional[torch.Generator], device: torch.device) -> None:
     if generator is None:
         return
@@ -62,6 +69,61 @@ def check_generator(generator: Optional[torch.Generator], device: torch.device) 
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != device.type:
         raise ValueError(f"generator must be on the input's device {device}, got {generator.device}")
+
+
+MAX_STEP = 2**63 - 1  # global_step is an int64 buffer, as lejepa's
+
+# Why a draw leaves the graph: dynamo cannot create a torch.Generator (its "opaque object" error), and a
+# step read as a Python int would be guarded on, recompiling every call.
+DRAW_REASON = (
+    "fused_sigreg draws its directions from a torch.Generator (step=, generator=, or a module's global_step), "
+    "which torch.compile cannot trace; with fullgraph=True pass directions= (e.g. "
+    "fused_sigreg.lejepa_directions(D, K, step) drawn outside the compiled function) instead"
+)
+
+
+def check_step(step) -> int:
+    """``step`` as an int in [0, 2**63 - 1] (int64, as lejepa's ``global_step``); a one-element integer
+    tensor is read on the host."""
+    if isinstance(step, torch.Tensor):
+        if step.numel() != 1 or step.is_floating_point() or step.is_complex() or step.dtype == torch.bool:
+            raise TypeError(f"step must be an int or a one-element integer tensor, got {step!r}")
+        step = step.item()
+    step = as_int(step, "step", 0)
+    if step > MAX_STEP:
+        raise ValueError(f"step must be an int in [0, 2**63 - 1] (an int64 step counter), got {step}")
+    return step
+
+
+def in_backward() -> bool:
+    """True while the autograd engine runs a backward pass, where activation checkpointing recomputes
+    forwards (private API: torch has no public one)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def refuse_recompute(what: str, fix: str) -> None:
+    if in_backward():
+        raise RuntimeError(
+            f"fused_sigreg: {what} was called during a backward pass (activation checkpointing recomputing "
+            f"its forward): it would draw other directions than the forward did, and the gradient would "
+            f"belong to another loss; {fix}"
+        )
+
+
+@torch.compiler.disable(reason=DRAW_REASON)
+def draw_lejepa(dim: int, num_slices: int, step: int, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    """lejepa's directions for ``step`` synchronised to the maximum over ranks."""
+    return lejepa_directions(dim, num_slices, sync_step(step, device), device=device, dtype=dtype)
+
+
+@torch.compiler.disable(reason=DRAW_REASON)
+def draw_from(generator: torch.Generator, dim: int, num_slices: int, device: torch.device) -> torch.Tensor:
+    """Directions from ``generator``, refused in a checkpoint recompute (the generator has moved on)."""
+    refuse_recompute(
+        "an op with generator=",
+        "pass directions= (drawn once, outside the checkpointed function) or step= instead",
+    )
+    return random_directions(dim, num_slices, generator, device=device)
 
 
 def resolve_directions(
@@ -108,16 +170,13 @@ def resolve_directions(
         return directions
     k = as_int(default_slices if num_slices is None else num_slices, slices_name, 1)
     if step is not None:
-        if isinstance(step, torch.Tensor):
-            if step.numel() != 1 or step.is_floating_point() or step.is_complex():
-                raise TypeError(f"step must be an int or a one-element integer tensor, got {step!r}")
-            step = step.item()
-        step = as_int(step, "step", 0)
-        return lejepa_directions(dim, k, sync_step(step, x.device), device=x.device)
+        return draw_lejepa(dim, k, check_step(step), x.device)
     check_generator(generator, x.device)
+    if generator is not None:
+        return draw_from(generator, dim, k, x.device)
     if is_distributed():
         _warn_rank_local_directions()
-    return random_directions(dim, k, generator, device=x.device)
+    return random_directions(dim, k, None, device=x.device)
 
 
 _WARNED = []
@@ -143,39 +202,55 @@ class StepCounter(nn.Module):
     Call ``i`` of a module draws from a generator seeded with ``global_step`` (synchronised to the
     maximum over ranks), then the step advances: runs are reproducible, every rank draws the same
     directions, torch's global RNG is never touched, and the step is saved in the state_dict.
+
+    The buffer is read at every call, so the step used is the buffer's value however it was written
+    (``fill_``, ``.data.copy_``, a numpy view, ``load_state_dict``); on a GPU that read is one host sync
+    per call, as in lejepa's module (the functional ops with ``step=`` or ``directions=`` have none).
+    The draw runs outside torch.compile's graph (``torch.compiler.disable``): a compiled model does
+    not recompile per step, and ``fullgraph=True`` raises naming ``directions=``. Called again during
+    a backward pass (activation checkpointing recomputing the forward) a module raises: the step has
+    moved on, and recomputing with other directions would give the gradient of another loss.
     """
 
     def __init__(self):
         super().__init__()
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
-        # Host copy of global_step, valid while the buffer's (storage, version) is the recorded one:
-        # reading a CUDA buffer with .item() every call would sync the host and block graph capture.
-        self._host_step: Optional[int] = None
-        self._host_key: Optional[tuple] = None
 
-    def _buffer_key(self) -> Optional[tuple]:
-        try:
-            return self.global_step.data_ptr(), self.global_step._version
-        except RuntimeError:  # inference tensors keep no version counter: read the buffer each call
-            return None
+    @torch.compiler.disable(reason=DRAW_REASON)
+    def draw(
+        self,
+        x: torch.Tensor,
+        num_slices: int,
+        generator: Optional[torch.Generator] = None,
+        lejepa: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tuple[torch.Tensor, Optional[torch.Generator]]:
+        """This call's (D, K) directions for x, and the generator that drew them (None for ``lejepa``),
+        then advance ``global_step``.
 
-    def current_step(self) -> int:
-        """global_step as an int; read from the buffer only when something else wrote or replaced it
-        (fill_, load_state_dict, .to(device))."""
-        key = self._buffer_key()
-        if self._host_step is None or key is None or key != self._host_key:
-            self._host_step = int(self.global_step.item())
-        return self._host_step
-
-    def advance(self, step: int) -> None:
-        """Count the call that used ``step``."""
+        ``lejepa``: lejepa's directions for the step (in ``dtype``); else from ``generator`` when given,
+        or from a generator seeded with the step."""
+        refuse_recompute(
+            type(self).__name__,
+            "call the module outside the checkpointed function, or call the functional op with step= or "
+            "directions= inside it",
+        )
+        step = check_step(self.global_step)
+        synced = sync_step(step, x.device)
+        dim = x.shape[-1]
+        if lejepa:
+            out, gen = lejepa_directions(dim, num_slices, synced, device=x.device, dtype=dtype), None
+        else:
+            check_generator(generator, x.device)
+            gen = generator if generator is not None else self.step_generator(synced, x.device)
+            out = random_directions(dim, num_slices, gen, device=x.device)
         with torch.no_grad():
             self.global_step.add_(1)
-        self._host_step, self._host_key = step + 1, self._buffer_key()
+        return out, gen
 
     @staticmethod
     def step_generator(step: int, device: torch.device) -> torch.Generator:
-        """A generator on ``device`` seeded with ``step`` synchronised over ranks."""
+        """A generator on ``device`` seeded with ``step`` (already synchronised over ranks)."""
         gen = torch.Generator(device=device)
-        gen.manual_seed(sync_step(step, device))
+        gen.manual_seed(step)
         return gen

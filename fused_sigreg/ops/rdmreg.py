@@ -9,8 +9,19 @@ import torch
 from .. import dispatch
 from ..distributed import all_gather_batch
 from ..rgg import resolve_sigma, sample_rgg
-from ..validation import check_lp_parameter, check_number, check_same_shape, compute_dtype
-from .common import StepCounter, autocast_off, check_generator, check_input, flatten_views, resolve_directions
+from ..validation import as_int, check_lp_parameter, check_number, check_same_shape, compute_dtype
+from ..validation import check_finite as check_finite_values
+from .common import (
+    DRAW_REASON,
+    StepCounter,
+    autocast_off,
+    check_backend,
+    check_generator,
+    check_input,
+    flatten_views,
+    refuse_recompute,
+    resolve_directions,
+)
 
 DEFAULT_NUM_PROJECTIONS = 8192
 
@@ -62,12 +73,24 @@ def rdmreg(
     if gather:
         z = all_gather_batch(z)
     if target_samples is None:
-        target_samples = sample_rgg(z.shape, p, mu, resolve_sigma(p, mu, sigma), generator, device=z.device)
+        sigma = resolve_sigma(p, mu, sigma)
+        if generator is None:
+            target_samples = sample_rgg(z.shape, p, mu, sigma, None, device=z.device)
+        else:
+            target_samples = _sample_from(generator, z.shape, p, mu, sigma, z.device)
     else:
         check_same_shape(z, target_samples, "z", "target_samples")
+        if check_finite:
+            check_finite_values(target_samples, "target_samples")
         # one precision for both sides on every backend: the target in z's compute dtype
         target_samples = target_samples.to(compute_dtype(z))
     return dispatch.run("rdmreg", (z, w, target_samples), backend, z, w, target_samples)
+
+
+@torch.compiler.disable(reason=DRAW_REASON)
+def _sample_from(generator, shape, p, mu, sigma, device):
+    refuse_recompute("rdmreg with generator=", "pass target_samples= and directions= drawn outside it instead")
+    return sample_rgg(shape, p, mu, sigma, generator, device=device)
 
 
 class RDMReg(StepCounter):
@@ -89,22 +112,25 @@ class RDMReg(StepCounter):
         backend: Optional[str] = None,
     ):
         super().__init__()
+        self.num_projections = as_int(num_projections, "num_projections", 1)
         check_lp_parameter(p)
-        self.num_projections, self.p, self.mu = num_projections, p, mu
+        check_number(mu, "mu")
+        check_backend(backend)
+        self.p, self.mu = p, mu
         self.sigma = resolve_sigma(p, mu, sigma)
         self.gather, self.backend = gather, backend
 
     def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        step = self.current_step()
-        out = rdmreg(
+        check_input(z, "z", False)
+        # the generator that drew the projections then draws the target samples, as in the official code
+        directions, gen = self.draw(z, self.num_projections, generator)
+        return rdmreg(
             z,
-            self.num_projections,
+            directions=directions,
             p=self.p,
             mu=self.mu,
             sigma=self.sigma,
-            generator=generator if generator is not None else self.step_generator(step, z.device),
+            generator=gen,
             gather=self.gather,
             backend=self.backend,
         )
-        self.advance(step)
-        return out

@@ -12,11 +12,11 @@ from typing import Optional
 import torch
 
 from .. import dispatch
-from ..distributed import all_reduce_mean, world_size
+from ..distributed import all_reduce_mean, check_ranks_agree, dtype_code, world_size
 from ..reference import clip_statistics, epps_pulley_from_ecf, reduce_statistics
 from ..slicing import epps_pulley_quadrature
-from ..validation import check_memory, check_number, check_quadrature, check_reduction
-from .common import StepCounter, autocast_off, check_input, flatten_views, resolve_directions
+from ..validation import as_int, check_memory, check_number, check_quadrature, check_reduction
+from .common import StepCounter, autocast_off, check_backend, check_input, flatten_views, resolve_directions
 
 DEFAULT_NUM_SLICES = 256
 
@@ -80,6 +80,13 @@ def sigreg(
     cos_mean, sin_mean = _ecf_means(x, a, float(t_max), n_points, backend, memory)
     n_total = x.shape[-2]
     if sync:
+        check_ranks_agree(
+            x.device,
+            "SIGReg's all_reduce of the ECF (sync=True)",
+            num_slices=a.shape[-1],
+            n_points=n_points,
+            **{"the view count": cos_mean.shape[:-2].numel(), "D": x.shape[-1], "the input dtype": dtype_code(x.dtype)},
+        )
         cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
         n_total *= world_size()
     stats = epps_pulley_from_ecf(cos_mean, sin_mean, quad, n_total)
@@ -123,24 +130,26 @@ class SIGReg(StepCounter):
         check_quadrature(t_max, n_points)
         check_reduction(reduction)
         check_memory(memory)
-        self.num_slices, self.t_max, self.n_points = num_slices, float(t_max), n_points
+        if clip_value is not None:
+            check_number(clip_value, "clip_value")
+        check_backend(backend)
+        self.num_slices = as_int(num_slices, "num_slices", 1)
+        self.t_max, self.n_points = float(t_max), int(n_points)
         self.reduction, self.clip_value, self.backend, self.memory = reduction, clip_value, backend, memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        step = self.current_step()
-        out = sigreg(
+        check_input(x, "x", False)
+        directions, _ = self.draw(x, self.num_slices, lejepa=True)
+        return sigreg(
             x,
-            num_slices=self.num_slices,
             t_max=self.t_max,
             n_points=self.n_points,
-            step=step,
+            directions=directions,
             reduction=self.reduction,
             clip_value=self.clip_value,
             backend=self.backend,
             memory=self.memory,
         )
-        self.advance(step)
-        return out
 
     def extra_repr(self) -> str:
         return (

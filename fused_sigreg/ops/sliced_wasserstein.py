@@ -9,8 +9,8 @@ import torch
 from .. import dispatch
 from ..distributed import all_gather_batch
 from ..slicing import normal_quantiles
-from ..validation import check_number
-from .common import StepCounter, autocast_off, check_input, flatten_views, resolve_directions
+from ..validation import as_int, check_number
+from .common import StepCounter, autocast_off, check_backend, check_input, flatten_views, resolve_directions
 
 DEFAULT_NUM_PROJECTIONS = 256
 
@@ -87,18 +87,15 @@ class SlicedWasserstein(StepCounter):
         backend: Optional[str] = None,
     ):
         super().__init__()
-        self.num_projections, self.quantile_clamp = num_projections, quantile_clamp
-        self.gather, self.backend = gather, backend
+        self.num_projections = as_int(num_projections, "num_projections", 1)
+        if quantile_clamp is not None:
+            check_number(quantile_clamp, "quantile_clamp", 0.0, 0.5, low_open=True)
+        check_backend(backend)
+        self.quantile_clamp, self.gather, self.backend = quantile_clamp, gather, backend
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        step = self.current_step()
-        out = sliced_wasserstein(
-            x,
-            self.num_projections,
-            generator=generator if generator is not None else self.step_generator(step, x.device),
-            quantile_clamp=self.quantile_clamp,
-            gather=self.gather,
-            backend=self.backend,
+        check_input(x, "x", False)
+        directions, _ = self.draw(x, self.num_projections, generator)
+        return sliced_wasserstein(
+            x, directions=directions, quantile_clamp=self.quantile_clamp, gather=self.gather, backend=self.backend
         )
-        self.advance(step)
-        return out

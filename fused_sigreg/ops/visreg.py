@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 
 from .. import dispatch
-from ..validation import check_number
-from .common import StepCounter, autocast_off
+from ..validation import as_int, check_number
+from .common import StepCounter, autocast_off, check_backend, check_input
 from .sliced_wasserstein import DEFAULT_NUM_PROJECTIONS, prepare_quantile_matching
 
 
@@ -69,21 +69,26 @@ class VISReg(StepCounter):
         backend: Optional[str] = None,
     ):
         super().__init__()
-        self.num_projections = num_projections
+        self.num_projections = as_int(num_projections, "num_projections", 1)
+        for name, weight in (
+            ("scale_weight", scale_weight),
+            ("shape_weight", shape_weight),
+            ("center_weight", center_weight),
+        ):
+            check_number(weight, name)
+        check_backend(backend)
         self.scale_weight, self.shape_weight, self.center_weight = scale_weight, shape_weight, center_weight
         self.gather, self.backend = gather, backend
 
     def forward(self, z: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        step = self.current_step()
-        out = visreg(
+        check_input(z, "z", False)
+        directions, _ = self.draw(z, self.num_projections, generator)
+        return visreg(
             z,
-            self.num_projections,
-            generator=generator if generator is not None else self.step_generator(step, z.device),
+            directions=directions,
             scale_weight=self.scale_weight,
             shape_weight=self.shape_weight,
             center_weight=self.center_weight,
             gather=self.gather,
             backend=self.backend,
         )
-        self.advance(step)
-        return out
