@@ -326,3 +326,66 @@ def test_single_process_runs_no_collective(unequal_ranks):
 def test_rank_local_directions_warn_once(unequal_ranks):
     for res in unequal_ranks:
         assert len(res["warnings"]) == 1
+
+
+# (rank 0's call, rank 1's call): each pair disagrees on one thing a collective's layout follows
+MISMATCHES = {
+    "num_slices": (lambda x, a: fs.sigreg(x, directions=a), lambda x, a: fs.sigreg(x, directions=a[:, :5])),
+    "n_points": (lambda x, a: fs.sigreg(x, directions=a), lambda x, a: fs.sigreg(x, directions=a, n_points=9)),
+    "the input dtype": (lambda x, a: fs.sigreg(x, directions=a), lambda x, a: fs.sigreg(x.double(), directions=a)),
+    "D": (lambda x, a: fs.sigreg(x, num_slices=K, step=1), lambda x, a: fs.sigreg(x[:, :-1], num_slices=K, step=1)),
+    "the view count": (
+        lambda x, a: fs.sigreg(x, directions=a),
+        lambda x, a: fs.sigreg(torch.stack((x, x)), directions=a),
+    ),
+    "gather dtype": (
+        lambda x, a: fs.sliced_wasserstein(x, directions=a, gather=True),
+        lambda x, a: fs.sliced_wasserstein(x.double(), directions=a.double(), gather=True),
+    ),
+    "gather D": (
+        lambda x, a: fs.sliced_wasserstein(x, directions=a, gather=True),
+        lambda x, a: fs.sliced_wasserstein(x[:, :-1], directions=a[:-1], gather=True),
+    ),
+}
+
+
+def _mismatch_worker(rank, init_file, out_dir):
+    faulthandler.enable(all_threads=True)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        x, a, _ = _inputs()
+        x, a = x[0, :N_LOCAL].float(), a.float()
+        res = {}
+        for name, calls in MISMATCHES.items():
+            try:
+                calls[rank](x, a)
+                res[name] = "no error"
+            except ValueError as e:
+                res[name] = str(e)
+        res["agreeing"] = fs.sigreg(x, directions=a)  # the group is still usable afterwards
+        dist.barrier()
+        torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+    _exit_cleanly()
+
+
+def test_ranks_that_disagree_raise_naming_the_argument(tmp_path):
+    """Ranks whose calls differ in what a collective's layout follows raise a ValueError on every rank,
+    naming it with each rank's value, before the collective (which would abort inside gloo or average
+    unrelated statistics)."""
+    mp.spawn(_mismatch_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    expected = {
+        "num_slices": "num_slices (rank 0: 9, rank 1: 5)",
+        "n_points": "n_points (rank 0: 17, rank 1: 9)",
+        "the input dtype": "the input dtype (rank 0: torch.float32, rank 1: torch.float64)",
+        "D": "D (rank 0: 6, rank 1: 5)",
+        "the view count": "the view count (rank 0: 1, rank 1: 2)",
+        "gather dtype": "the input dtype (rank 0: torch.float32, rank 1: torch.float64); gather=True",
+        "gather D": "D (rank 0: 6, rank 1: 5); gather=True",
+    }
+    for res in results:
+        for name, text in expected.items():
+            assert f"ranks disagree on {text}" in res[name], (name, res[name])
+        assert torch.isfinite(res["agreeing"])

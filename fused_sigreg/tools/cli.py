@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 
-from ..dispatch import OP_STAGES, OPS, available_backends, registered_backends
+from ..dispatch import BACKEND_NAMES, OP_STAGES, OPS, BackendUnavailableError, available_backends, registered_backends
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
-from .check import TIE_RULE, run_checks, tf32_enabled
+from .check import FULLY_FUSED, TIE_RULE, run_checks, tf32_enabled
 from .compile_check import expected_counts, extension_report, run_compile_check
 from .memory import sigreg_peak_extra_bytes_model, sigreg_saved_extra_bytes
 from .numerics import knot_walk_comparison, recurrence_error, tf32_budget
@@ -33,14 +33,79 @@ def format_table(rows: List[Dict], columns: Sequence[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
 
 
-def _ints(text: str) -> List[int]:
-    return [int(v) for v in text.split(",") if v]
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``minimum`` (a bad value is a usage error, not a traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def ints_at_least(minimum: int) -> Callable[[str], List[int]]:
+    """An argparse type: comma-separated ints, each >= ``minimum``."""
+    one = at_least(minimum)
+
+    def parse(text: str) -> List[int]:
+        values = [one(v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated ints >= {minimum}, got {text!r}")
+        return values
+
+    parse.__name__ = f"comma-separated ints >= {minimum}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def device_here(text: str) -> torch.device:
+    """An argparse type: a torch device that exists on this machine."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu or cuda:0, got {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:index], got {text!r}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+# what --backend of bench accepts: the registry's backends, torch.compile of the reference, the fully fused kernel
+BENCH_PROVIDERS = (*BACKEND_NAMES[1:], "compile", FULLY_FUSED)
+
+
+def bench_providers(text: str) -> List[str]:
+    names = [v for v in text.split(",") if v]
+    unknown = [v for v in names if v not in BENCH_PROVIDERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names from {', '.join(BENCH_PROVIDERS)}, got {text!r}"
+        )
+    return names
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", default="all", help=f"one of {', '.join(OPS)} or 'all', comma-separated ({OP_ALIASES_TEXT})")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_here, default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _ops(text: str) -> List[str]:
@@ -85,7 +150,7 @@ def cmd_bench(args) -> int:
     device = torch.device(args.device)
     sizes = {k: getattr(args, k) or DEFAULT_CPU_SWEEP[k] for k in ("N", "D", "K", "V")}
     shapes = shapes_from(sizes["N"], sizes["D"], sizes["K"], sizes["V"], args.T)
-    backends = args.backend.split(",") if args.backend else None
+    backends = args.backend
     columns = [
         "op",
         "backend",
@@ -138,7 +203,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_compile_check(args) -> int:
-    caps = tuple(int(c) for c in args.arch.split(","))
+    caps = tuple(args.arch)
     rows = run_compile_check(caps, jobs=args.jobs)
     for r in rows:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
@@ -266,11 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="every usable backend vs the eager reference (values and gradients)")
     _common(check)
-    check.add_argument("--N", type=int, default=300)
-    check.add_argument("--D", type=int, default=65)
-    check.add_argument("--K", type=int, default=129)
-    check.add_argument("--V", type=int, default=2)
-    check.add_argument("--T", type=int, default=17, help="SIGReg quadrature knots")
+    for dim, default in (("N", 300), ("D", 65), ("K", 129), ("V", 2)):
+        check.add_argument(f"--{dim}", type=at_least(1), default=default)
+    check.add_argument("--T", type=at_least(2), default=17, help="SIGReg quadrature knots")
     check.add_argument("--seed", type=int, default=0)
     check.add_argument(
         "--tf32",
@@ -283,20 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
         "compile-check",
         help="compile every Triton kernel config and the CUDA extension for sm_80/sm_90, with ptxas's resource report",
     )
-    compile_check.add_argument("--arch", default="80,90", help="comma-separated compute capabilities")
-    compile_check.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes")
+    compile_check.add_argument(
+        "--arch", type=ints_at_least(50), default="80,90", help="comma-separated compute capabilities"
+    )
+    compile_check.add_argument("--jobs", type=at_least(1), default=os.cpu_count() or 1, help="compiler processes")
     compile_check.set_defaults(func=cmd_compile_check)
 
     memory = sub.add_parser("memory", help="SIGReg saved/peak memory accounting, eager vs fused")
-    for dim, default in (("V", 1), ("N", 8192), ("D", 512), ("K", 1024), ("T", 17)):
-        memory.add_argument(f"--{dim}", type=int, default=default)
+    for dim, default in (("V", 1), ("N", 8192), ("D", 512), ("K", 1024)):
+        memory.add_argument(f"--{dim}", type=at_least(1), default=default)
+    memory.add_argument("--T", type=at_least(2), default=17, help="SIGReg quadrature knots")
     memory.set_defaults(func=cmd_memory)
 
     numerics = sub.add_parser("numerics", help="error budgets: knot recurrence and tf32 rounding")
-    numerics.add_argument("--p-max", type=float, default=50.0)
-    numerics.add_argument("--N", type=int, default=4096)
-    numerics.add_argument("--D", type=int, default=512)
-    numerics.add_argument("--K", type=int, default=512)
+    numerics.add_argument("--p-max", type=positive_float, default=50.0)
+    for dim in ("N", "D", "K"):
+        numerics.add_argument(f"--{dim}", type=at_least(1), default=4096 if dim == "N" else 512)
     numerics.set_defaults(func=cmd_numerics)
 
     bench = sub.add_parser("bench", help="time / memory sweep over N, D, K, V")
@@ -304,14 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     for dim in ("N", "D", "K", "V"):
         bench.add_argument(
             f"--{dim}",
-            type=_ints,
+            type=ints_at_least(1),
             default=None,
             help=f"comma-separated sizes (default {','.join(map(str, DEFAULT_CPU_SWEEP[dim]))})",
         )
-    bench.add_argument("--T", type=int, default=17, help="SIGReg quadrature knots")
-    bench.add_argument("--backend", default=None, help="comma-separated backends (default: every usable one)")
-    bench.add_argument("--warmup", type=int, default=1)
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--T", type=at_least(2), default=17, help="SIGReg quadrature knots")
+    bench.add_argument(
+        "--backend",
+        type=bench_providers,
+        default=None,
+        help=f"comma-separated, from {', '.join(BENCH_PROVIDERS)} (default: every usable one)",
+    )
+    bench.add_argument("--warmup", type=at_least(0), default=1)
+    bench.add_argument("--repeats", type=at_least(1), default=5)
     bench.add_argument("--out", action="append", help="write results to .csv or .json (repeatable)")
     bench.add_argument("--plot", default=None, help="write a PNG plot (needs matplotlib)")
     bench.set_defaults(func=cmd_bench)
@@ -319,8 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BackendUnavailableError as e:  # e.g. --backend cuda where the extension cannot run: a usage error
+        parser.exit(2, f"{parser.prog} {args.command}: error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,57 @@ def test_check_tf32_budget_on_cuda():
     assert "float32 (tf32)" in out.stdout and "FAIL" not in out.stdout
 
 
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("bench", "--N", "-5"), "argument --N: expected an int >= 1, got -5"),
+        (("bench", "--N", "0"), "argument --N: expected an int >= 1, got 0"),
+        (("check", "--V", "0"), "argument --V: expected an int >= 1, got 0"),
+        (("check", "--T", "1"), "argument --T: expected an int >= 2, got 1"),
+        (("bench", "--repeats", "0"), "argument --repeats: expected an int >= 1, got 0"),
+        (("bench", "--backend", "nosuch"), "argument --backend: expected comma-separated names from eager, "),
+        (("check", "--device", "nosuch"), "argument --device: expected a torch device"),
+        (("numerics", "--p-max", "-1"), "argument --p-max: expected a finite number > 0, got -1"),
+        (("compile-check", "--arch", "abc"), "argument --arch: expected an int >= 50, got 'abc'"),
+        (("memory", "--K", "0"), "argument --K: expected an int >= 1, got 0"),
+        (("memory", "--N", "-1"), "argument --N: expected an int >= 1, got -1"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(args, match):
+    """Each bad value is named, with exit status 2 and no traceback (and never a printed result)."""
+    out = _run(*args)
+    assert out.returncode == 2 and match in out.stderr and "Traceback" not in out.stderr + out.stdout
+
+
+def test_a_device_this_machine_lacks_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = _run("check", "--device", "cuda")
+    assert out.returncode == 2 and "this machine has no CUDA device (use --device cpu)" in out.stderr
+
+
+def test_a_backend_that_cannot_serve_is_a_usage_error():
+    out = _run(
+        "bench",
+        "--op",
+        "sigreg",
+        "--N",
+        "8",
+        "--D",
+        "4",
+        "--K",
+        "4",
+        "--V",
+        "1",
+        "--backend",
+        "cuda",
+        "--device",
+        "cpu",
+        "--repeats",
+        "1",
+    )
+    assert out.returncode == 2 and "backend 'cuda' was requested for ecf_means but cannot serve" in out.stderr
+
+
 def test_unknown_op_is_rejected():
     out = _run("check", "--op", "nope")
     assert out.returncode != 0 and "unknown op" in out.stderr
