@@ -26,13 +26,9 @@ def check_embeddings(x, name: str = "x") -> None:
         raise ValueError(f"{name} must not be empty, got {_describe(x)}")
 
 
-@torch.compiler.disable(
-    reason="check_finite=True reads the tensor on the host to raise, which torch.compile cannot trace; under "
-    "fullgraph=True drop check_finite (or check the input before the compiled function)"
-)
 def check_finite(x: torch.Tensor, name: str = "x") -> None:
     """Raise on NaN/inf (opt-in: ``check_finite=True``; the default propagates them like the reference).
-    Outside torch.compile's graph: one host read, which a compiled call makes between its graphs."""
+    The ops call it through ``ops.outside_graph.check_finite``, which runs between torch.compile's graphs."""
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} must be finite, got {bad} non-finite values ({_describe(x)})")

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .. import dispatch
-from ..distributed import is_distributed, sync_step
-from ..slicing import lejepa_directions, random_directions
-from ..validation import as_int, check_directions, check_embeddings, check_finite
+from ..distributed import is_distributed
+from ..slicing import random_directions
+from ..validation import as_int, check_directions, check_embeddings
 
 # Device types with autocast, for traced code: torch.compile in torch 2.11 cannot trace
 # torch.amp.is_autocast_available, which eager calls use.
@@ -44,10 +44,17 @@ def autocast_off(op: Callable) -> Callable:
     return run
 
 
+def finite_or_raise(t: torch.Tensor, name: str) -> None:
+    """``check_finite=True``: raise on NaN/inf, between torch.compile's graphs (a host read)."""
+    from . import outside_graph  # loads torch._dynamo (and with it triton): not at import
+
+    outside_graph.check_finite(t, name)
+
+
 def check_input(x, name: str, check_finite_values: bool) -> None:
     check_embeddings(x, name)
     if check_finite_values:
-        check_finite(x, name)
+        finite_or_raise(x, name)
 
 
 def flatten_views(x: torch.Tensor) -> torch.Tensor:
@@ -69,61 +76,6 @@ def check_generator(generator: Optional[torch.Generator], device: torch.device) 
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != device.type:
         raise ValueError(f"generator must be on the input's device {device}, got {generator.device}")
-
-
-MAX_STEP = 2**63 - 1  # global_step is an int64 buffer, as lejepa's
-
-# Why a draw leaves the graph: dynamo cannot create a torch.Generator (its "opaque object" error), and a
-# step read as a Python int would be guarded on, recompiling every call.
-DRAW_REASON = (
-    "fused_sigreg draws its directions from a torch.Generator (step=, generator=, or a module's global_step), "
-    "which torch.compile cannot trace; with fullgraph=True pass directions= (e.g. "
-    "fused_sigreg.lejepa_directions(D, K, step) drawn outside the compiled function) instead"
-)
-
-
-def check_step(step) -> int:
-    """``step`` as an int in [0, 2**63 - 1] (int64, as lejepa's ``global_step``); a one-element integer
-    tensor is read on the host."""
-    if isinstance(step, torch.Tensor):
-        if step.numel() != 1 or step.is_floating_point() or step.is_complex() or step.dtype == torch.bool:
-            raise TypeError(f"step must be an int or a one-element integer tensor, got {step!r}")
-        step = step.item()
-    step = as_int(step, "step", 0)
-    if step > MAX_STEP:
-        raise ValueError(f"step must be an int in [0, 2**63 - 1] (an int64 step counter), got {step}")
-    return step
-
-
-def in_backward() -> bool:
-    """True while the autograd engine runs a backward pass, where activation checkpointing recomputes
-    forwards (private API: torch has no public one)."""
-    return torch._C._current_graph_task_id() != -1
-
-
-def refuse_recompute(what: str, fix: str) -> None:
-    if in_backward():
-        raise RuntimeError(
-            f"fused_sigreg: {what} was called during a backward pass (activation checkpointing recomputing "
-            f"its forward): it would draw other directions than the forward did, and the gradient would "
-            f"belong to another loss; {fix}"
-        )
-
-
-@torch.compiler.disable(reason=DRAW_REASON)
-def draw_lejepa(dim: int, num_slices: int, step: int, device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    """lejepa's directions for ``step`` synchronised to the maximum over ranks."""
-    return lejepa_directions(dim, num_slices, sync_step(step, device), device=device, dtype=dtype)
-
-
-@torch.compiler.disable(reason=DRAW_REASON)
-def draw_from(generator: torch.Generator, dim: int, num_slices: int, device: torch.device) -> torch.Tensor:
-    """Directions from ``generator``, refused in a checkpoint recompute (the generator has moved on)."""
-    refuse_recompute(
-        "an op with generator=",
-        "pass directions= (drawn once, outside the checkpointed function) or step= instead",
-    )
-    return random_directions(dim, num_slices, generator, device=device)
 
 
 def resolve_directions(
@@ -153,7 +105,7 @@ def resolve_directions(
     if projections is not None:
         check_directions(projections, dim, x.device, "projections", transposed=True)
         if check_finite_values:
-            check_finite(projections, "projections")
+            finite_or_raise(projections, "projections")
         if num_slices is not None and num_slices != projections.shape[0]:
             raise ValueError(
                 f"{slices_name}={num_slices} does not match the {projections.shape[0]} rows of projections (M, D)"
@@ -162,7 +114,7 @@ def resolve_directions(
     if directions is not None:
         check_directions(directions, dim, x.device)
         if check_finite_values:
-            check_finite(directions, "directions")
+            finite_or_raise(directions, "directions")
         if num_slices is not None and num_slices != directions.shape[1]:
             raise ValueError(
                 f"{slices_name}={num_slices} does not match the {directions.shape[1]} columns of directions (D, K)"
@@ -170,10 +122,14 @@ def resolve_directions(
         return directions
     k = as_int(default_slices if num_slices is None else num_slices, slices_name, 1)
     if step is not None:
-        return draw_lejepa(dim, k, check_step(step), x.device)
+        from . import outside_graph  # loads torch._dynamo (and with it triton): not at import
+
+        return outside_graph.draw_lejepa(dim, k, step, x.device)
     check_generator(generator, x.device)
     if generator is not None:
-        return draw_from(generator, dim, k, x.device)
+        from . import outside_graph
+
+        return outside_graph.draw_from(generator, dim, k, x.device)
     if is_distributed():
         _warn_rank_local_directions()
     return random_directions(dim, k, None, device=x.device)
@@ -216,7 +172,6 @@ class StepCounter(nn.Module):
         super().__init__()
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
 
-    @torch.compiler.disable(reason=DRAW_REASON)
     def draw(
         self,
         x: torch.Tensor,
@@ -230,23 +185,10 @@ class StepCounter(nn.Module):
 
         ``lejepa``: lejepa's directions for the step (in ``dtype``); else from ``generator`` when given,
         or from a generator seeded with the step."""
-        refuse_recompute(
-            type(self).__name__,
-            "call the module outside the checkpointed function, or call the functional op with step= or "
-            "directions= inside it",
-        )
-        step = check_step(self.global_step)
-        synced = sync_step(step, x.device)
-        dim = x.shape[-1]
-        if lejepa:
-            out, gen = lejepa_directions(dim, num_slices, synced, device=x.device, dtype=dtype), None
-        else:
-            check_generator(generator, x.device)
-            gen = generator if generator is not None else self.step_generator(synced, x.device)
-            out = random_directions(dim, num_slices, gen, device=x.device)
-        with torch.no_grad():
-            self.global_step.add_(1)
-        return out, gen
+        from . import outside_graph
+
+        check_generator(generator, x.device)
+        return outside_graph.module_draw(self, x, num_slices, generator, lejepa, dtype)
 
     @staticmethod
     def step_generator(step: int, device: torch.device) -> torch.Generator:

@@ -10,16 +10,14 @@ from .. import dispatch
 from ..distributed import all_gather_batch
 from ..rgg import resolve_sigma, sample_rgg
 from ..validation import as_int, check_lp_parameter, check_number, check_same_shape, compute_dtype
-from ..validation import check_finite as check_finite_values
 from .common import (
-    DRAW_REASON,
     StepCounter,
     autocast_off,
     check_backend,
     check_generator,
     check_input,
+    finite_or_raise,
     flatten_views,
-    refuse_recompute,
     resolve_directions,
 )
 
@@ -77,20 +75,16 @@ def rdmreg(
         if generator is None:
             target_samples = sample_rgg(z.shape, p, mu, sigma, None, device=z.device)
         else:
-            target_samples = _sample_from(generator, z.shape, p, mu, sigma, z.device)
+            from . import outside_graph
+
+            target_samples = outside_graph.sample_from(generator, z.shape, p, mu, sigma, z.device)
     else:
         check_same_shape(z, target_samples, "z", "target_samples")
         if check_finite:
-            check_finite_values(target_samples, "target_samples")
+            finite_or_raise(target_samples, "target_samples")
         # one precision for both sides on every backend: the target in z's compute dtype
         target_samples = target_samples.to(compute_dtype(z))
     return dispatch.run("rdmreg", (z, w, target_samples), backend, z, w, target_samples)
-
-
-@torch.compiler.disable(reason=DRAW_REASON)
-def _sample_from(generator, shape, p, mu, sigma, device):
-    refuse_recompute("rdmreg with generator=", "pass target_samples= and directions= drawn outside it instead")
-    return sample_rgg(shape, p, mu, sigma, generator, device=device)
 
 
 class RDMReg(StepCounter):
