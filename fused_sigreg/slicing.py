@@ -6,10 +6,12 @@ same directions, knots and targets as the eager reference (docs/design.md §3).
 
 from __future__ import annotations
 
+import collections
 import math
-from typing import NamedTuple, Optional
+from typing import Callable, Hashable, NamedTuple, Optional
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 # (t_max, n_points) presets of the Epps–Pulley quadrature.
 #   "lejepa": the lejepa repository default.
@@ -73,3 +75,62 @@ def normal_quantiles(n: int, clamp: Optional[float] = None, device=None) -> torc
     if clamp is not None:
         levels = levels.clamp(clamp, 1.0 - clamp)
     return (math.sqrt(2.0) * torch.erfinv(2.0 * levels - 1.0)).to(torch.float32)
+
+
+# Call-invariant tensors (knots, weights, quantile targets) per (arguments, device): building them is
+# 5-10 tiny kernel launches per call, which at training sizes cost more than the statistic. Bounded,
+# since N (the quantile targets' length) may change from call to call.
+_CACHE_SIZE = 64
+_CACHE: "collections.OrderedDict[Hashable, object]" = collections.OrderedDict()
+
+
+def _cached(key: Hashable, build: Callable[[], object]):
+    """``build()`` once per key, kept for later calls; neither shared nor kept while torch.compile,
+    make_fx or a FakeTensorMode traces, where a tensor built is not a real one and a real one does not
+    belong. Callers never write into what they get."""
+    if _tracing():
+        return build()
+    value = _CACHE.get(key)
+    if value is None:
+        # built outside inference mode and autograd, so it can enter any later graph
+        with torch.inference_mode(False), torch.no_grad():
+            value = build()
+        _CACHE[key] = value
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return value
+
+
+def _tracing() -> bool:
+    if torch.compiler.is_compiling():
+        return True
+    modes = _get_current_dispatch_mode_stack()
+    if not modes:
+        return False
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+    from torch.fx.experimental.proxy_tensor import ProxyTorchDispatchMode
+
+    return any(isinstance(m, (FakeTensorMode, FunctionalTensorMode, ProxyTorchDispatchMode)) for m in modes)
+
+
+def _device_key(device) -> torch.device:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def shared_quadrature(t_max: float, n_points: int, device=None) -> Quadrature:
+    """``epps_pulley_quadrature``, built once per (t_max, n_points, device) and shared: read-only."""
+    device = _device_key(device)
+    key = ("quadrature", float(t_max), int(n_points), device)
+    return _cached(key, lambda: epps_pulley_quadrature(t_max, n_points, device))
+
+
+def shared_normal_quantiles(n: int, clamp: Optional[float] = None, device=None) -> torch.Tensor:
+    """``normal_quantiles``, built once per (n, clamp, device) and shared: read-only."""
+    device = _device_key(device)
+    return _cached(("quantiles", int(n), clamp, device), lambda: normal_quantiles(n, clamp, device))

@@ -42,7 +42,7 @@ def _tc_dot(a, b, acc, PRECISION: tl.constexpr):
 
 @triton.jit
 def _projection_tile(
-    x_row_ptr,
+    x_tile_ptr,
     a_ptr,
     rows,
     cols,
@@ -55,7 +55,8 @@ def _projection_tile(
     DOT_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
 ):
-    """(BLOCK_N, BLOCK_K) fp32 tile of x[rows] @ A[:, cols]; out-of-range rows/cols are 0.
+    """(BLOCK_N, BLOCK_K) fp32 tile of x[rows] @ A[:, cols], x_tile_ptr pointing at row rows[0];
+    out-of-range rows/cols are 0.
 
     x and A share a dtype: fp32 (dot precision per DOT_PRECISION) or 16-bit (tensor cores, fp32
     accumulation). Triton's interpreter mishandles 16-bit dots, so there (EMULATE_16BIT_DOT) the
@@ -64,7 +65,9 @@ def _projection_tile(
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         x_tile = tl.load(
-            x_row_ptr + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0
+            x_tile_ptr + tl.arange(0, BLOCK_N)[:, None] * D + ds[None, :],
+            mask=(rows[:, None] < N) & (ds[None, :] < D),
+            other=0.0,
         )
         a_tile = tl.load(
             a_ptr + ds[:, None] * K + cols[None, :], mask=(ds[:, None] < D) & (cols[None, :] < K), other=0.0
@@ -78,7 +81,7 @@ def _projection_tile(
 
 @triton.jit
 def _projection_tile_t(
-    x_row_ptr,
+    x_tile_ptr,
     at_ptr,
     rows,
     cols,
@@ -91,8 +94,8 @@ def _projection_tile_t(
     DOT_PRECISION: tl.constexpr,
     EMULATE_16BIT_DOT: tl.constexpr,
 ):
-    """(BLOCK_K, BLOCK_N) fp32 tile of (x[rows] @ A[:, cols])^T = A^T[cols] x[rows]^T from A^T (K, D);
-    out-of-range rows/cols are 0.
+    """(BLOCK_K, BLOCK_N) fp32 tile of (x[rows] @ A[:, cols])^T = A^T[cols] x[rows]^T from A^T (K, D),
+    x_tile_ptr pointing at row rows[0]; out-of-range rows/cols are 0.
 
     Transposed so that the rows of x lie along the MMA's N dimension, where a thread holds many
     columns of the accumulator and the warps do not split: a sum over rows is mostly in-thread. Both
@@ -102,7 +105,9 @@ def _projection_tile_t(
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         x_tile = tl.load(
-            x_row_ptr + rows[:, None] * D + ds[None, :], mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0
+            x_tile_ptr + tl.arange(0, BLOCK_N)[:, None] * D + ds[None, :],
+            mask=(rows[:, None] < N) & (ds[None, :] < D),
+            other=0.0,
         )
         at_tile = tl.load(
             at_ptr + cols[:, None] * D + ds[None, :], mask=(cols[:, None] < K) & (ds[None, :] < D), other=0.0
@@ -155,8 +160,11 @@ def sigreg_fused_forward_kernel(
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     # p is (BLOCK_K, BLOCK_N), columns by rows: the sums over rows below reduce along axis 1
+    # the tile's first row in int64 (N * D may pass 2^31, the sizes memory="min" is for); offsets within
+    # the tile stay int32
+    x_tile_ptr = x_ptr + (view * N + pid_n.to(tl.int64) * BLOCK_N) * D
     p = _projection_tile_t(
-        x_ptr + view * N * D, at_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
+        x_tile_ptr, at_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
     )
     col_ok = cols < K
     row_ok = rows[None, :] < N
@@ -220,14 +228,17 @@ def sigreg_fused_backward_kernel(
     pid_n = tl.program_id(0)
     view = tl.program_id(1).to(tl.int64)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    x_row_ptr = x_ptr + view * N * D
-    dx_row_ptr = dx_ptr + view * N * D
+    # the tile's first row in int64 (N * D may pass 2^31, the sizes memory="min" is for); offsets
+    # within the tile stay int32
+    tile = (view * N + pid_n.to(tl.int64) * BLOCK_N) * D
+    x_tile_ptr = x_ptr + tile
+    dx_tile_ptr = dx_ptr + tile
     coef = coef_ptr + view * 2 * T * K
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         col_ok = cols < K
         p = _projection_tile(
-            x_row_ptr, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
+            x_tile_ptr, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
         )
         dp = dp_from_knots(p, coef + cols, col_ok, K, T, delta, RESEED)
         # Columns past K have zero coefficients, hence dp = 0 there; rows past N are masked on store.
@@ -238,7 +249,7 @@ def sigreg_fused_backward_kernel(
             a_tile = tl.load(
                 a_ptr + ds[:, None] * K + cols[None, :], mask=(ds[:, None] < D) & col_ok[None, :], other=0.0
             )
-            dx_tile = dx_row_ptr + rows[:, None] * D + ds[None, :]
+            dx_tile = dx_tile_ptr + tl.arange(0, BLOCK_N)[:, None] * D + ds[None, :]
             dx_mask = (rows[:, None] < N) & (ds[None, :] < D)
             acc = tl.load(dx_tile, mask=dx_mask, other=0.0)
             tl.store(dx_tile, _tc_dot(dp, tl.trans(a_tile.to(tl.float32)), acc, DX_PRECISION), mask=dx_mask)

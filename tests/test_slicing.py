@@ -37,3 +37,42 @@ def test_quadrature_copies_nothing_into_a_device_tensor():
         quad = epps_pulley_quadrature(3.0, 17, device="meta")
     assert quad.weights.device.type == "meta"
     assert not [op for op in record.ops if "copy" in op or "index_put" in op or "item" in op], record.ops
+
+
+def test_shared_call_invariants_are_built_once_and_equal_fresh_ones(monkeypatch):
+    """The knots and quantile targets a hot path uses are built once per (arguments, device): no
+    per-call launches for them; equal to a fresh build; rebuilt, not shared, inside a dispatch mode."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fused_sigreg import slicing
+
+    monkeypatch.setattr(slicing, "_CACHE", type(slicing._CACHE)())
+    first = slicing.shared_quadrature(3.0, 17)
+    assert slicing.shared_quadrature(3.0, 17) is first
+    assert all(torch.equal(a, b) for a, b in zip(first, slicing.epps_pulley_quadrature(3.0, 17)))
+    assert slicing.shared_quadrature(5.0, 9) is not first
+    q = slicing.shared_normal_quantiles(7, 1e-4)
+    assert slicing.shared_normal_quantiles(7, 1e-4) is q and torch.equal(q, slicing.normal_quantiles(7, 1e-4))
+    assert slicing.shared_normal_quantiles(7) is not q
+
+    class Record(TorchDispatchMode):
+        ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        assert slicing.shared_quadrature(3.0, 17) is first and not Record.ops  # a recorder sees no launch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = slicing.shared_quadrature(3.0, 17, device="cpu")
+    assert fake is not first and slicing.shared_quadrature(3.0, 17) is first  # not taken from, nor put into, it
+    with torch.inference_mode():
+        slicing.shared_normal_quantiles(11)
+    target = slicing.shared_normal_quantiles(11)
+    assert not target.is_inference()  # usable in a later autograd graph
+    for i in range(slicing._CACHE_SIZE + 5):
+        slicing.shared_normal_quantiles(20 + i)
+    assert len(slicing._CACHE) == slicing._CACHE_SIZE

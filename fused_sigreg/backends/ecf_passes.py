@@ -18,6 +18,7 @@ import torch
 
 from .. import reference
 from ..dispatch import check_first_order
+from ..slicing import shared_quadrature
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class EcfMeans(torch.autograd.Function):
                 "or use backend='eager'"
             ) from e
         V, N, K = views.shape
-        t = torch.linspace(0.0, t_max, n_points, dtype=torch.float32, device=views.device)
+        t = shared_quadrature(t_max, n_points, views.device).t
         zeros = lambda: torch.zeros((V, K, n_points), dtype=torch.float32, device=views.device)
         gc = zeros() if grad_cos is None else grad_cos.reshape(V, K, n_points).float()
         gs = zeros() if grad_sin is None else grad_sin.reshape(V, K, n_points).float()

@@ -14,7 +14,7 @@ import torch
 from .. import dispatch
 from ..distributed import all_reduce_mean, check_ranks_agree, dtype_code, world_size
 from ..reference import clip_statistics, epps_pulley_from_ecf, reduce_statistics
-from ..slicing import epps_pulley_quadrature
+from ..slicing import shared_quadrature
 from ..validation import as_int, check_memory, check_number, check_quadrature, check_reduction
 from .common import StepCounter, autocast_off, check_backend, check_input, flatten_views, resolve_directions
 
@@ -76,7 +76,7 @@ def sigreg(
     )
     lead = x.shape[:-2]
     x = flatten_views(x)
-    quad = epps_pulley_quadrature(float(t_max), n_points, device=x.device)
+    quad = shared_quadrature(float(t_max), n_points, device=x.device)
     cos_mean, sin_mean = _ecf_means(x, a, float(t_max), n_points, backend, memory)
     n_total = x.shape[-2]
     if sync:

@@ -8,7 +8,7 @@ import torch
 
 from .. import dispatch
 from ..distributed import all_gather_batch
-from ..slicing import normal_quantiles
+from ..slicing import shared_normal_quantiles
 from ..validation import as_int, check_number
 from .common import StepCounter, autocast_off, check_backend, check_input, flatten_views, resolve_directions
 
@@ -37,7 +37,7 @@ def prepare_quantile_matching(
     x = flatten_views(x)
     if gather:
         x = all_gather_batch(x)
-    return x, w, normal_quantiles(x.shape[-2], quantile_clamp, device=x.device)
+    return x, w, shared_normal_quantiles(x.shape[-2], quantile_clamp, device=x.device)
 
 
 @autocast_off
