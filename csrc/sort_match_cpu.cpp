@@ -17,13 +17,17 @@ struct SliceSorter {
   std::vector<int32_t> rows, rows_tmp;
 
   // Sorts values[0..n) by ordered_bits(canonical_key(.)); afterwards keys[i] is the image of the
-  // i-th smallest value and rows[i] its original position. 8-bit digits, passes whose digit is the
-  // same for every key are skipped.
+  // i-th smallest value and rows[i] its original position (stable: ties keep row order). 8-bit digits,
+  // passes whose digit is the same for every key are skipped.
   void sort(const float* values, int64_t n) {
     keys.resize(n), keys_tmp.resize(n), rows.resize(n), rows_tmp.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       keys[i] = ordered_bits(canonical_key(values[i]));
       rows[i] = static_cast<int32_t>(i);
+    }
+    if (n <= kInsertionSortMax) {
+      insertion_sort(n);
+      return;
     }
     for (int shift = 0; shift < 32; shift += 8) {
       std::array<int64_t, 257> start{};
@@ -37,6 +41,26 @@ struct SliceSorter {
       }
       keys.swap(keys_tmp);
       rows.swap(rows_tmp);
+    }
+  }
+
+  // Below this many rows a radix pass costs more in its 257-entry histogram (cleared, scanned and
+  // summed, up to 4 times per slice) than the whole sort: at N = 16 that overhead was most of a
+  // slice's time, and the cpu backend fell behind torch.sort. Insertion sort moves a key only past
+  // strictly greater ones, so it is stable like the radix sort.
+  static constexpr int64_t kInsertionSortMax = 64;
+
+  void insertion_sort(int64_t n) {
+    for (int64_t i = 1; i < n; ++i) {
+      const uint32_t key = keys[i];
+      const int32_t row = rows[i];
+      int64_t j = i;
+      for (; j > 0 && keys[j - 1] > key; --j) {
+        keys[j] = keys[j - 1];
+        rows[j] = rows[j - 1];
+      }
+      keys[j] = key;
+      rows[j] = row;
     }
   }
 };

@@ -64,7 +64,8 @@ def _eager_match(proj, target):
     return loss.detach(), p.grad
 
 
-SIZES = [(N, K) for N in (2, 3, 1000, 100_000) for K in (1, 7, 512)]
+# 64 and 65 straddle the CPU sort's switch from insertion sort to radix passes
+SIZES = [(N, K) for N in (2, 3, 64, 65, 1000, 100_000) for K in (1, 7, 512)]
 
 
 @pytest.mark.parametrize(
@@ -82,11 +83,12 @@ def test_sort_match_matches_eager(rng, N, K, two_sample, device):
     assert rel_err(p.grad, ref_grad) <= 1e-5
 
 
+@pytest.mark.parametrize("n", [64, 200])  # the CPU sort's insertion-sort and radix paths
 @pytest.mark.parametrize("device", DEVICES)
-def test_sort_match_with_ties_and_infinities(rng, device):
-    proj = hard_values(rng, 5, 64)
+def test_sort_match_with_ties_and_infinities(rng, device, n):
+    proj = hard_values(rng, 5, n)
     proj[:, 0] = 1.0  # keep every row partly finite
-    target = normal_quantiles(64)
+    target = normal_quantiles(n)
     sum_sq, grad = (t.cpu() for t in ops.sort_match(proj.to(device), target.to(device)))
     ref_loss, ref_grad = _eager_match(proj, target)
     assert torch.allclose(sum_sq.sum().double() / proj.numel(), ref_loss, rtol=1e-6, equal_nan=True)
