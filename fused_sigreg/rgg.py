@@ -60,19 +60,22 @@ def rgn_moments(p: float, mu: float, sigma: float) -> RectifiedMoments:
     return RectifiedMoments(mean, second - mean * mean, m0)
 
 
-def rgn_unit_variance_sigma(p: float, mu: float = 0.0) -> float:
-    """sigma_RGN: the scale for which Var(ReLU(X)) = 1, X ~ GN_p(mu, sigma) (bisection in log sigma)."""
+def rgn_unit_variance_sigma(p: float, mu: float = 0.0, target_var: float = 1.0) -> float:
+    """sigma_RGN: the scale for which Var(ReLU(X)) = target_var (default 1), X ~ GN_p(mu, sigma)
+    (bisection in log sigma, to float64 precision)."""
     check_lp_parameter(p)
+    check_number(mu, "mu")
+    check_number(target_var, "target_var", 0.0, low_open=True)
     lo, hi = 1e-3, 1.0
-    while rgn_moments(p, mu, hi).variance < 1.0:
+    while rgn_moments(p, mu, hi).variance < target_var:
         lo, hi = hi, hi * 2.0
         if hi > 1e8:
-            raise ValueError(f"no sigma gives Var(ReLU(X)) = 1 for p={p}, mu={mu}")
-    while rgn_moments(p, mu, lo).variance > 1.0:
+            raise ValueError(f"no sigma gives Var(ReLU(X)) = {target_var} for p={p}, mu={mu}")
+    while rgn_moments(p, mu, lo).variance > target_var:
         lo *= 0.5
     for _ in range(200):
         mid = math.sqrt(lo * hi)
-        if rgn_moments(p, mu, mid).variance < 1.0:
+        if rgn_moments(p, mu, mid).variance < target_var:
             lo = mid
         else:
             hi = mid

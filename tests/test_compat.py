@@ -305,6 +305,30 @@ def test_sample_lp_distribution_has_the_generalized_gaussian_moments(p):
     assert abs(y.var().item() - 1.0) < 0.05 * (1 + 1 / p)
 
 
+def test_rectified_lpjepa_module_names_a_real_call_site_imports():
+    """The solo loss module imports the sigma helpers with the loss: the adapter has every one."""
+    from fused_sigreg.compat.rectified_lpjepa import (  # noqa: F401
+        choose_sigma_for_unit_var,
+        determine_sigma_for_lp_dist,
+        rdmreg_loss,
+        rectified_lp_jepa_loss,
+        sample_lp_distribution,
+        sliced_wasserstein_distance_for_one_view,
+    )
+
+    # closed forms: Laplace (p = 1) has variance 2 sigma^2; N(0, s^2) rectified has s^2 (1/2 - 1/(2 pi))
+    assert determine_sigma_for_lp_dist(1.0) == pytest.approx(2**-0.5, rel=1e-14)
+    assert determine_sigma_for_lp_dist(2.0) == pytest.approx(1.0, rel=1e-14)
+    for target_var in (1.0, 0.25):
+        want = math.sqrt(target_var / (0.5 - 1 / (2 * math.pi)))
+        assert choose_sigma_for_unit_var(2.0, 0.0, target_var) == pytest.approx(want, rel=1e-10)
+    assert choose_sigma_for_unit_var(1.0, 0.3) == fs.rgn_unit_variance_sigma(1.0, 0.3)
+    with pytest.raises(ValueError, match="target_var must be a finite number > 0"):
+        choose_sigma_for_unit_var(1.0, 0.0, target_var=0.0)
+    with pytest.raises(ValueError, match="max_iter must be an int >= 1"):
+        choose_sigma_for_unit_var(1.0, 0.0, max_iter=0)
+
+
 def test_rectified_lpjepa_arguments_are_checked(rng):
     z = torch.rand(16, 6, generator=rng)
     proj = _projections(rng, 10, 6)

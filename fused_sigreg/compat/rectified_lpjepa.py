@@ -17,9 +17,12 @@ import torch.nn.functional as F
 from ..distributed import all_gather_batch
 from ..ops.common import check_input
 from ..ops.rdmreg import rdmreg
-from ..validation import _describe, check_lp_parameter, check_number, check_same_shape
+from ..rgg import gn_unit_variance_sigma, rgn_unit_variance_sigma
+from ..validation import _describe, as_int, check_lp_parameter, check_number, check_same_shape
 
 __all__ = [
+    "choose_sigma_for_unit_var",
+    "determine_sigma_for_lp_dist",
     "rdmreg_loss",
     "rectified_lp_jepa_loss",
     "sample_lp_distribution",
@@ -28,6 +31,22 @@ __all__ = [
 
 TARGETS = ("rectified_lp_distribution", "lp_distribution")
 Projections = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def determine_sigma_for_lp_dist(p: float) -> float:
+    """The official helper: sigma for which GN_p(0, sigma) has unit variance (sigma_GN, closed form)."""
+    return gn_unit_variance_sigma(p)
+
+
+def choose_sigma_for_unit_var(p: float, mu: float, target_var: float = 1.0, rtol: float = 1e-10, max_iter: int = 2000):
+    """The official helper: sigma > 0 for which Var(ReLU(X)) = target_var, X ~ GN_p(mu, sigma) (sigma_RGN).
+
+    Solved in float64 with closed-form moments (``fused_sigreg.rgn_unit_variance_sigma``), to float64
+    precision: within the official bisection's tolerance (``rtol`` on the variance, which it computes
+    with mpmath); ``rtol`` and ``max_iter`` are checked and otherwise have nothing left to bound."""
+    check_number(rtol, "rtol", 0.0, low_open=True)
+    as_int(max_iter, "max_iter", 1)
+    return rgn_unit_variance_sigma(p, mu, target_var)
 
 
 def sample_lp_distribution(shape, p, loc=0.0, scale=1.0, device="cpu", dtype=torch.float32) -> torch.Tensor:
