@@ -28,14 +28,15 @@ class Quadrature(NamedTuple):
     weights: torch.Tensor  # dt * [1, 2, ..., 2, 1] * phi_j
 
 
-def epps_pulley_quadrature(t_max: float, n_points: int, device=None) -> Quadrature:
-    """Float32 knots, target CF and weights exactly as lejepa's ``EppsPulley`` builds them."""
-    t = torch.linspace(0.0, t_max, n_points, dtype=torch.float32, device=device)
+def epps_pulley_quadrature(t_max: float, n_points: int, device=None, dtype=torch.float32) -> Quadrature:
+    """Knots, target CF and weights exactly as lejepa's ``EppsPulley`` builds them (float32; jepa-science's
+    functional form builds them in the input's ``dtype``)."""
+    t = torch.linspace(0.0, t_max, n_points, dtype=dtype, device=device)
     dt = t_max / (n_points - 1)
     # [dt, 2 dt, ..., 2 dt, dt] by device ops alone: writing a Python scalar into a CUDA tensor by index
     # (weights[0] = dt) copies it from the host and synchronises the stream on every call
     j = torch.arange(n_points, device=device)
-    weights = torch.where((j == 0) | (j == n_points - 1), dt, 2.0 * dt).to(torch.float32)
+    weights = torch.where((j == 0) | (j == n_points - 1), dt, 2.0 * dt).to(dtype)
     phi = torch.exp(-0.5 * t.square())
     return Quadrature(t, phi, weights * phi)
 

@@ -18,18 +18,16 @@ from torch import nn
 from .. import reference
 from ..ops.common import StepCounter, check_backend, check_input
 from ..ops.sigreg import sigreg
-from ..slicing import epps_pulley_quadrature
 from ..validation import as_int, check_number, check_quadrature, check_reduction, compute_dtype
+from .rule import RuleBuffers, matmul_result_dtype
 
 __all__ = ["EppsPulley", "SlicingUnivariateTest"]
 
 INTEGRATIONS = ("trapezoid",)
 SAMPLERS = ("gaussian",)
-# Loaded knots and weights are float32: they equal a rebuilt rule to float32 rounding.
-_RULE_RTOL = 1e-6
 
 
-class EppsPulley(nn.Module):
+class EppsPulley(RuleBuffers):
     """lejepa's ``EppsPulley(t_max=3, n_points=17, integration="trapezoid")``.
 
     Buffers ``t``, ``phi``, ``weights`` (T,) float32 as lejepa's: knots linspace(0, t_max, n_points),
@@ -49,39 +47,12 @@ class EppsPulley(nn.Module):
             raise ValueError(
                 f"integration must be one of {INTEGRATIONS} (lejepa computes no other), got {integration!r}"
             )
-        self.integration, self.n_points, self.t_max = integration, n_points, float(t_max)
-        quad = epps_pulley_quadrature(self.t_max, n_points)
-        self.register_buffer("t", quad.t)
-        self.register_buffer("phi", quad.phi)
-        self.register_buffer("weights", quad.weights)
+        self.integration, self.n_points = integration, n_points
+        self.register_rule(t_max, n_points)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, "x", False)
         return reference.epps_pulley(x.to(compute_dtype(x)), self.t_max, self.n_points)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The fused path rebuilds the rule from (t_max, n_points): take t_max from the loaded knots and
-        # refuse buffers that are not lejepa's trapezoid rule, rather than compute with another rule.
-        t = state_dict.get(prefix + "t")
-        if isinstance(t, torch.Tensor) and t.shape == self.t.shape:
-            # a module moved to 16 bits (.to(torch.bfloat16), precision="bf16-true") saves the rule rounded
-            # to that dtype: compare in it, and keep this module's t_max when it rounds to the saved one
-            t_max = float(t[-1])
-            if float(torch.tensor(self.t_max, dtype=t.dtype)) == t_max:
-                t_max = self.t_max
-            rule = epps_pulley_quadrature(t_max, self.n_points)
-            for name, want in (("t", rule.t), ("phi", rule.phi), ("weights", rule.weights)):
-                got = state_dict.get(prefix + name)
-                if isinstance(got, torch.Tensor) and got.shape == want.shape:
-                    rounded = want.to(got.dtype).double() if got.is_floating_point() else want.double()
-                    if not torch.allclose(got.detach().cpu().double(), rounded, rtol=_RULE_RTOL, atol=0):
-                        raise ValueError(
-                            f"{prefix}{name} in the checkpoint is not the trapezoid rule of "
-                            f"EppsPulley(t_max={t_max:g}, n_points={self.n_points}); this module computes no other"
-                        )
-            if abs(t_max - self.t_max) > _RULE_RTOL * self.t_max:
-                self.t_max = t_max
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"t_max={self.t_max:g}, n_points={self.n_points}, integration={self.integration!r}"
@@ -124,7 +95,7 @@ class SlicingUnivariateTest(StepCounter):
         a, _ = self.draw(x, self.num_slices, lejepa=True, dtype=torch.get_default_dtype())
         test = self.univariate_test
         if isinstance(test, EppsPulley):
-            return sigreg(
+            stats = sigreg(
                 x,
                 directions=a,
                 t_max=test.t_max,
@@ -133,6 +104,8 @@ class SlicingUnivariateTest(StepCounter):
                 clip_value=self.clip_value,
                 backend=self.backend,
             )
+            # lejepa's last step is a matmul with the weights: under autocast its result has the autocast dtype
+            return stats.to(matmul_result_dtype(x, stats.dtype))
         stats = test(x @ a)
         stats = reference.clip_statistics(stats, self.clip_value)
         return reference.reduce_statistics(stats, self.reduction)
