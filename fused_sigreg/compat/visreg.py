@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.common import check_input
+from ..ops.outside_graph import official_randn
 from ..ops.sigreg import sigreg
 from ..ops.sliced_wasserstein import sliced_wasserstein
 from ..ops.visreg import visreg
@@ -28,7 +29,7 @@ __all__ = ["SIGReg", "SlicedWasserstein", "VISReg"]
 
 def _gaussian(z: torch.Tensor, k: int) -> torch.Tensor:
     # the official draw: (D, K) in z's dtype on z's device from the global RNG
-    return torch.randn(z.shape[-1], k, device=z.device, dtype=z.dtype)
+    return official_randn(z.shape[-1], k, z)
 
 
 class VISReg(nn.Module):

@@ -60,6 +60,32 @@ def refuse_recompute(what: str, fix: str) -> None:
         )
 
 
+# The compat modules draw randn(D, K) from the global RNG (or a generator) as the official code does: inside a
+# compiled graph inductor's own random numbers would differ from eager's, silently.
+OFFICIAL_DRAW_REASON = (
+    "fused_sigreg.compat draws its directions with torch.randn from the global RNG, as the official code does; "
+    "traced, inductor would draw other numbers than eager, so the draw runs outside the graph; with "
+    "fullgraph=True call the fused op (fused_sigreg.sigreg, ...) with directions= drawn outside the compiled function"
+)
+
+
+@torch.compiler.disable(reason=OFFICIAL_DRAW_REASON)
+def official_randn(
+    dim: int, num_slices: int, like: torch.Tensor, generator: Optional[torch.Generator] = None, broadcast: bool = False
+) -> torch.Tensor:
+    """``torch.randn(dim, num_slices)`` in ``like``'s dtype and device, from ``generator`` or the global RNG
+    (which activation checkpointing restores for its recompute; a generator it does not, so that is refused);
+    ``broadcast``: rank 0's draw for every rank."""
+    if generator is not None:
+        refuse_recompute(
+            "a drop-in called with generator=", "draw outside the checkpointed function or use the global RNG"
+        )
+    a = torch.randn(dim, num_slices, device=like.device, dtype=like.dtype, generator=generator)
+    if broadcast:
+        torch.distributed.broadcast(a, src=0)
+    return a
+
+
 @torch.compiler.disable(reason=DRAW_REASON)
 def draw_lejepa(dim: int, num_slices: int, step: int, device: torch.device, dtype=torch.float32) -> torch.Tensor:
     """lejepa's directions for ``step`` (checked: a tensor step is read here) synchronised over ranks."""
