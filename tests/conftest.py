@@ -12,7 +12,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from fused_sigreg import dispatch  # noqa: E402
-from helpers import GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
+from helpers import ECOSYSTEM, GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
 
 
 def _deadline():
@@ -36,13 +36,23 @@ def pytest_runtest_setup(item):
         pytest.skip("not run: the time budget ran out (FUSED_SIGREG_TEST_DEADLINE, set by make gpu's GPU_BUDGET)")
 
 
+def _load_golden(path):
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"golden data missing at {path} (set FUSED_SIGREG_GOLDEN)")
+        pytest.skip(f"golden data not found at {path} (set FUSED_SIGREG_GOLDEN)")
+    return torch.load(path, weights_only=True)
+
+
 @pytest.fixture(scope="session")
 def golden():
-    if not GOLDEN.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"golden data missing at {GOLDEN} (set FUSED_SIGREG_GOLDEN)")
-        pytest.skip(f"golden data not found at {GOLDEN} (set FUSED_SIGREG_GOLDEN)")
-    return torch.load(GOLDEN)
+    return _load_golden(GOLDEN)
+
+
+@pytest.fixture(scope="session")
+def ecosystem():
+    """The real packages' values and gradients, ``[source][class] -> [case]`` (ECOSYSTEM.md beside it)."""
+    return _load_golden(ECOSYSTEM)
 
 
 @pytest.fixture

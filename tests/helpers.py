@@ -18,6 +18,8 @@ TRITON_DEVICE = "cuda" if GPU else "cpu"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(os.environ.get("FUSED_SIGREG_GOLDEN", REPO.parent / "shared" / "golden" / "reference_cases.pt"))
+# values and gradients of lejepa, lightly, stable-pretraining and jepa-science (../shared/golden/ECOSYSTEM.md)
+ECOSYSTEM = GOLDEN.with_name("ecosystem_cases.pt")
 
 
 # fp32 results against fp32 eager (relative, max norm): the project's parity budget

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fused_sigreg as fs
-from fused_sigreg.compat import lejepa, rectified_lpjepa, visreg
+from fused_sigreg.compat import lejepa, lightly, rectified_lpjepa, stable_pretraining, visreg
 from fused_sigreg.slicing import epps_pulley_quadrature, lejepa_directions
 
 WORLD = 2
@@ -103,6 +103,9 @@ def _worker(rank, init_file, out_dir):
         test = lejepa.SlicingUnivariateTest(lejepa.EppsPulley(), K, reduction=None)
         test.global_step.fill_(STEPS[rank])
         res["compat_lejepa"] = test(xl).detach()
+        sliced = stable_pretraining.SlicedEppsPulley(K)
+        sliced.global_step.fill_(STEPS[rank])
+        res["compat_stable_pretraining"] = sliced(xl[0]).detach()
         sig = visreg.SIGReg(num_projections=K)
         sig.draw_directions = lambda z: a
         res["compat_visreg_sigreg"] = sig(xl).detach()
@@ -202,9 +205,12 @@ def test_compat_adapters_keep_the_official_distributed_semantics(ranks):
     z = torch.relu(x)
     # lejepa: ECF averaged over ranks, directions of the maximum step (as the native module)
     whole = fs.sigreg(x, directions=lejepa_directions(D, K, max(STEPS)).double(), reduction=None)
+    # stable-pretraining's: lejepa's semantics (stable-pretraining itself returns world_size x the local statistic)
+    whole_first_view = fs.sigreg(x[0], directions=lejepa_directions(D, K, max(STEPS)).double())
     # the VISReg repository's SIGReg: each rank's own batch, nothing averaged
     for rank, res in enumerate(ranks):
         assert torch.allclose(res["compat_lejepa"], whole, rtol=1e-12)
+        assert torch.allclose(res["compat_stable_pretraining"], whole_first_view, rtol=1e-12)
         own = fs.sigreg(_local(x, rank), directions=a)
         assert torch.allclose(res["compat_visreg_sigreg"], own, rtol=1e-12)
     # Rectified LpJEPA: sim_loss on this rank's batch; reg_loss on both views all-gathered
@@ -271,6 +277,15 @@ def _unequal_worker(rank, init_file, out_dir):
             with fs.single_process():
                 res["local"] = fs.sigreg(xl, directions=a, reduction=None)
                 res["local_swd"] = fs.sliced_wasserstein(xl, directions=a, gather=True)
+        # lightly: SIGReg's ECF and sample count summed over ranks with rank 0's directions; VISRegLoss's
+        # regularisation terms on the gathered batch with this rank's own slices, the invariance term local
+        torch.manual_seed(100 + rank)
+        res["lightly_sigreg"] = _grad(lambda v: lightly.SIGReg(num_vectors=K, gather_distributed=True)(v), xl)
+        torch.manual_seed(200 + rank)
+        parts = lightly.VISRegLoss(num_slices=K, gather_distributed=True).forward_components(
+            local_proj=(0.5 * xl + 0.1).unsqueeze(0), global_proj=xl.unsqueeze(0)
+        )
+        res["lightly_visreg"] = [t.detach() for t in parts]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fs.sigreg(xl, num_slices=4)
@@ -302,6 +317,32 @@ def test_sigreg_with_unequal_batches_is_lejepas_statistic(unequal_ranks):
         ref_value, ref_grad = res["sigreg_ref"]
         assert torch.allclose(value, ref_value, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
         assert not torch.allclose(value, whole, rtol=1e-3)
+
+
+def test_lightly_gathered_sigreg_is_the_whole_batch_statistic(unequal_ranks):
+    """lightly's gather_distributed=True: rank 0's directions, ECF and N summed exactly over ranks."""
+    x, _ = _unequal_inputs()
+    torch.manual_seed(100)
+    a = torch.randn(D, K, dtype=x.dtype)
+    value, grad = _grad(lambda v: fs.sigreg(v, directions=a / a.norm(p=2, dim=0), sync=False), x)
+    for rank, res in enumerate(unequal_ranks):
+        assert torch.allclose(res["lightly_sigreg"][0], value, rtol=1e-12)
+        # the autograd all_reduce sums every rank's (identical) incoming gradient
+        assert torch.allclose(res["lightly_sigreg"][1], len(UNEQUAL_N) * grad[_rows(rank)], rtol=1e-10, atol=1e-15)
+
+
+def test_lightly_gathered_visreg_regularises_the_whole_batch(unequal_ranks):
+    x, _ = _unequal_inputs()
+    views = torch.stack([x, 0.5 * x + 0.1])
+    for rank, res in enumerate(unequal_ranks):
+        total, pred, scale, shape, center = res["lightly_visreg"]
+        local = views[:, _rows(rank)]
+        assert torch.allclose(pred, lightly.lejepa_invariance_loss(all_proj=local, global_proj=local[:1]), rtol=1e-12)
+        assert torch.allclose(scale, lightly.visreg_scale_loss(views), rtol=1e-12)
+        assert torch.allclose(center, lightly.visreg_center_loss(views), rtol=1e-12)
+        torch.manual_seed(200 + rank)  # each rank's own slices
+        assert torch.allclose(shape, lightly.visreg_shape_loss(views, K), rtol=1e-12)
+        assert torch.allclose(total, 0.1 * pred + 0.9 * (scale + shape + center), rtol=1e-12)
 
 
 @pytest.mark.parametrize("key", ["sliced_wasserstein", "sliced_wasserstein_cpu"])
