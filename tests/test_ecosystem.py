@@ -17,9 +17,21 @@ TOL = 1e-5
 BACKENDS = [None, "eager", "cpu"]
 
 # every Epps–Pulley-family class in the file, with its case count (ECOSYSTEM.md's inventory)
+LEJEPA_TESTS = {
+    "AndersonDarling": (3, 4),
+    "CramerVonMises": (4, 4),
+    "Watson": (4, 4),
+    "ShapiroWilk": (9, 9),
+    "Entropy": (9, 8),
+    "Moments": (3, 4),
+    "NLL": (8, 4),
+    "VCReg": (4, 4),
+    "ExtendedJarqueBera": (4, 4),
+    "EppsPulley": (6, 11),
+}
 CASES = {
-    ("lejepa", "EppsPulley"): 6,
-    ("lejepa", "SlicingUnivariateTest[EppsPulley]"): 11,
+    **{("lejepa", name): n for name, (n, _) in LEJEPA_TESTS.items()},
+    **{("lejepa", f"SlicingUnivariateTest[{name}]"): n for name, (_, n) in LEJEPA_TESTS.items()},
     ("lightly", "SIGReg"): 5,
     ("lightly", "LeJEPALoss"): 2,
     ("lightly", "VISRegLoss"): 2,
@@ -37,9 +49,10 @@ def _build(case, backend):
     source, cls, kwargs = case["id"].split("/")[0], case["cls"], dict(case["kwargs"])
     opt = {} if backend is None else {"backend": backend}
     if source == "lejepa":
-        if cls == "EppsPulley":
-            return lejepa.EppsPulley(**kwargs), None
-        test = lejepa.EppsPulley(**kwargs.pop("univariate_test")["kwargs"])
+        if not cls.startswith("SlicingUnivariateTest"):
+            return getattr(lejepa, cls)(**kwargs), None
+        inner = kwargs.pop("univariate_test")
+        test = getattr(lejepa, inner["cls"])(**inner["kwargs"])
         return lejepa.SlicingUnivariateTest(test, **kwargs, **opt), None
     if source == "lightly":
         module = {"SIGReg": lightly.SIGReg, "LeJEPALoss": lightly.LeJEPALoss, "VISRegLoss": lightly.VISRegLoss}[cls]
@@ -75,6 +88,11 @@ def _call(case, module, call, inputs):
 @pytest.mark.parametrize("source,cls,i", CASE_IDS, ids=[f"{s}/{c}/{i}" for s, c, i in CASE_IDS])
 def test_golden_case_through_the_drop_in(ecosystem, source, cls, i, backend):
     case = ecosystem[source][cls][i]
+    if "quirk_batch_dims" in case["tags"] and source == "lejepa":
+        pytest.skip(
+            "lejepa's test reads dim 0 and dim -2 of (V, N, D) input inconsistently; the drop-in treats each "
+            "view as its own sample set (docs/compat.md)"
+        )
     if backend == "cpu" and case["x"].dtype == torch.float64:
         pytest.skip("the cpu backend serves float32/bfloat16/float16 only (auto and eager serve float64)")
     module, call = _build(case, backend)
@@ -85,7 +103,9 @@ def test_golden_case_through_the_drop_in(ecosystem, source, cls, i, backend):
         inputs.append(case["local_proj"].clone().requires_grad_())
     value = _call(case, module, call, inputs)
     assert value.shape == case["value"].shape and value.dtype == case["value"].dtype
-    assert rel_err(value.detach(), case["value"]) <= TOL
+    if "nan_output" in case["tags"]:  # NLL(alpha < 0.5): NaN exactly where lejepa writes it
+        assert torch.equal(value.isnan(), case["value"].isnan())
+    assert rel_err(value.detach().nan_to_num(), case["value"].nan_to_num()) <= TOL
     grads = torch.autograd.grad(value, inputs, case["grad_output"])
     assert rel_err(grads[0], case["grad"]) <= TOL
     if "local_proj" in case:

@@ -15,13 +15,26 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .. import reference
+from .. import reference, univariate
 from ..ops.common import StepCounter, check_backend, check_input
 from ..ops.sigreg import sigreg
 from ..validation import as_int, check_number, check_quadrature, check_reduction, compute_dtype
 from .rule import RuleBuffers, matmul_result_dtype
 
-__all__ = ["EppsPulley", "SlicingUnivariateTest"]
+__all__ = [
+    "AndersonDarling",
+    "CramerVonMises",
+    "EppsPulley",
+    "Entropy",
+    "ExtendedJarqueBera",
+    "Moments",
+    "NLL",
+    "ShapiroWilk",
+    "SlicingUnivariateTest",
+    "UnivariateTest",
+    "VCReg",
+    "Watson",
+]
 
 INTEGRATIONS = ("trapezoid",)
 SAMPLERS = ("gaussian",)
@@ -56,6 +69,158 @@ class EppsPulley(RuleBuffers):
 
     def extra_repr(self) -> str:
         return f"t_max={self.t_max:g}, n_points={self.n_points}, integration={self.integration!r}"
+
+
+class UnivariateTest(nn.Module):
+    """lejepa's ``UnivariateTest(eps=1e-5, sorted=False)`` base: samples (*, N, K) -> a statistic per column (*, K).
+
+    Every leading index is its own sample set (lejepa reads dim 0 for some quantities and dim -2 for
+    others on 3-D input, which gives numbers without meaning there: docs/compat.md). ``sorted=True``
+    declares the input already sorted along the samples.
+    """
+
+    def __init__(self, eps: float = 1e-5, sorted: bool = False):
+        super().__init__()
+        check_number(eps, "eps", 0.0, low_open=True)
+        if not isinstance(sorted, bool):
+            raise TypeError(f"sorted must be a bool, got {type(sorted).__name__}")
+        self.eps, self.sorted = eps, sorted
+
+    def _samples(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, "x", False)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps:g}, sorted={self.sorted}"
+
+
+class AndersonDarling(UnivariateTest):
+    """lejepa's ``AndersonDarling(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.anderson_darling``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.anderson_darling(self._samples(x), self.sorted)
+
+
+class CramerVonMises(UnivariateTest):
+    """lejepa's ``CramerVonMises(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.cramer_von_mises``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.cramer_von_mises(self._samples(x), self.sorted)
+
+
+class Watson(CramerVonMises):
+    """lejepa's ``Watson(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.watson``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.watson(self._samples(x), self.sorted)
+
+
+class ShapiroWilk(UnivariateTest):
+    """lejepa's ``ShapiroWilk(expectation_mode="elfving", covariance_mode="shapiro_francia", eps=1e-5,
+    sorted=False)`` (``fused_sigreg.univariate.shapiro_wilk``)."""
+
+    def __init__(
+        self,
+        expectation_mode: str = "elfving",
+        covariance_mode: str = "shapiro_francia",
+        eps: float = 1e-5,
+        sorted: bool = False,
+    ):
+        super().__init__(eps=eps, sorted=sorted)
+        univariate.shapiro_wilk_weights(2, expectation_mode, covariance_mode)  # checks both modes
+        self.expectation_mode, self.covariance_mode = expectation_mode, covariance_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.shapiro_wilk(
+            self._samples(x), self.expectation_mode, self.covariance_mode, self.eps, self.sorted
+        )
+
+    def extra_repr(self) -> str:
+        modes = f"expectation_mode={self.expectation_mode!r}, covariance_mode={self.covariance_mode!r}"
+        return f"{modes}, {super().extra_repr()}"
+
+
+class Entropy(UnivariateTest):
+    """lejepa's ``Entropy(m=1, eps=1e-5, method="centered", sorted=False)`` (``fused_sigreg.univariate.entropy``)."""
+
+    def __init__(self, m: int = 1, eps: float = 1e-5, method: str = "centered", sorted: bool = False):
+        super().__init__(eps=eps, sorted=sorted)
+        self.m = as_int(m, "m", 1)
+        if method not in univariate.ENTROPY_METHODS:
+            raise ValueError(f"method must be one of {univariate.ENTROPY_METHODS}, got {method!r}")
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._samples(x)
+        spacing = 2 * self.m if self.method == "centered" else self.m
+        if x.shape[-2] <= spacing:
+            raise ValueError(
+                f"Entropy(m={self.m}, method={self.method!r}) needs more than {spacing} samples, got {x.shape[-2]}"
+            )
+        return univariate.entropy(x, self.m, self.eps, self.method, self.sorted)
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}, method={self.method!r}, " + super().extra_repr()
+
+
+class Moments(UnivariateTest):
+    """lejepa's ``Moments(k_max=4, sampler=...)`` (``sampler`` unused there and here); buffers ``moments``
+    (the even N(0,1) moments, (k_max // 2, 1)) and ``weights`` (e^-k, k = 2..k_max), as lejepa's. Under
+    torch.distributed the means are averaged over ranks (lejepa discards that all-reduce and divides the
+    statistic by the world size)."""
+
+    def __init__(self, k_max: int = 4, sampler=None):
+        super().__init__(sorted=True)
+        self.k_max = as_int(k_max, "k_max", 1)
+        self.sampler = sampler
+        self.register_buffer("moments", univariate.gaussian_moments(self.k_max))
+        self.register_buffer("weights", torch.arange(2, self.k_max + 1).neg().exp())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.moments(self._samples(x), self.k_max)
+
+    def extra_repr(self) -> str:
+        return f"k_max={self.k_max}"
+
+
+class VCReg(UnivariateTest):
+    """lejepa's ``VCReg(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.vcreg``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.vcreg(self._samples(x))
+
+
+class ExtendedJarqueBera(UnivariateTest):
+    """lejepa's ``ExtendedJarqueBera(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.extended_jarque_bera``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return univariate.extended_jarque_bera(self._samples(x))
+
+
+class NLL(UnivariateTest):
+    """lejepa's ``NLL(alpha=0.5, k=None, N=None)`` (``fused_sigreg.univariate.nll``): per-sample values
+    (*, N, K), not a statistic per column; ``alpha < 0.5`` writes NaN into the central samples as lejepa does."""
+
+    def __init__(self, alpha: float = 0.5, k: Optional[int] = None, N: Optional[int] = None):
+        super().__init__()
+        check_number(alpha, "alpha", 0.0)
+        if alpha > 0.5:
+            raise ValueError(f"alpha must be a number in [0, 0.5] (the mass of each masked tail), got {alpha!r}")
+        self.alpha = alpha
+        self.k = None if k is None else as_int(k, "k", 1)
+        self.N = None if N is None else as_int(N, "N", 1)
+        if self.k is not None and self.N is not None and self.k > self.N:
+            raise ValueError(f"k must be at most N (the rank of one of N order statistics), got k={k}, N={N}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._samples(x)
+        n = self.N if self.N is not None else x.shape[-2]
+        if self.k is not None and self.k > n:
+            raise ValueError(f"k must be at most the sample count {n}, got {self.k}")
+        return univariate.nll(x, self.alpha, self.k, n)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:g}, k={self.k}, N={self.N}"
 
 
 class SlicingUnivariateTest(StepCounter):
