@@ -4,7 +4,9 @@
 #
 #   PY=python3            the interpreter whose torch/triton are used (default python3)
 #   OUT_DIR               logs, junit.xml, results-cuda.tar.gz (default benchmarks/out/gpu)
-#   GPU_STEPS="build tests sanitizer check bench"   the steps to run, in this order (default all)
+#   GPU_STEPS="build headline tests sanitizer check bench"   the steps to run, in this order (default all);
+#                         headline is `python -m fused_sigreg headline`: SIGReg head to head (ours, fully
+#                         fused, eager, torch.compile) at the base and LeJEPA training points, first
 #   GPU_BUILD=prebuilt    the build step installs the package without compiling and checks that the
 #                         extension already in fused_sigreg/ loads with its CUDA kernels (one built
 #                         elsewhere for this Python and torch: `make gpu-prebuild`)
@@ -28,7 +30,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 OUT_DIR=$(mkdir -p "${1:-${OUT_DIR:-benchmarks/out/gpu}}" && cd "${1:-${OUT_DIR:-benchmarks/out/gpu}}" && pwd)
-STEPS=" ${GPU_STEPS:-build tests sanitizer check bench} "
+STEPS=" ${GPU_STEPS:-build headline tests sanitizer check bench} "
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET  # the kernels run compiled on the GPU
 
@@ -60,8 +62,9 @@ DTYPES="float32 tf32 bfloat16 float16 wide_sorts"
 # added since; the checks' 30 s is an estimate (that run did not time them); the suite and the sweep
 # can be cut short, so theirs is just a floor.
 PLAN=()
-declare -A MINIMUM=([build]=90 [tests]=120 [sanitizer_memcheck]=60 [sanitizer_racecheck]=90 [bench]=120)
+declare -A MINIMUM=([build]=90 [headline]=60 [tests]=120 [sanitizer_memcheck]=60 [sanitizer_racecheck]=90 [bench]=120)
 wants build && PLAN+=(build)
+wants headline && PLAN+=(headline)
 wants tests && PLAN+=(tests)
 if wants sanitizer && [ "$HAVE_SANITIZER" = 1 ]; then PLAN+=(sanitizer_memcheck sanitizer_racecheck); fi
 if wants check; then for d in $DTYPES; do PLAN+=("check_$d"); MINIMUM[check_$d]=30; done; fi
@@ -107,7 +110,7 @@ step() {  # step NAME COMMAND...: run under LIMIT seconds, log to OUT_DIR/NAME.l
   shift
   timeout --kill-after=15 "$LIMIT" "$@" >"$OUT_DIR/$name.log" 2>&1
   rc=$?
-  summary=$(grep -E "[0-9]+ (passed|failed|skipped)|ERROR SUMMARY|RACECHECK SUMMARY|FAIL|wrote |not measured" "$OUT_DIR/$name.log" | tail -1)
+  summary=$(grep -E "[0-9]+ (passed|failed|skipped)|ERROR SUMMARY|RACECHECK SUMMARY|FAIL|wrote |not measured|^headline:" "$OUT_DIR/$name.log" | tail -1)
   case $rc in
     0) VERDICTS+=("PASS     $name ($((SECONDS - t0)) s) $summary") ;;
     124|137) VERDICTS+=("TIMEOUT  $name (limit $LIMIT s) $summary"); FAILED=1 ;;
@@ -152,6 +155,11 @@ if wants build && fits build 600; then
         MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" -m pip install --no-deps --no-build-isolation --no-index -e . \
       || finish
   fi
+fi
+
+if wants headline && fits headline 240; then
+  # the question a lease answers first: where our SIGReg stands against eager and torch.compile
+  step headline "$PY" -m fused_sigreg headline --device cuda
 fi
 
 if wants tests && fits tests "${TEST_LIMIT:-540}"; then

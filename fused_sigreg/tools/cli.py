@@ -202,6 +202,22 @@ def cmd_bench(args) -> int:
     return 0 if all(r["status"] in ("ok", "OOM", NOT_MEASURED) for r in rows) else 1
 
 
+def cmd_headline(args) -> int:
+    from .headline import headline, reasons, verdict
+
+    device = torch.device(args.device)
+    where = "GPU" if device.type == "cuda" else "CPU stand-in sizes (kernels = aten ops, syncs = host reads)"
+    print(f"SIGReg head to head on {device} ({where}); fwd+bwd ms, error = max rel. error of value and dx vs float64")
+    rows = headline(device, args.repeats)
+    columns = ["point", "way", "dtype", "err_vs_fp64", "budget", "ms", "gpu_busy_ms", "kernels", "syncs", "status"]
+    print(format_table(rows, columns), flush=True)
+    for why in reasons(rows):
+        print(why)
+    line = verdict(rows)
+    print(line)
+    return 0 if line.startswith("headline: ok") else 1
+
+
 def cmd_compile_check(args) -> int:
     caps = tuple(args.arch)
     rows = run_compile_check(caps, jobs=args.jobs)
@@ -341,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="float32 with tf32 matmuls (CUDA): judged against float64 within 2x of eager's own tf32 error",
     )
     check.set_defaults(func=cmd_check)
+
+    head = sub.add_parser(
+        "headline",
+        help="SIGReg head to head (ours, fully fused, eager, torch.compile) at the base and LeJEPA training points",
+    )
+    head.add_argument("--device", type=device_here, default="cuda" if torch.cuda.is_available() else "cpu")
+    head.add_argument("--repeats", type=at_least(1), default=5, help="timed calls per cell on CPU (CUDA: do_bench)")
+    head.set_defaults(func=cmd_headline)
 
     compile_check = sub.add_parser(
         "compile-check",

@@ -25,6 +25,7 @@ case "$*" in
   *"has_kernel"*) echo "prebuilt extension with CUDA kernels: True" ;;
   *"-m pytest"*) echo "deadline=${FUSED_SIGREG_TEST_DEADLINE:-none} args=$*" "7 passed"; exit ${FAKE_PYTEST_RC:-0} ;;
   *"fused_sigreg check"*) echo "args=$*"; echo "every backend PASS" ;;
+  *"fused_sigreg headline"*) echo "args=$*"; echo "headline: ok (stand-in)" ;;
   *benchmarks/run.py*) echo "args=$*"; echo "wrote benchmarks/results/cuda" ;;
   *) echo "stand-in python: unexpected command: $*" >&2; exit 99 ;;
 esac
@@ -122,6 +123,15 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
     assert log_names | {"README.md", "docs/results.md", "benchmarks/results/cuda/results.csv"} <= names
     assert all(n.startswith(("benchmarks/", "README.md", "docs/")) for n in names)  # unpacks at the root
     assert not any(n.endswith((".tar.gz", ".partial")) for n in names)
+
+
+def test_by_default_the_headline_comes_right_after_the_build(tmp_path):
+    out = _run(tmp_path, GPU_BUDGET="5000")
+    assert out.returncode == 0, out.stdout + out.stderr
+    verdicts = _verdicts(tmp_path)
+    assert [v.split()[1] for v in verdicts[:3]] == ["build", "headline", "tests"]
+    assert verdicts[1].startswith("PASS     headline") and verdicts[1].endswith("headline: ok (stand-in)")
+    assert "headline --device cuda" in (tmp_path / "out" / "headline.log").read_text()
 
 
 def test_a_small_budget_leaves_steps_out_and_says_why(tmp_path):
