@@ -7,10 +7,11 @@
 
 Providers at every point of one run: "fused" (backend auto), each usable backend (for SIGReg also
 "triton:min", the fully fused kernel of ``memory="min"``), and "compile"
-(torch.compile of the eager reference with dynamic shapes, one compile per op serving every size:
-see ``fused_sigreg.tools.problems.compiled_reference``). Speedups are ratios to eager within the same run.
-OOM is recorded as a row status, not a crash; a backend that implements the op
-but cannot run here (a GPU kernel on a CPU machine) is listed as "not measured", with the reason.
+(torch.compile of the eager reference with default settings, compiled for each point's own shapes as
+a training run with a fixed batch is: see ``fused_sigreg.tools.problems.compiled_reference``).
+Speedups are ratios to eager within the same run. OOM is recorded as a row status, not a crash; a
+backend that implements the op but cannot run here (a GPU kernel on a CPU machine) is listed as "not
+measured", with the reason.
 """
 
 import argparse

@@ -11,7 +11,7 @@ import torch
 
 from fused_sigreg.dispatch import OPS
 from fused_sigreg.tools import bench
-from fused_sigreg.tools.problems import Shape, make_problem
+from fused_sigreg.tools.problems import Shape, fresh_compiles, make_problem
 from run import providers
 from sweeps import SWEEPS
 
@@ -33,6 +33,8 @@ def _cases():
 def test_fwd_bwd(benchmark, op, shape, provider):
     problem = make_problem(op, shape, device=DEVICE)
     backend = None if provider == "fused" else provider
+    if provider == "compile":
+        fresh_compiles()  # torch.compile's default: static shapes, compiled for this point in the warm-up round
 
     def fwd_bwd():
         problem.x.grad = None

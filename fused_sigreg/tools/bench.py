@@ -23,7 +23,7 @@ import torch
 
 from ..backends.triton.configs import fp32_matmul_uses_tf32
 from .check import backends_for, unmeasured_backends
-from .problems import Problem, Shape, make_problem
+from .problems import Problem, Shape, fresh_compiles, make_problem
 from .roofline import roofline
 
 # Status of a row for a backend that implements the op but cannot run here (listed, not timed).
@@ -180,6 +180,8 @@ def bench_case(
 ) -> Dict:
     problem = problem or make_problem(op, shape, dtype, device)
     row = _row_key(op, shape, backend, dtype, device)
+    if backend == "compile":
+        fresh_compiles()  # torch.compile's default: static shapes, compiled for this point (in the warm-up)
     try:
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():

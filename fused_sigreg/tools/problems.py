@@ -77,9 +77,11 @@ _COMPILED: Dict[tuple, Callable] = {}
 
 
 def compiled_reference(op: str, n_points: int = 17) -> Callable:
-    """``torch.compile(<eager reference of op>, dynamic=True)``, made once per op and reused for every
-    problem size: what an expert tries first. Dynamic shapes make one compile serve a whole sweep
-    (a static compile per size would hit dynamo's recompile limit and silently run eager)."""
+    """``torch.compile(<eager reference of op>)`` with default settings, made once per (op, n_points):
+    what an expert gets without us. Default settings compile for the shapes of the first call (static);
+    call ``fresh_compiles()`` before each new size, so that every point is compiled for its own shapes as
+    a training run with a fixed batch is. (Without it, dynamo's second shape would make the sizes
+    dynamic, slower than static, and its recompile limit would run later sizes eagerly.)"""
     key = (op, n_points if op == "sigreg" else None)
     if key not in _COMPILED:
         fn = {
@@ -88,8 +90,14 @@ def compiled_reference(op: str, n_points: int = 17) -> Callable:
             "visreg": _visreg_eager,
             "rdmreg": _rdmreg_eager,
         }[op]
-        _COMPILED[key] = torch.compile(fn, dynamic=True)
+        _COMPILED[key] = torch.compile(fn)
     return _COMPILED[key]
+
+
+def fresh_compiles() -> None:
+    """Forget every compiled reference and dynamo's caches: the next call compiles for its own shapes."""
+    torch.compiler.reset()
+    _COMPILED.clear()
 
 
 def _sigreg_call(x, p, backend: Optional[str]):
