@@ -129,8 +129,13 @@ def _cell(row):
     return f"{float(row['fwd+bwd_ms_median']):.4g} ({float(row['speedup_vs_eager']):.3g}x)"
 
 
+# the training points README shows beside the base point (V, N, D, K)
+SUMMARY_TRAINING = ((10, 256, 128, 1024), (2, 16, 256, 256))
+
+
 def render_summary(rows, lines, device="cpu"):
-    """README block of ``device``: each op at its base point, fused vs eager vs torch.compile."""
+    """README block of ``device``: each op at its base point and at two training points (LeJEPA's V = 10,
+    N = 256 and VISReg's batch of 16), fused vs eager vs torch.compile."""
     start, end = MARKERS[device]
     out = [
         start,
@@ -141,13 +146,21 @@ def render_summary(rows, lines, device="cpu"):
         "|---|---|---|---|---|---|",
     ]
     for op in OPS:
-        base = {r["provider"]: r for r in rows if r["op"] == op and r["axis"] == "base"}
-        if not base:
-            continue
-        b = base["eager"]
-        mem = f"{_mem(base.get('fused'))} / {_mem(b)}"
-        cells = " | ".join(_cell(base.get(p)) for p in ("fused", "eager", "compile"))
-        out.append(f"| {op} | {b['V']}, {b['N']}, {b['D']}, {b['K']} | {cells} | {mem} |")
+        points = [("base", None), *(("training", s) for s in SUMMARY_TRAINING)]
+        for axis, shape in points:
+            at = {
+                r["provider"]: r
+                for r in rows
+                if r["op"] == op
+                and r["axis"] == axis
+                and (shape is None or (int(r["V"]), int(r["N"]), int(r["D"]), int(r["K"])) == shape)
+            }
+            if "eager" not in at:
+                continue
+            b = at["eager"]
+            mem = f"{_mem(at.get('fused'))} / {_mem(b)}"
+            cells = " | ".join(_cell(at.get(p)) for p in ("fused", "eager", "compile"))
+            out.append(f"| {op} | {b['V']}, {b['N']}, {b['D']}, {b['K']} | {cells} | {mem} |")
     out += ["", end]
     return "\n".join(out)
 

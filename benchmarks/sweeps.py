@@ -26,8 +26,22 @@ AXES = {
 }
 
 
+# Where people train, on every device: LeJEPA's recommended points (paper, Table 1: 2 global + 8 local views,
+# a few dozen to a few hundred samples per GPU, projector 128, 1024-4096 slices), a large projector, and the
+# VISReg trainer's default per-GPU batch of 16 with its 256 slices.
+TRAINING = (
+    Shape(10, 64, 128, 1024),
+    Shape(10, 64, 128, 4096),
+    Shape(10, 256, 128, 1024),
+    Shape(10, 256, 128, 4096),
+    Shape(2, 256, 1024, 1024),
+    Shape(2, 16, 256, 256),
+)
+
+
 def shapes(device: str):
-    """Distinct shapes of the sweep for ``device``, base point first; each tagged with the swept axis."""
+    """Distinct shapes of the sweep for ``device``, base point first; each tagged with the swept axis
+    (N, K, D, V) or "training" (``TRAINING``)."""
     axes = AXES[device]
     b = axes["base"]
     out = {b: "base"}
@@ -39,6 +53,8 @@ def shapes(device: str):
         out.setdefault(Shape(b.V, b.N, d, b.K), "D")
     for v in axes["V"]:
         out.setdefault(Shape(v, axes["V_at_N"], b.D, b.K), "V")
+    for shape in TRAINING:
+        out.setdefault(shape, "training")
     return list(out.items())
 
 
