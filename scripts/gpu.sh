@@ -20,6 +20,9 @@
 #                         step ran, the results and README/docs GPU blocks in place
 #   TEST_WORKERS=N        pytest-xdist workers (default: the CPU count; 0: one process)
 #   TEST_LIMIT=S, BENCH_LIMIT=S   seconds the suite / the sweep may take at most (default 540 each)
+#   TEST_TIMEOUT_EACH=S   seconds one test may take (default 120; FUSED_SIGREG_TEST_TIMEOUT): a hung or
+#                         slow test fails with the reason instead of eating the lease. The suite on the
+#                         GPU leaves out tests/tools (CPU-only tooling, run by CI on both stacks)
 #   FUSED_SIGREG_COMMIT=<hash>   the commit to stamp results with where the tree was copied without
 #                                its git history
 #
@@ -169,7 +172,8 @@ if wants tests && fits tests "${TEST_LIMIT:-540}"; then
   # the kernels' own tests first, so that a suite cut short by the budget has run those
   DEADLINE=()
   [ -n "${GPU_BUDGET:-}" ] && DEADLINE=(FUSED_SIGREG_TEST_DEADLINE=$(($(date +%s) + LIMIT - 60)))
-  step tests env "${DEADLINE[@]}" "$PY" -m pytest -q -rfEs -p no:cacheprovider --durations=20 "${PARALLEL[@]}" \
+  step tests env "${DEADLINE[@]}" FUSED_SIGREG_TEST_TIMEOUT="${TEST_TIMEOUT_EACH:-120}" \
+    "$PY" -m pytest -q -rfEs -p no:cacheprovider --durations=20 "${PARALLEL[@]}" --ignore=tests/tools \
     --junitxml="$OUT_DIR/junit.xml" tests/test_conformance.py tests/backends tests/test_usage_modes.py tests/test_dispatch.py tests/test_shapes.py tests
 fi
 

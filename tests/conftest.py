@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 from fused_sigreg import dispatch  # noqa: E402
 from helpers import ECOSYSTEM, GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
 
+pytest_plugins = ["per_test_timeout"]  # FUSED_SIGREG_TEST_TIMEOUT: make gpu's limit per test
+
 
 def _deadline():
     """FUSED_SIGREG_TEST_DEADLINE (seconds since the epoch), set by `make gpu` under GPU_BUDGET."""

@@ -1,6 +1,7 @@
 """setup.py's decision to build the CUDA sources (no build is run here)."""
 
 import importlib.util
+import os
 import stat
 import types
 
@@ -74,3 +75,27 @@ def test_sanitizer_build_instruments_compile_and_link(setup_module, monkeypatch)
     monkeypatch.setenv("FUSED_SIGREG_SANITIZE", "address -o /tmp/x")
     with pytest.raises(ValueError, match="FUSED_SIGREG_SANITIZE must name gcc sanitizers.*'address -o /tmp/x'"):
         setup_module.extensions()
+
+
+def test_a_test_past_the_per_test_limit_fails_naming_it(tmp_path):
+    """FUSED_SIGREG_TEST_TIMEOUT (make gpu sets it): a slow test fails with the reason, the next still runs."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "test_slow.py").write_text(
+        "import time\n\ndef test_slow():\n    time.sleep(30)\n\ndef test_fast():\n    assert True\n"
+    )
+    env = {**os.environ, "FUSED_SIGREG_TEST_TIMEOUT": "1", "PYTHONPATH": str(REPO / "tests")}
+    start = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "per_test_timeout", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "ran past FUSED_SIGREG_TEST_TIMEOUT=1 s" in out.stdout and "1 failed, 1 passed" in out.stdout
+    assert time.monotonic() - start < 25

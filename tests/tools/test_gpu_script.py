@@ -23,7 +23,8 @@ case "$*" in
   *"import xdist"*) exit 1 ;;
   *"pip install"*) echo "BUILD_EXT=${FUSED_SIGREG_BUILD_EXT:-unset} BUILD_CUDA=${FUSED_SIGREG_BUILD_CUDA:-unset}" ;;
   *"has_kernel"*) echo "prebuilt extension with CUDA kernels: True" ;;
-  *"-m pytest"*) echo "deadline=${FUSED_SIGREG_TEST_DEADLINE:-none} args=$*" "7 passed"; exit ${FAKE_PYTEST_RC:-0} ;;
+  *"-m pytest"*) echo "deadline=${FUSED_SIGREG_TEST_DEADLINE:-none} each=${FUSED_SIGREG_TEST_TIMEOUT:-none}" \
+      "args=$*" "7 passed"; exit ${FAKE_PYTEST_RC:-0} ;;
   *"fused_sigreg check"*) echo "args=$*"; echo "every backend PASS" ;;
   *"fused_sigreg headline"*) echo "args=$*"; echo "headline: ok (stand-in)" ;;
   *benchmarks/run.py*) echo "args=$*"; echo "wrote benchmarks/results/cuda" ;;
@@ -111,6 +112,7 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
     tests_log = (logs / "tests.log").read_text()
     deadline = float(tests_log.split("deadline=")[1].split()[0])
     assert time.time() < deadline < time.time() + 540
+    assert "each=120 " in tests_log and "--ignore=tests/tools" in tests_log  # per-test limit; no CPU tooling
     assert (
         tests_log.index("tests/test_conformance.py")
         < tests_log.index("tests/backends")
