@@ -4,7 +4,8 @@
 #
 #   PY=python3            the interpreter whose torch/triton are used (default python3)
 #   OUT_DIR               logs, junit.xml, results-cuda.tar.gz (default benchmarks/out/gpu)
-#   GPU_STEPS="build headline tests sanitizer check bench"   the steps to run, in this order (default all);
+#   GPU_STEPS="build headline tests sanitizer check bench"   the steps to run (default all), in this order:
+#                         build, headline, check float32 and bfloat16, tests, sanitizer, the other checks, bench;
 #                         headline is `python -m fused_sigreg headline`: SIGReg head to head (ours, fully
 #                         fused, eager, torch.compile) at the base and LeJEPA training points, first
 #   GPU_BUILD=prebuilt    the build step installs the package without compiling and checks that the
@@ -58,7 +59,9 @@ fi
 
 wants() { [[ $STEPS == *" $1 "* ]]; }
 HAVE_SANITIZER=$(command -v compute-sanitizer >/dev/null && echo 1 || echo 0)
-DTYPES="float32 tf32 bfloat16 float16 wide_sorts"
+# float32 and bfloat16 are checked right after the headline, before the suite; the rest after the sanitizer
+FIRST_CHECKS="float32 bfloat16"
+LATER_CHECKS="tf32 float16 wide_sorts"
 
 # The steps this run will attempt, in order, each with the least time worth starting it with. Build and
 # sanitizers: their times in the last H100 run (77, 29, 51 s), rounded up with room for the kernels
@@ -68,9 +71,10 @@ PLAN=()
 declare -A MINIMUM=([build]=90 [headline]=60 [tests]=120 [sanitizer_memcheck]=60 [sanitizer_racecheck]=90 [bench]=120)
 wants build && PLAN+=(build)
 wants headline && PLAN+=(headline)
+if wants check; then for d in $FIRST_CHECKS; do PLAN+=("check_$d"); MINIMUM[check_$d]=30; done; fi
 wants tests && PLAN+=(tests)
 if wants sanitizer && [ "$HAVE_SANITIZER" = 1 ]; then PLAN+=(sanitizer_memcheck sanitizer_racecheck); fi
-if wants check; then for d in $DTYPES; do PLAN+=("check_$d"); MINIMUM[check_$d]=30; done; fi
+if wants check; then for d in $LATER_CHECKS; do PLAN+=("check_$d"); MINIMUM[check_$d]=30; done; fi
 wants bench && PLAN+=(bench)
 
 START=$SECONDS
@@ -124,6 +128,18 @@ step() {  # step NAME COMMAND...: run under LIMIT seconds, log to OUT_DIR/NAME.l
   return $rc
 }
 
+check_step() {  # check_step DTYPE: every backend against eager at that dtype (wide_sorts: N past one tile)
+  local args
+  case $1 in
+    float32) args=(--dtype float32) ;;
+    tf32) args=(--dtype float32 --tf32) ;;
+    bfloat16) args=(--dtype bfloat16) ;;
+    float16) args=(--dtype float16) ;;
+    wide_sorts) args=(--op sliced_wasserstein,visreg,rdmreg --N 9000 --D 33 --K 40) ;;
+  esac
+  fits "check_$1" 180 && step "check_$1" "$PY" -m fused_sigreg check --device cuda "${args[@]}"
+}
+
 finish() {
   echo
   echo "make gpu: $(head -1 "$OUT_DIR/env.txt"); logs in $OUT_DIR${BUNDLE:+, all in $BUNDLE}"
@@ -165,6 +181,8 @@ if wants headline && fits headline 240; then
   step headline "$PY" -m fused_sigreg headline --device cuda
 fi
 
+if wants check; then for d in $FIRST_CHECKS; do check_step "$d"; done; fi
+
 if wants tests && fits tests "${TEST_LIMIT:-540}"; then
   PARALLEL=()
   WORKERS=${TEST_WORKERS:-$(nproc)}
@@ -192,13 +210,7 @@ if wants sanitizer; then
   fi
 fi
 
-if wants check; then
-  fits check_float32 180 && step check_float32 "$PY" -m fused_sigreg check --device cuda --dtype float32
-  fits check_tf32 180 && step check_tf32 "$PY" -m fused_sigreg check --device cuda --dtype float32 --tf32
-  fits check_bfloat16 180 && step check_bfloat16 "$PY" -m fused_sigreg check --device cuda --dtype bfloat16
-  fits check_float16 180 && step check_float16 "$PY" -m fused_sigreg check --device cuda --dtype float16
-  fits check_wide_sorts 180 && step check_wide_sorts "$PY" -m fused_sigreg check --device cuda --op sliced_wasserstein,visreg,rdmreg --N 9000 --D 33 --K 40
-fi
+if wants check; then for d in $LATER_CHECKS; do check_step "$d"; done; fi
 
 if wants bench && fits bench "${BENCH_LIMIT:-540}"; then
   # the sweep stops starting cases a minute before its limit, so that it still writes every table

@@ -96,16 +96,16 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
     verdicts = _verdicts(tmp_path)
     assert [v.split()[1] for v in verdicts] == [
         "build",
+        "check_float32",
+        "check_bfloat16",
         "tests",
         "sanitizer:",
-        "check_float32",
         "check_tf32",
-        "check_bfloat16",
         "check_float16",
         "check_wide_sorts",
         "bench",
     ]
-    assert verdicts[2].startswith("SKIPPED  sanitizer: compute-sanitizer is not on PATH")
+    assert verdicts[4].startswith("SKIPPED  sanitizer: compute-sanitizer is not on PATH")
     logs = tmp_path / "out"
     assert "golden data " in (logs / "env.txt").read_text()
     assert "BUILD_CUDA=1" in (logs / "build.log").read_text()
@@ -128,23 +128,25 @@ def test_every_step_runs_with_its_limits_and_the_bundle_holds_the_logs(tmp_path)
 
 
 def test_by_default_the_headline_comes_right_after_the_build(tmp_path):
+    """A lease answers in order of value: the head to head, then float32 and bfloat16 parity, then the suite."""
     out = _run(tmp_path, GPU_BUDGET="5000")
     assert out.returncode == 0, out.stdout + out.stderr
     verdicts = _verdicts(tmp_path)
-    assert [v.split()[1] for v in verdicts[:3]] == ["build", "headline", "tests"]
+    assert [v.split()[1] for v in verdicts[:5]] == ["build", "headline", "check_float32", "check_bfloat16", "tests"]
     assert verdicts[1].startswith("PASS     headline") and verdicts[1].endswith("headline: ok (stand-in)")
     assert "headline --device cuda" in (tmp_path / "out" / "headline.log").read_text()
 
 
 def test_a_small_budget_leaves_steps_out_and_says_why(tmp_path):
-    # 200 s: the suite (120 s minimum) does not fit beside the checks' (30 s each) and the sweep's
-    # (120 s) minimums, nor do the first three checks; the sweep, last, is given all that is left
+    # 200 s: the first two checks and the suite (30 s and 120 s minimums) do not fit beside the later
+    # checks' (30 s each) and the sweep's (120 s) minimums, nor does the tf32 check; the sweep, last, is
+    # given all that is left
     out = _run(tmp_path, GPU_STEPS="tests check bench", GPU_BUDGET="200")
     assert out.returncode == 3, out.stdout + out.stderr
     verdicts = _verdicts(tmp_path)
     skipped = [v.split()[1].rstrip(":") for v in verdicts if v.startswith("SKIPPED")]
-    assert skipped == ["tests", "check_float32", "check_tf32", "check_bfloat16"]
-    assert verdicts[0] == "SKIPPED  tests: GPU_BUDGET=200 s leaves 0 s for it beside the later steps (it needs 120 s)"
+    assert skipped == ["check_float32", "check_bfloat16", "tests", "check_tf32"]
+    assert verdicts[2] == "SKIPPED  tests: GPU_BUDGET=200 s leaves 0 s for it beside the later steps (it needs 120 s)"
     assert [v.split()[1] for v in verdicts if v.startswith("PASS")] == [
         "check_float16",
         "check_wide_sorts",
