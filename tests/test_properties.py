@@ -38,7 +38,7 @@ def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     return t
 
 
-@settings(max_examples=150, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     op=st.sampled_from(["sigreg", "sliced_wasserstein", "visreg", "rdmreg"]),
     backend=st.sampled_from(_backends()),
