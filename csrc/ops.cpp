@@ -14,6 +14,11 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // inside, per slice; each sorted ascending with -0 == +0, NaN last, ties in row order) -> (sum_sq (S,) float32, grad (S, N) float32): sum_sq[s] = sum_i (sort(proj[s])_i
   // - t_i)^2 and grad = d sum_sq[s] / d proj[s], written at the original positions.
   m.def("sort_match(Tensor proj, Tensor target) -> (Tensor, Tensor)");
+  // proj (S, N) float32, sorted per slice as sort_match does -> (value (S,) float32, grad (S, N) float32):
+  // lejepa's EDF-family statistic of each slice and its gradient at the original positions (csrc/sort_stat.h).
+  // statistic: 0 Cramer-von Mises, 1 Watson, 2 Anderson-Darling, 3 Shapiro-Wilk (weights (N,) float32,
+  // eps), 4 / 5 entropy centred / right (m, eps).
+  m.def("sort_stat(Tensor proj, int statistic, float eps, int m, Tensor? weights) -> (Tensor, Tensor)");
   // SIGReg's ECF stage (CPU). proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of
   // cos / sin(j * delta * p), j < n_points.
   m.def("ecf_sums(Tensor proj, float delta, int n_points) -> Tensor");

@@ -30,6 +30,11 @@ SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
 # dispatches "ecf_means_min"). The one table; tools and tests read it from here.
 OP_STAGES = {"sigreg": "ecf_means", "sliced_wasserstein": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
 OPS = tuple(OP_STAGES)
+# lejepa's EDF-family univariate tests on samples (..., N, K) (``fused_sigreg.ops.univariate``); each is
+# its own stage. ``bench`` and ``check`` take them as ops on the projections x @ W (TOOL_OPS, STAGE_OF).
+STATISTICS = ("anderson_darling", "cramer_von_mises", "watson", "shapiro_wilk", "entropy")
+TOOL_OPS = OPS + STATISTICS
+STAGE_OF = {**OP_STAGES, **{name: name for name in STATISTICS}}
 
 Verdict = Tuple[bool, str]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import reference
+from .. import reference, univariate
 from ..dispatch import Backend, register_backend
 from ..slicing import epps_pulley_quadrature
 
@@ -20,6 +20,13 @@ EAGER = Backend(
         "sliced_wasserstein": reference.sliced_wasserstein,
         "visreg": reference.visreg,
         "rdmreg": reference.rdmreg,
+        "anderson_darling": univariate.anderson_darling,
+        "cramer_von_mises": univariate.cramer_von_mises,
+        "watson": univariate.watson,
+        "shapiro_wilk": lambda x, expectation_mode, covariance_mode, eps: univariate.shapiro_wilk(
+            x, expectation_mode, covariance_mode, eps
+        ),
+        "entropy": lambda x, m, eps, method: univariate.entropy(x, m, eps, method),
     },
 )
 register_backend(EAGER)

@@ -1,12 +1,12 @@
 """The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``, loaded by ``library.py``):
-sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), and SIGReg's ECF stage on
-CPU (``sigreg_cpu.py``). Registering them loads the library but imports no stage module."""
+sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), SIGReg's ECF stage and
+lejepa's EDF-family statistics on CPU (``sigreg_cpu.py``, ``sort_stat.py``). Registering them loads the library but imports no stage module."""
 
 from __future__ import annotations
 
 import torch
 
-from ...dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
+from ...dispatch import SORT_STAGES, STATISTICS, Backend, kernel_supports, lazy_op, register_backend
 from . import library
 
 
@@ -34,6 +34,12 @@ def _sort_stages():
     return sort_match.STAGES
 
 
+def _statistic_stages():
+    from . import sort_stat
+
+    return sort_stat.STAGES
+
+
 def _sigreg_cpu_stages():
     from . import sigreg_cpu
 
@@ -45,7 +51,11 @@ register_backend(
     Backend(
         "cpu",
         priority=10,
-        ops=dict(_OPS, ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means")),
+        ops=dict(
+            _OPS,
+            ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means"),
+            **{name: lazy_op(_statistic_stages, name) for name in STATISTICS},
+        ),
         available=_available_on("CPU"),
         supports=_supports_on("cpu"),
     )
