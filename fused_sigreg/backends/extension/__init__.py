@@ -1,6 +1,7 @@
 """The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``, loaded by ``library.py``):
 sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), SIGReg's ECF stage and
-lejepa's EDF-family statistics on CPU (``sigreg_cpu.py``, ``sort_stat.py``). Registering them loads the library but imports no stage module."""
+lejepa's EDF-family statistics on CPU (``sigreg_cpu.py``, ``sort_stat.py``).
+Registering them loads the library but imports no stage module."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ...dispatch import check_first_order
 from ... import univariate
+from ...dispatch import check_first_order
 from ...univariate import shapiro_wilk_weights
 from ..sort_match import slice_rows
 
