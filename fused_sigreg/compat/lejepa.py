@@ -5,7 +5,9 @@
 same constructor arguments and defaults, same ``state_dict`` (``global_step``,
 ``univariate_test.{t, phi, weights}``, so checkpoints load both ways with ``strict=True``), same
 directions at every step. With an ``EppsPulley`` inside, the projection and the ECF are fused
-(``fused_sigreg.sigreg``); any other univariate test is applied to the projections as lejepa does.
+(``fused_sigreg.sigreg``); the EDF-family tests (``AndersonDarling``, ``CramerVonMises``, ``Watson``,
+``ShapiroWilk``, ``Entropy``) sort each slice once and form the statistic and its gradient in one pass
+(``fused_sigreg.ops.univariate``); the moment tests and ``NLL`` run their eager references.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import reference, univariate
+from ..ops import univariate as fused
 from ..ops.common import StepCounter, check_backend, check_input
 from ..ops.sigreg import sigreg
 from ..validation import as_int, check_number, check_quadrature, check_reduction, compute_dtype
@@ -90,6 +93,17 @@ class UnivariateTest(nn.Module):
         check_input(x, "x", False)
         return x
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(self).statistic is UnivariateTest.statistic:
+            raise NotImplementedError(f"{type(self).__name__} defines neither forward nor statistic")
+        return self.statistic(x)
+
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        """The statistic per column on ``backend`` (``SlicingUnivariateTest`` passes its own). Tests
+        without a fused pass (the moment tests, ``NLL``) define ``forward`` and run their reference on
+        any backend."""
+        return self.forward(x)
+
     def extra_repr(self) -> str:
         return f"eps={self.eps:g}, sorted={self.sorted}"
 
@@ -97,22 +111,22 @@ class UnivariateTest(nn.Module):
 class AndersonDarling(UnivariateTest):
     """lejepa's ``AndersonDarling(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.anderson_darling``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.anderson_darling(self._samples(x), self.sorted)
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return fused.anderson_darling(self._samples(x), self.sorted, backend=backend)
 
 
 class CramerVonMises(UnivariateTest):
     """lejepa's ``CramerVonMises(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.cramer_von_mises``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.cramer_von_mises(self._samples(x), self.sorted)
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return fused.cramer_von_mises(self._samples(x), self.sorted, backend=backend)
 
 
 class Watson(CramerVonMises):
     """lejepa's ``Watson(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.watson``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.watson(self._samples(x), self.sorted)
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return fused.watson(self._samples(x), self.sorted, backend=backend)
 
 
 class ShapiroWilk(UnivariateTest):
@@ -130,10 +144,9 @@ class ShapiroWilk(UnivariateTest):
         univariate.shapiro_wilk_weights(2, expectation_mode, covariance_mode)  # checks both modes
         self.expectation_mode, self.covariance_mode = expectation_mode, covariance_mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.shapiro_wilk(
-            self._samples(x), self.expectation_mode, self.covariance_mode, self.eps, self.sorted
-        )
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        x = self._samples(x)
+        return fused.shapiro_wilk(x, self.expectation_mode, self.covariance_mode, self.eps, self.sorted, backend)
 
     def extra_repr(self) -> str:
         modes = f"expectation_mode={self.expectation_mode!r}, covariance_mode={self.covariance_mode!r}"
@@ -150,14 +163,14 @@ class Entropy(UnivariateTest):
             raise ValueError(f"method must be one of {univariate.ENTROPY_METHODS}, got {method!r}")
         self.method = method
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
         x = self._samples(x)
         spacing = 2 * self.m if self.method == "centered" else self.m
         if x.shape[-2] <= spacing:
             raise ValueError(
                 f"Entropy(m={self.m}, method={self.method!r}) needs more than {spacing} samples, got {x.shape[-2]}"
             )
-        return univariate.entropy(x, self.m, self.eps, self.method, self.sorted)
+        return fused.entropy(x, self.m, self.eps, self.method, self.sorted, backend)
 
     def extra_repr(self) -> str:
         return f"m={self.m}, method={self.method!r}, " + super().extra_repr()
@@ -271,7 +284,8 @@ class SlicingUnivariateTest(StepCounter):
             )
             # lejepa's last step is a matmul with the weights: under autocast its result has the autocast dtype
             return stats.to(matmul_result_dtype(x, stats.dtype))
-        stats = test(x @ a)
+        samples = x @ a
+        stats = test.statistic(samples, self.backend) if isinstance(test, UnivariateTest) else test(samples)
         stats = reference.clip_statistics(stats, self.clip_value)
         return reference.reduce_statistics(stats, self.reduction)
 

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from .. import dispatch
 from ..backends.triton.configs import NEW_TF32_API, fp32_matmul_uses_tf32
-from ..dispatch import OP_STAGES
+from ..dispatch import STAGE_OF
 from .numerics import round_to_tf32
 from .problems import Problem, Shape, make_problem
 
@@ -66,7 +66,7 @@ def value_and_grad(problem: Problem, x: torch.Tensor, backend: str):
 
 def backends_for(problem: Problem, include_emulated: bool = True) -> List[str]:
     """Backends that can serve this problem's dispatched stage (emulated ones optionally left out)."""
-    stage = OP_STAGES[problem.op]
+    stage = STAGE_OF[problem.op]
     names = []
     registry = dispatch.REGISTRY
     for name, backend in registry.backends.items():
@@ -79,7 +79,7 @@ def backends_for(problem: Problem, include_emulated: bool = True) -> List[str]:
 def unmeasured_backends(problem: Problem) -> Dict[str, str]:
     """Backends that implement this problem's stage but cannot be timed here, with the reason
     (benchmarks list them as "not measured" rather than leaving them out)."""
-    stage = OP_STAGES[problem.op]
+    stage = STAGE_OF[problem.op]
     out = {}
     registry = dispatch.REGISTRY
     for name, backend in registry.backends.items():

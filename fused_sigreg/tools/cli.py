@@ -9,7 +9,16 @@ from typing import Callable, Dict, List, Sequence
 
 import torch
 
-from ..dispatch import BACKEND_NAMES, OP_STAGES, OPS, BackendUnavailableError, available_backends, registered_backends
+from ..dispatch import (
+    BACKEND_NAMES,
+    OPS,
+    STAGE_OF,
+    STATISTICS,
+    TOOL_OPS,
+    BackendUnavailableError,
+    available_backends,
+    registered_backends,
+)
 from .bench import DEFAULT_CPU_SWEEP, NOT_MEASURED, plot_results, shapes_from, sweep, write_results
 from .check import FULLY_FUSED, TIE_RULE, run_checks, tf32_enabled
 from .compile_check import expected_counts, extension_report, run_compile_check
@@ -103,16 +112,22 @@ def bench_providers(text: str) -> List[str]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--op", default="all", help=f"one of {', '.join(OPS)} or 'all', comma-separated ({OP_ALIASES_TEXT})")
+    p.add_argument(
+        "--op",
+        default="all",
+        help=f"one of {', '.join(TOOL_OPS)}, 'all' (the {len(OPS)} regularisers) or 'statistics' (lejepa's "
+        f"EDF-family tests on the projections x @ W, mean over slices), comma-separated ({OP_ALIASES_TEXT})",
+    )
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--device", type=device_here, default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _ops(text: str) -> List[str]:
-    ops = list(OPS) if text == "all" else [OP_ALIASES.get(o, o) for o in text.split(",")]
-    unknown = [o for o in ops if o not in OPS]
+    groups = {"all": list(OPS), "statistics": list(STATISTICS)}
+    ops = [op for o in text.split(",") for op in groups.get(o, [OP_ALIASES.get(o, o)])]
+    unknown = [o for o in ops if o not in TOOL_OPS]
     if unknown:
-        raise SystemExit(f"unknown op(s) {unknown}; choose from {', '.join(OPS)} or 'all'")
+        raise SystemExit(f"unknown op(s) {unknown}; choose from {', '.join(TOOL_OPS)}, 'all' or 'statistics'")
     return ops
 
 
@@ -121,7 +136,7 @@ def cmd_backends(args) -> int:
     rows = []
     for name, (ok, why) in available_backends().items():
         stages = registered[name].ops if name in registered else {}
-        ops = ",".join(op for op, stage in OP_STAGES.items() if stage in stages)
+        ops = ",".join(op for op, stage in STAGE_OF.items() if stage in stages)
         rows.append(dict(backend=name, ops=ops, usable="yes" if ok else "no", reason=why))
     print(format_table(rows, ["backend", "ops", "usable", "reason"]))
     return 0

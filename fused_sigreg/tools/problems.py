@@ -11,7 +11,9 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ..dispatch import OPS
+from .. import reference, univariate
+from ..dispatch import OPS, STATISTICS, TOOL_OPS  # noqa: F401  (OPS: the benchmarks import it from here)
+from ..ops import univariate as fused_univariate
 from ..ops.rdmreg import rdmreg
 from ..ops.sigreg import sigreg
 from ..ops.sliced_wasserstein import sliced_wasserstein
@@ -73,6 +75,17 @@ def _rdmreg_eager(x, directions, target):
     return rdmreg(x, directions=directions, target_samples=target, backend="eager")
 
 
+def _statistic_eager(op: str) -> Callable:
+    """The eager reference of a sliced statistic: mean over slices of lejepa's test on x @ W."""
+    test = getattr(univariate, op)
+    return lambda x, directions: test(reference.project(x, directions)).mean()
+
+
+def _statistic_call(op: str) -> Callable:
+    test = getattr(fused_univariate, op)
+    return lambda x, p, b: test(reference.project(x, p.fixed["directions"]), backend=b).mean()
+
+
 _COMPILED: Dict[tuple, Callable] = {}
 
 
@@ -89,7 +102,7 @@ def compiled_reference(op: str, n_points: int = 17) -> Callable:
             "sliced_wasserstein": _sliced_wasserstein_eager,
             "visreg": _visreg_eager,
             "rdmreg": _rdmreg_eager,
-        }[op]
+        }.get(op) or _statistic_eager(op)
         _COMPILED[key] = torch.compile(fn)
     return _COMPILED[key]
 
@@ -114,12 +127,13 @@ _CALLS: Dict[str, Callable] = {
     "sliced_wasserstein": lambda x, p, b: sliced_wasserstein(x, directions=p.fixed["directions"], backend=b),
     "visreg": lambda x, p, b: visreg(x, directions=p.fixed["directions"], backend=b),
     "rdmreg": lambda x, p, b: rdmreg(x, directions=p.fixed["directions"], target_samples=p.fixed["target"], backend=b),
+    **{op: _statistic_call(op) for op in STATISTICS},
 }
 
 
 def make_problem(op: str, shape: Shape, dtype=torch.float32, device="cpu", seed: int = 0) -> Problem:
-    if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    if op not in TOOL_OPS:
+        raise ValueError(f"op must be one of {TOOL_OPS}, got {op!r}")
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape.input_shape(), generator=gen, device=device)
     fixed = {"directions": random_directions(shape.D, shape.K, gen, device=device)}
