@@ -24,9 +24,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fused_sigreg.dispatch import TOOL_OPS  # noqa: E402
 from fused_sigreg.tools import bench  # noqa: E402
 from fused_sigreg.tools.check import FULLY_FUSED, providers_for, unmeasured_backends  # noqa: E402
-from fused_sigreg.tools.problems import OPS, make_problem  # noqa: E402
+from fused_sigreg.tools.problems import make_problem  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,7 +95,7 @@ def render_section(rows, lines, device="cpu"):
     """docs/results.md block of ``device`` from result rows (strings or numbers): one table per op."""
     start, end = MARKERS[device]
     out = [start, "", *lines, ""]
-    for op in OPS:
+    for op in TOOL_OPS:
         op_rows = [r for r in rows if r["op"] == op]
         if not op_rows:
             continue
@@ -145,7 +146,7 @@ def render_summary(rows, lines, device="cpu"):
         "| op | V, N, D, K | fused | eager | compile | peak MiB fused / eager |",
         "|---|---|---|---|---|---|",
     ]
-    for op in OPS:
+    for op in TOOL_OPS:
         points = [("base", None), *(("training", s) for s in SUMMARY_TRAINING)]
         for axis, shape in points:
             at = {
@@ -178,7 +179,7 @@ def update_block(path, section, device="cpu"):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=sorted(SWEEPS))
-    parser.add_argument("--op", default=",".join(OPS))
+    parser.add_argument("--op", default=",".join(TOOL_OPS))
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/<device>)")

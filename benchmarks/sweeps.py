@@ -4,6 +4,7 @@ CPU sizes finish in minutes on a 2-core machine; CUDA sizes reach the LeJEPA Tab
 scaling settings (N = 8192 / 32768 with 512 slices; V = 8, N up to 50000, D up to 10000).
 """
 
+from fused_sigreg.dispatch import STATISTICS
 from fused_sigreg.tools.problems import OPS, Shape
 
 AXES = {
@@ -58,4 +59,24 @@ def shapes(device: str):
     return list(out.items())
 
 
-SWEEPS = {device: {op: shapes(device) for op in OPS} for device in AXES}
+# lejepa's EDF-family statistics (on the projections x @ W, mean over slices): the base point, a small and
+# a large N, and the LeJEPA and VISReg training points; the fused sort needs N <= 4096 on a GPU.
+STATISTIC_N = {"cpu": (1024, 16384), "cuda": (1024,)}
+
+
+def statistic_shapes(device: str):
+    """The statistics' points for ``device``: base (N = 4096, D = K = 256 on CPU), N, training."""
+    b = AXES[device]["base"]
+    base = Shape(1, 4096, b.D if device == "cpu" else 256, b.K if device == "cpu" else 256)
+    out = {base: "base"}
+    for n in STATISTIC_N[device]:
+        out.setdefault(Shape(1, n, base.D, base.K), "N")
+    for shape in (TRAINING[2], TRAINING[5]):
+        out.setdefault(shape, "training")
+    return list(out.items())
+
+
+SWEEPS = {
+    device: {**{op: shapes(device) for op in OPS}, **{op: statistic_shapes(device) for op in STATISTICS}}
+    for device in AXES
+}

@@ -9,7 +9,7 @@ backward of one op with one provider, and records peak extra memory and saved-fo
 import pytest
 import torch
 
-from fused_sigreg.dispatch import OPS
+from fused_sigreg.dispatch import TOOL_OPS
 from fused_sigreg.tools import bench
 from fused_sigreg.tools.problems import Shape, fresh_compiles, make_problem
 from run import providers
@@ -19,7 +19,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _cases():
-    for op in OPS:
+    for op in TOOL_OPS:
         for shape, axis in SWEEPS[DEVICE][op]:
             # which providers serve the point depends on the op, device, dtype and N, not on D or K
             probe = make_problem(op, Shape(shape.V, shape.N, 1, 1), device=DEVICE)
