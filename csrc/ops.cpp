@@ -17,8 +17,9 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // proj (S, N) float32, sorted per slice as sort_match does -> (value (S,) float32, grad (S, N) float32):
   // lejepa's EDF-family statistic of each slice and its gradient at the original positions (csrc/sort_stat.h).
   // statistic: 0 Cramer-von Mises, 1 Watson, 2 Anderson-Darling, 3 Shapiro-Wilk (weights (N,) float32,
-  // eps), 4 / 5 entropy centred / right (m, eps).
-  m.def("sort_stat(Tensor proj, int statistic, float eps, int m, Tensor? weights) -> (Tensor, Tensor)");
+  // eps), 4 / 5 entropy centred / right (m, eps). closed: the reference's clamps pass the gradient at
+  // their bounds (torch's clamp did up to 2.11).
+  m.def("sort_stat(Tensor proj, int statistic, float eps, int m, Tensor? weights, bool closed) -> (Tensor, Tensor)");
   // SIGReg's ECF stage (CPU). proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of
   // cos / sin(j * delta * p), j < n_points.
   m.def("ecf_sums(Tensor proj, float delta, int n_points) -> Tensor");

@@ -47,11 +47,13 @@ struct Elementwise {
 
 // lejepa's log Phi(x) (univariate.log_norm_cdf) and its derivative, branch by branch; ``log_cdf``,
 // ``cdf`` and ``pdf`` are log Phi(x), Phi(x) and the density at x, used in the central branch.
+// ``closed``: whether torch's clamp passes the gradient at its bounds (it did up to torch 2.11 and does
+// not since; the reference clamps, so its gradient at a bound is torch's: fused_sigreg.univariate.CLAMP_CLOSED).
 struct LogCdf {
   double value, slope;
 };
 
-inline LogCdf log_norm_cdf(double x, double log_cdf, double cdf, double pdf) {
+inline LogCdf log_norm_cdf(double x, double log_cdf, double cdf, double pdf, bool closed) {
   if (x < -kTailThreshold) {
     const double y = -x;
     return {-(x * x + kLog2Pi) / 2.0 - 0.5 * std::log(tail_q(y)), -x + 0.5 * tail_dq(y) / tail_q(y)};
@@ -61,7 +63,9 @@ inline LogCdf log_norm_cdf(double x, double log_cdf, double cdf, double pdf) {
     const double dg = g * (-x - 0.5 * tail_dq(x) / tail_q(x));
     return {std::log1p(-g), -dg / (1.0 - g)};
   }
-  return {log_cdf, pdf / cdf};
+  // at x = +-3 exactly the reference's clamp decides: its gradient passes at the bounds or not (``closed``)
+  const bool inside = closed || (x != kTailThreshold && x != -kTailThreshold);
+  return {log_cdf, inside ? pdf / cdf : 0.0};
 }
 
 // mean_i (Phi(s_i) - (2i + 1) / 2n)^2 (0-based i); Watson subtracts (mean Phi - 1/2)^2.
@@ -85,13 +89,13 @@ inline double cramer_von_mises(int64_t n, bool watson, const Elementwise<float>&
 // -n - sum_i [(2i + 1) log Phi(s_i) + (2n - 2i - 1) log Phi(-s_i)] / n: the reference's pairing of rank i
 // with rank n - 1 - i, summed per value. Phi(-x) = 1 - Phi(x) costs at most 3 of double's 16 digits on
 // [-3, 3], where it is used.
-inline double anderson_darling(const float* s, int64_t n, const Elementwise<double>& e, double* grad) {
+inline double anderson_darling(const float* s, int64_t n, const Elementwise<double>& e, bool closed, double* grad) {
   double sum = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const double low = 2.0 * i + 1.0, high = 2.0 * (n - i) - 1.0;
     const double x = s[i];
-    const LogCdf a = log_norm_cdf(x, e.log_cdf[i], e.cdf[i], e.pdf[i]);
-    const LogCdf b = log_norm_cdf(-x, e.log_ccdf[i], 1.0 - e.cdf[i], e.pdf[i]);
+    const LogCdf a = log_norm_cdf(x, e.log_cdf[i], e.cdf[i], e.pdf[i], closed);
+    const LogCdf b = log_norm_cdf(-x, e.log_ccdf[i], 1.0 - e.cdf[i], e.pdf[i], closed);
     sum += low * a.value + high * b.value;
     grad[i] = -(low * a.slope - high * b.slope) / n;
   }
@@ -117,16 +121,17 @@ inline double shapiro_wilk(const float* s, const float* weights, int64_t n, doub
   return 1.0 - std::fabs(cos);
 }
 
-inline double log_spacing(double d, double eps, double* slope) {
-  // clamp(min=eps) passes the gradient where d >= eps, as torch's clamp does. The log in float (an
+inline double log_spacing(double d, double eps, bool closed, double* slope) {
+  // clamp(min=eps) passes the gradient where d > eps, and at d = eps where torch's clamp does. The log in float (an
   // absolute error of ~1e-7 per spacing, averaged over n): in double it cost as much as the sort.
-  *slope = d >= eps ? 1.0 / d : 0.0;
+  *slope = (d > eps || (closed && d == eps)) ? 1.0 / d : 0.0;
   return static_cast<double>(std::log(static_cast<float>(std::max(d, eps))));
 }
 
 // Vasicek's entropy gap (univariate.entropy). Needs n >= 2m + 2 (centred) or n >= m + 2 (right); the
 // caller routes smaller samples to the reference.
-inline double entropy(const float* s, int64_t n, int64_t m, double eps, bool centered, double* grad) {
+inline double entropy(const float* s, int64_t n, int64_t m, double eps, bool centered, bool closed,
+                      double* grad) {
   double mean = 0.0;
   for (int64_t i = 0; i < n; ++i) mean += s[i];
   mean /= n;
@@ -139,17 +144,17 @@ inline double entropy(const float* s, int64_t n, int64_t m, double eps, bool cen
   double logs = 0.0, slope;
   const int64_t gap = centered ? 2 * m : m;
   for (int64_t i = 0; i + gap < n; ++i) {
-    logs += log_spacing(static_cast<double>(s[i + gap]) - s[i], eps, &slope);
+    logs += log_spacing(static_cast<double>(s[i + gap]) - s[i], eps, closed, &slope);
     grad[i + gap] += slope;
     grad[i] -= slope;
   }
   double value;
   if (centered) {
     for (int64_t j = 0; j < 2 * m; ++j) {
-      logs += log_spacing(static_cast<double>(s[1 + j]) - s[0], eps, &slope);
+      logs += log_spacing(static_cast<double>(s[1 + j]) - s[0], eps, closed, &slope);
       grad[1 + j] += slope;
       grad[0] -= slope;
-      logs += log_spacing(static_cast<double>(s[n - 1]) - s[n - 2 * m - 1 + j], eps, &slope);
+      logs += log_spacing(static_cast<double>(s[n - 1]) - s[n - 2 * m - 1 + j], eps, closed, &slope);
       grad[n - 1] += slope;
       grad[n - 2 * m - 1 + j] -= slope;
     }

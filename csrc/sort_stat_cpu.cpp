@@ -26,7 +26,7 @@ int64_t min_samples(SortStatistic stat, int64_t m) {
 }
 
 std::tuple<at::Tensor, at::Tensor> sort_stat_cpu(const at::Tensor& proj, int64_t statistic, double eps, int64_t m,
-                                                 const std::optional<at::Tensor>& weights) {
+                                                 const std::optional<at::Tensor>& weights, bool closed) {
   check_proj(proj, "proj");
   TORCH_CHECK(statistic >= 0 && statistic <= static_cast<int64_t>(SortStatistic::kEntropyRight),
               "statistic must be an id 0..5, got ", statistic);
@@ -99,14 +99,15 @@ std::tuple<at::Tensor, at::Tensor> sort_stat_cpu(const at::Tensor& proj, int64_t
           v = sort_stat::cramer_von_mises(N, stat == SortStatistic::kWatson, e32, dsorted.data());
           break;
         case SortStatistic::kAndersonDarling:
-          v = sort_stat::anderson_darling(sv, N, e64, dsorted.data());
+          v = sort_stat::anderson_darling(sv, N, e64, closed, dsorted.data());
           break;
         case SortStatistic::kShapiroWilk:
           v = sort_stat::shapiro_wilk(sv, w_in, N, eps, dsorted.data());
           break;
         case SortStatistic::kEntropyCentered:
         case SortStatistic::kEntropyRight:
-          v = sort_stat::entropy(sv, N, m, eps, stat == SortStatistic::kEntropyCentered, dsorted.data());
+          v = sort_stat::entropy(sv, N, m, eps, stat == SortStatistic::kEntropyCentered, closed,
+                                 dsorted.data());
           break;
       }
       v_out[s] = static_cast<float>(v);

@@ -35,6 +35,19 @@ __all__ = [
     "watson",
 ]
 
+
+def _clamp_is_closed() -> bool:
+    """Whether torch's clamp passes the gradient at its bounds (torch 2.11 does, 2.14 does not). The
+    references clamp (log_norm_cdf at +-3, entropy's spacings at eps), so their gradient at a bound is
+    torch's; the fused statistics follow it (``CLAMP_CLOSED``)."""
+    x = torch.ones((), requires_grad=True)
+    (grad,) = torch.autograd.grad(x.clamp(min=1.0), x)
+    return bool(grad != 0)
+
+
+# decided at import, outside any torch.compile trace
+CLAMP_CLOSED = _clamp_is_closed()
+
 EXPECTATION_MODES = ("elfving", "blom", "rahman")
 COVARIANCE_MODES = ("shapiro_francia", "rahman")
 ENTROPY_METHODS = ("centered", "right")

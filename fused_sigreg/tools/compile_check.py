@@ -29,14 +29,20 @@ ARCHS = {80: 166912, 90: 232448}
 
 def all_specs() -> List[CompileSpec]:
     # imported here, not at the top: the launchers import triton, which this module's users may lack
-    from ..backends.triton import sigreg_fused, sigreg_passes, sort_match
+    from ..backends.triton import sigreg_fused, sigreg_passes, sort_match, sort_stat
 
-    return [*sigreg_fused.compile_specs(), *sigreg_passes.compile_specs(), *sort_match.compile_specs()]
+    return [
+        *sigreg_fused.compile_specs(),
+        *sigreg_passes.compile_specs(),
+        *sort_match.compile_specs(),
+        *sort_stat.compile_specs(),
+    ]
 
 
 def expected_counts() -> Dict[str, int]:
     """Configurations per architecture of each kernel, counted from the launchers' own tables (not from
     ``all_specs``): a launchable configuration missing from the specs makes the check fail."""
+    from ..backends.sort_stat import IDS
     from ..backends.triton import configs, sigreg_fused
 
     variants = len(sigreg_fused.INPUT_VARIANTS)
@@ -47,6 +53,7 @@ def expected_counts() -> Dict[str, int]:
         "ecf_sums_kernel": 1,
         "ecf_grad_kernel": 1,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
+        "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(IDS),  # one variant per statistic
     }
 
 

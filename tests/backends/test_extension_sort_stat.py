@@ -76,6 +76,17 @@ def test_ties_and_near_collapse(rng, name, opts):
     _check_against_float64(name, opts, torch.cat([ties, collapsed], dim=1), rng)
 
 
+@pytest.mark.parametrize(
+    "name,opts", [("anderson_darling", {}), ("entropy", dict(eps=0.5)), ("entropy", dict(eps=0.5, method="right"))]
+)
+def test_clamp_bounds_follow_torch(rng, name, opts):
+    """Samples exactly at Anderson-Darling's +-3 branch switch and spacings exactly eps: the references
+    clamp there, and torch's clamp gradient at a bound changed between versions (univariate.CLAMP_CLOSED)."""
+    x = torch.randint(-6, 7, (30, 4), generator=rng).float() * 0.5
+    x[:2] = torch.tensor([3.0, -3.0]).unsqueeze(-1)
+    _check_against_float64(name, opts, x, rng)
+
+
 @pytest.mark.parametrize("name,opts", CASES, ids=IDS)
 def test_nan_never_passes(rng, name, opts):
     x = torch.randn(2, 20, 4, generator=rng)
@@ -122,21 +133,22 @@ def test_opcheck(rng):
     proj = torch.randn(5, 23, generator=rng)
     weights = univariate.shapiro_wilk_weights(23)
     for statistic in range(6):
-        torch.library.opcheck(torch.ops.fused_sigreg.sort_stat, (proj, statistic, 1e-5, 2, weights))
+        for closed in (False, True):
+            torch.library.opcheck(torch.ops.fused_sigreg.sort_stat, (proj, statistic, 1e-5, 2, weights, closed))
 
 
 def test_the_op_rejects_what_it_cannot_compute(rng):
     proj = torch.randn(3, 5, generator=rng)
     with pytest.raises(RuntimeError, match="statistic must be an id"):
-        torch.ops.fused_sigreg.sort_stat(proj, 9, 1e-5, 1, None)
+        torch.ops.fused_sigreg.sort_stat(proj, 9, 1e-5, 1, None, True)
     with pytest.raises(RuntimeError, match="needs N >= 6"):
-        torch.ops.fused_sigreg.sort_stat(proj, 4, 1e-5, 2, None)
+        torch.ops.fused_sigreg.sort_stat(proj, 4, 1e-5, 2, None, True)
     with pytest.raises(RuntimeError, match="Shapiro-Wilk needs its weights"):
-        torch.ops.fused_sigreg.sort_stat(proj, 3, 1e-5, 1, None)
+        torch.ops.fused_sigreg.sort_stat(proj, 3, 1e-5, 1, None, True)
     with pytest.raises(RuntimeError, match="weights must be float32"):
-        torch.ops.fused_sigreg.sort_stat(proj, 3, 1e-5, 1, torch.ones(4))
+        torch.ops.fused_sigreg.sort_stat(proj, 3, 1e-5, 1, torch.ones(4), True)
     with pytest.raises(RuntimeError, match="proj must be float32"):
-        torch.ops.fused_sigreg.sort_stat(proj.double(), 0, 1e-5, 1, None)
+        torch.ops.fused_sigreg.sort_stat(proj.double(), 0, 1e-5, 1, None, True)
 
 
 def test_saves_only_its_gradient():

@@ -48,7 +48,7 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
         return proj.new_empty((proj.shape[0],)), proj.new_empty(proj.shape)
 
     @torch.library.register_fake("fused_sigreg::sort_stat")
-    def _(proj, statistic, eps, m, weights):
+    def _(proj, statistic, eps, m, weights, closed):
         _check_proj(proj, 2)
         return proj.new_empty((proj.shape[0],)), proj.new_empty(proj.shape)
 

@@ -1,5 +1,5 @@
 """The ``triton`` backend: Triton kernels on CUDA tensors (``sigreg_passes.py``: SIGReg's passes over stored
-projections and the routing to the fully fused ``sigreg_fused.py``; ``sort_match.py``).
+projections and the routing to the fully fused ``sigreg_fused.py``; ``sort_match.py``; ``sort_stat.py``).
 
 Registering it imports neither triton nor the kernels: the stages load on first use.
 With ``TRITON_INTERPRET=1`` (set before triton is first imported) the kernels run on CPU tensors
@@ -12,8 +12,8 @@ import importlib.util
 
 import torch
 
-from ...dispatch import SORT_STAGES, Backend, kernel_supports, lazy_op, register_backend
-from .configs import MAX_SORT_N, interpreter_mode
+from ...dispatch import SORT_STAGES, STATISTICS, Backend, kernel_supports, lazy_op, register_backend
+from .configs import MAX_SORT_N, MAX_STAT_N, interpreter_mode
 
 # Decided once at import: torch.compile refuses importlib's finder inside a traced call.
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
@@ -35,6 +35,8 @@ def _supports(op, tensors):
     n = tensors[0].shape[-2]
     if ok and op in SORT_STAGES and n > MAX_SORT_N:
         return False, f"its sort kernel takes N <= {MAX_SORT_N} rows per slice, got N = {n}"
+    if ok and op in STATISTICS and n > MAX_STAT_N:
+        return False, f"its statistics kernel takes N <= {MAX_STAT_N} rows per slice, got N = {n}"
     return ok, why
 
 
@@ -50,10 +52,17 @@ def _sort_stages():
     return sort_match.STAGES
 
 
+def _statistic_stages():
+    from . import sort_stat
+
+    return sort_stat.STAGES
+
+
 _OPS = {
     "ecf_means": lazy_op(_sigreg_stages, "ecf_means"),
     "ecf_means_min": lazy_op(_sigreg_stages, "ecf_means_min"),
     **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES},
+    **{name: lazy_op(_statistic_stages, name) for name in STATISTICS},
 }
 register_backend(
     Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports, emulated=interpreter_mode)
