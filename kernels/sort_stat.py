@@ -1,12 +1,14 @@
 """Triton kernel of lejepa's EDF-family statistics, BLOCK_S adjacent slices per program: the Triton twin of
 ``csrc/sort_stat.h`` (same statistic ids, same formulas; definitions in ``fused_sigreg/univariate.py``).
 
-Projections (V, N, K) float32 as ``x @ W`` writes them, N <= 2048 (``configs.MAX_STAT_N``: wider tiles
-would spill Anderson-Darling's float64 registers); slice s = v * K + k is the column p[v, :, k]. Each
+Projections (V, N, K) float32 as ``x @ W`` writes them, N <= 1024 (``configs.MAX_STAT_N``: at 2048 the
+Shapiro-Wilk variant spills 8 bytes under triton 3.6); slice s = v * K + k is the column p[v, :, k]. Each
 program sorts its columns in registers (``sort_match._sorted_columns``: a stable order, NaN last), forms
 the statistic of every column and its gradient in rank order, and writes the gradient at the original
-rows, so backward is one multiply. Sums that cancel (Anderson-Darling's -n + sum, Shapiro-Wilk's
-1 - |cos|) are formed in float64; Cramer-von Mises and Watson sum float32 terms in float64.
+rows, so backward is one multiply. Shapiro-Wilk's 1 - |cos| cancels: its sums are float64; Cramer-von
+Mises and Watson sum float32 terms in float64. Anderson-Darling is not here: its log Phi(+-x) terms need
+float64 (-n + sum cancels about log10(n) digits), and in float64 the kernel spilled under triton 3.6 at
+every width (255 registers; 8-32 bytes); on CUDA it runs the reference (the CPU extension fuses it).
 
 Entropy needs each rank's neighbour m or 2m ranks on: the program writes its sorted columns in rank order
 into its own (N, BLOCK_S) block of ``grad`` (no other program touches it), reads them back shifted after a
@@ -20,38 +22,14 @@ from .sort_match import _sorted_columns
 
 CRAMER_VON_MISES = tl.constexpr(0)
 WATSON = tl.constexpr(1)
-ANDERSON_DARLING = tl.constexpr(2)
 SHAPIRO_WILK = tl.constexpr(3)
 ENTROPY_CENTERED = tl.constexpr(4)
 ENTROPY_RIGHT = tl.constexpr(5)
 
 _INV_SQRT2 = tl.constexpr(0.70710678118654752440)
 _INV_SQRT2PI = tl.constexpr(0.39894228040143267794)
-_LOG_2PI = tl.constexpr(1.83787706640934548356)
 _H_NORMAL = tl.constexpr(1.41893853320467274178)  # 0.5 log(2 pi e), the N(0, 1) entropy (added last:
 # the interpreter cannot subtract a tensor from a constexpr)
-
-
-@triton.jit
-def _log_norm_cdf(x, log_cdf, cdf, pdf, closed):
-    """lejepa's log Phi(x) and its derivative: the central branch from the given float64 log Phi(x), Phi(x)
-    and density, the tail forms beyond +-3 from float32 x (every branch evaluated at a clamped x, so the
-    ones not taken stay finite). The tails in float32 keep the kernel within its registers: a tail term is
-    either large with a small rank weight or tiny with a large one, so float32 costs A^2 ~1e-7 relative."""
-    yl = tl.maximum(-x, 3.0)
-    ql = 0.656 * yl + 0.344 * yl * yl + 5.334
-    left = -(yl * yl + _LOG_2PI) / 2.0 - 0.5 * tl.log(ql)
-    left_slope = yl + 0.5 * (0.656 + 0.688 * yl) / ql
-    xr = tl.maximum(x, 3.0)
-    qr = 0.656 * xr + 0.344 * xr * xr + 5.334
-    g = tl.exp(-xr * xr / 2.0) * _INV_SQRT2PI / tl.sqrt(qr)
-    dg = g * (-xr - 0.5 * (0.656 + 0.688 * xr) / qr)
-    right = tl.log(1.0 - g)
-    right_slope = -dg / (1.0 - g)
-    value = tl.where(x < -3.0, left, tl.where(x > 3.0, right, log_cdf))
-    inside = (closed != 0) | ((x != 3.0) & (x != -3.0))  # at +-3 exactly: torch's clamp decides (sort_stat.h)
-    slope = tl.where(x < -3.0, left_slope, tl.where(x > 3.0, right_slope, tl.where(inside, pdf / cdf, 0.0)))
-    return value, slope
 
 
 @triton.jit
@@ -154,22 +132,6 @@ def sort_stat_kernel(
             centre = tl.sum(tl.where(valid, cdf, 0.0).to(tl.float64), axis=1) / N - 0.5
             value -= centre * centre
             grad -= (2.0 * centre.to(tl.float32))[:, None] * pdf / n
-    elif STAT == ANDERSON_DARLING:
-        x32 = tl.where(valid, values, 0.0)
-        x = x32.to(tl.float64)
-        cdf = 0.5 * (1.0 + tl.erf(x * _INV_SQRT2))
-        pdf = _INV_SQRT2PI * tl.exp(-0.5 * x * x)
-        low = 2.0 * rank + 1.0
-        high = 2.0 * (N - rank) - 1.0
-        # each half reduced as soon as it is formed: fewer float64 values live at once
-        a, a_slope = _log_norm_cdf(x32, tl.log(cdf), cdf, pdf, closed)
-        total = tl.sum(tl.where(valid, low * a, 0.0), axis=1)
-        g = low * a_slope
-        # Phi(-x) = 1 - Phi(x): see sort_stat.h
-        b, b_slope = _log_norm_cdf(-x32, tl.log(1.0 - cdf), 1.0 - cdf, pdf, closed)
-        total += tl.sum(tl.where(valid, high * b, 0.0), axis=1)
-        value = -N - total / N
-        grad = (-(g - high * b_slope) / N).to(tl.float32)
     elif STAT == SHAPIRO_WILK:
         w = tl.load(weights_ptr + rows, mask=rows < N, other=0.0)[None, :]
         s = tl.where(valid, values, 0.0)

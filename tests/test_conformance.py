@@ -8,7 +8,8 @@ every test here by registering. Each pair is held to:
     SIGReg at |p| ~ 50 against float64, ``helpers.fp32_budget``) — N = 1 and 2, D = K = 1, V > 1,
     sizes off the tiles, near-collapse, ties;
   - 16-bit input within ``check``'s budget (2x eager's own error against float64);
-  - the official implementations' numbers (``../shared/golden``);
+  - the official implementations' numbers (``../shared/golden``; lejepa's EDF-family statistics, on the
+    projections x @ W, from ``ecosystem_cases.pt``);
   - NaN and inf in, NaN out;
   - ``torch.library.opcheck`` of every custom op the pair launches (recorded while it runs);
   - ``torch.compile(fullgraph=True)`` equal to the uncompiled call, also when N changes;
@@ -28,8 +29,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 import fused_sigreg as fs
-from fused_sigreg import dispatch
-from fused_sigreg.tools.check import check_problem
+from fused_sigreg import dispatch, reference, univariate
+from fused_sigreg.ops import univariate as fused_univariate
+from fused_sigreg.tools.check import StableSort, check_problem
 from fused_sigreg.tools.problems import Shape, make_problem
 from helpers import FP32_TOL, TRITON_DEVICE, ULP_150, fp32_budget, rel_err, sort_reference, value_and_grad
 
@@ -37,6 +39,17 @@ DEVICES = {"cpu": "cpu", "cuda": "cuda", "triton": TRITON_DEVICE}
 # the public op behind each stage; "ecf_means_min" is sigreg(memory="min")
 STAGE_OP = {"ecf_means": "sigreg", "ecf_means_min": "sigreg", "sliced_wasserstein": "sliced_wasserstein"}
 SIGREG_STAGES = ("ecf_means", "ecf_means_min")
+# lejepa's EDF-family statistics: each stage is its own function of fused_sigreg.ops.univariate, called
+# here on the projections x @ W with one statistic per slice (the sliced test before its reduction)
+STATISTICS = dispatch.STATISTICS
+# the lejepa class of each statistic in ecosystem_cases.pt (its official numbers)
+LEJEPA_CLASS = {
+    "anderson_darling": "AndersonDarling",
+    "cramer_von_mises": "CramerVonMises",
+    "watson": "Watson",
+    "shapiro_wilk": "ShapiroWilk",
+    "entropy": "Entropy",
+}
 
 
 def _pairs() -> List:
@@ -134,7 +147,9 @@ def sample_inputs(stage: str, rng: torch.Generator) -> Iterator[Sample]:
         if stage == "rdmreg":
             x = torch.relu(x)
             kwargs["target_samples"] = fs.sample_rgg(x.shape, generator=rng)
-        yield Sample(f"{label}-K{k}", x, _directions(rng, x.shape[-1], k), kwargs)
+        # the statistics' (129, 33) adds no code path to (3, 37, 20) in the interpreter (seconds each there)
+        emulate = stage not in STATISTICS or x.shape[-2] < 100
+        yield Sample(f"{label}-K{k}", x, _directions(rng, x.shape[-1], k), kwargs, emulate=emulate)
 
 
 def _two_views(sample: Sample) -> Sample:
@@ -145,6 +160,8 @@ def _two_views(sample: Sample) -> Sample:
 
 
 def call(stage: str, sample: Sample, x: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
+    if stage in STATISTICS:
+        return getattr(fused_univariate, stage)(reference.project(x, sample.directions), backend=backend)
     op = getattr(fs, STAGE_OP.get(stage, stage))
     kwargs = dict(sample.kwargs)
     if backend == "eager":
@@ -185,6 +202,25 @@ def test_matches_eager(rng, backend, stage, index):
         else:
             assert rel_err(grad, ref_grad) <= FP32_TOL
         return
+    if stage == "entropy" and sample.x.shape[-2] < 4:  # below 2m + 2 rows the stage is the reference itself
+        torch.testing.assert_close(fn(backend)(sample.x), fn("eager")(sample.x), rtol=0, atol=0, equal_nan=True)
+        return
+    if stage in STATISTICS:  # against float64 (stable ties): 1e-5, or 4x eager's own error where it cancels
+        weight = torch.randn(sample.x.shape[:-2] + (sample.directions.shape[1],), generator=rng).to(device)
+        value, grad = value_and_grad(fn(backend), sample.x, weight)
+
+        def stable(v, a):
+            with StableSort():
+                return getattr(univariate, stage)(reference.project(v, a))
+
+        ref32 = value_and_grad(lambda v: stable(v, sample.directions), sample.x, weight)
+        ref64 = value_and_grad(lambda v: stable(v, sample.directions.double()), sample.x.double(), weight.double())
+        assert rel_err(value, ref64[0]) <= fp32_budget(ref32[0], ref64[0])
+        # errors on the scale of at least 1e-6: where the gradient is zero analytically (Shapiro-Wilk at
+        # N = 1, where |cos| = 1) both computations give rounding noise, ~1e-15 against ~1e-17
+        floor = max(ref64[1].abs().max().item(), 1e-6)
+        assert (grad.double() - ref64[1]).abs().max().item() / floor <= fp32_budget(ref32[1], ref64[1])
+        return
     value, grad = value_and_grad(fn(backend), sample.x)
     ref_value, ref_grad = sort_reference(stage, sample.x, sample.directions, sample.kwargs.get("target_samples"))
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
@@ -195,11 +231,13 @@ def test_matches_eager(rng, backend, stage, index):
 def test_16bit_within_budget(rng, backend, stage, dtype):
     """Against float64, within 2x of eager's error with the directions rounded to the dtype (``check``)."""
     device = _usable(backend)
+    if stage in STATISTICS and dtype == torch.float16:
+        pytest.skip("the statistics cast 16-bit samples to float32 first: bf16 takes fp16's path")
     op = STAGE_OP.get(stage, stage)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     problem = make_problem(op, Shape(2, 37, 20, 9), dtype, device, seed=seed)
     name = backend + (":min" if stage == "ecf_means_min" else "")
-    rows = {r["backend"]: r for r in check_problem(problem)}
+    rows = {r["backend"]: r for r in check_problem(problem, only=[name])}
     assert rows[name]["ok"], rows[name]
 
 
@@ -243,7 +281,31 @@ def _golden_cases(stage, golden) -> List[tuple]:
     return [(c["z"], c[key]["directions"], kwargs, c[key]["value"], c[key]["grad"]) for c in golden["visreg_repo"]]
 
 
-@pytest.mark.parametrize("backend,stage", PAIRS)
+def _statistic_golden(stage, ecosystem) -> List[tuple]:
+    """(samples, kwargs, grad_output, value, grad) of lejepa's class for this statistic (float32 cases)."""
+    cases = ecosystem["lejepa"][LEJEPA_CLASS[stage]]
+    return [
+        (c["x"], c["kwargs"], c["grad_output"], c["value"], c["grad"]) for c in cases if c["x"].dtype == torch.float32
+    ]
+
+
+@pytest.mark.parametrize("backend,stage", [p for p in PAIRS if p.values[1] in STATISTICS])
+def test_statistic_golden_cases(ecosystem, backend, stage):
+    """lejepa's numbers; Shapiro-Wilk's 1 - |cos| on the cosine's scale (tests/test_ecosystem.py says why)."""
+    device = _usable(backend)
+    cases = _statistic_golden(stage, ecosystem)
+    if dispatch.REGISTRY.backends[backend].emulated():  # the interpreter: the smallest case
+        cases = sorted(cases, key=lambda c: c[0].numel())[:1]
+    assert cases
+    for x, kwargs, grad_output, want_value, want_grad in cases:
+        fn = lambda v, kw=kwargs: getattr(fused_univariate, stage)(v, **kw, backend=backend)
+        value, grad = value_and_grad(fn, x.to(device), grad_output.to(device))
+        scale = 1.0 if stage == "shapiro_wilk" else want_value.abs().max().item()
+        assert (value.cpu().double() - want_value.double()).abs().max().item() <= FP32_TOL * scale
+        assert rel_err(grad.cpu(), want_grad) <= FP32_TOL
+
+
+@pytest.mark.parametrize("backend,stage", [p for p in PAIRS if p.values[1] not in STATISTICS])
 def test_golden_cases(golden, backend, stage):
     device = _usable(backend)
     cases = _golden_cases(stage, golden)
@@ -271,7 +333,11 @@ def test_nan_and_inf_give_nan(rng, backend, stage, special):
     x = sample.x.clone()
     x[..., 3, 0] = float(special)
     value = call(stage, sample, x, backend)
-    if stage in SIGREG_STAGES or special == "nan":
+    if stage in STATISTICS:  # Phi(+-inf) is finite: the statistic is finite or not exactly where eager's is
+        want = call(stage, sample, x, "eager")
+        assert torch.equal(value.isnan(), want.isnan()) and torch.equal(value.isinf(), want.isinf())
+        assert not special == "nan" or value.isnan().any()
+    elif stage in SIGREG_STAGES or special == "nan":
         assert torch.isnan(value).any(), value
     else:  # a sort op: inf - quantile is inf, and inf sorts like any value; NaN or inf, never finite
         assert not torch.isfinite(value).all(), value
@@ -295,6 +361,13 @@ class RecordCustomOps(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def _skip_repeated_emulation(backend: str, stage: str) -> None:
+    """The statistics share one custom op and autograd.Function per backend (the statistic is an argument):
+    in the interpreter, where each call takes seconds, one of them stands for all in the op-level tests."""
+    if stage in STATISTICS and stage != "watson" and dispatch.REGISTRY.backends[backend].emulated():
+        pytest.skip("in the interpreter watson's case checks the statistics' shared op and autograd")
+
+
 def _has_backward(func) -> bool:
     from torch._library.custom_ops import _maybe_get_opdef
 
@@ -305,6 +378,7 @@ def _has_backward(func) -> bool:
 @pytest.mark.parametrize("backend,stage", PAIRS)
 def test_opcheck_every_launched_op(rng, backend, stage):
     device = _usable(backend)
+    _skip_repeated_emulation(backend, stage)
     sample = _two_views(next(s for s in sample_inputs(stage, rng) if s.x.dim() == 3)).to(device)
     with RecordCustomOps() as record:
         value_and_grad(lambda v: call(stage, sample, v, backend), sample.x)
@@ -326,6 +400,7 @@ def test_opcheck_every_launched_op(rng, backend, stage):
 def test_compile_fullgraph_equals_the_call(rng, backend, stage):
     """Traced whole (no graph break around the kernels), and again after N changes (a recompile)."""
     device = _usable(backend)
+    _skip_repeated_emulation(backend, stage)
     torch._dynamo.reset()  # fn's code object is shared by every pair: each gets dynamo's whole recompile budget
     sample = _two_views(next(s for s in sample_inputs(stage, rng) if s.x.dim() == 3 and s.x.shape[-2] >= 20))
     sample = sample.to(device)
@@ -348,7 +423,8 @@ def test_compile_fullgraph_equals_the_call(rng, backend, stage):
 @pytest.mark.parametrize("backend,stage", PAIRS)
 def test_double_backward_raises_naming_eager(rng, backend, stage):
     device = _usable(backend)
-    sample = next(sample_inputs(stage, rng)).to(device)
+    # (entropy below 2m + 2 rows runs its reference, which has a double backward)
+    sample = next(s for s in sample_inputs(stage, rng) if stage not in STATISTICS or s.x.shape[-2] >= 8).to(device)
     x = sample.x.detach().requires_grad_()
     with pytest.raises(RuntimeError, match="not differentiable.*backend='eager'"):
         torch.autograd.grad(call(stage, sample, x, backend).sum(), x, create_graph=True)
@@ -359,4 +435,6 @@ def test_every_backend_and_stage_is_covered():
     pairs = {tuple(p.values) for p in PAIRS}
     assert {("cpu", "ecf_means"), ("triton", "ecf_means"), ("triton", "ecf_means_min")} <= pairs
     assert {(b, s) for b in ("cpu", "cuda", "triton") for s in dispatch.SORT_STAGES} <= pairs
-    assert set(STAGE_OP) | set(dispatch.SORT_STAGES) >= {s for _, s in pairs}  # each stage has its public op
+    assert {("cpu", s) for s in STATISTICS} | {("triton", s) for s in STATISTICS[1:]} <= pairs
+    # each stage has its public op
+    assert set(STAGE_OP) | set(dispatch.SORT_STAGES) | set(STATISTICS) >= {s for _, s in pairs}

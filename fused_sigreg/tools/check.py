@@ -8,7 +8,7 @@ precision floor a backend is judged against (bf16: within 2x of it).
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -125,8 +125,8 @@ def _errors(got, want, dtype=None):
     return relative_error(value, want[0]), relative_error(grad, want[1])
 
 
-def check_problem(problem: Problem) -> List[Dict]:
-    """One row per usable backend, each with ``ok``.
+def check_problem(problem: Problem, only: Optional[List[str]] = None) -> List[Dict]:
+    """One row per usable backend (those named in ``only``, when given), each with ``ok``.
 
     fp32/fp64: value and gradient against eager at the same dtype, <= 1e-5 (the eager row shows
     eager's own error against float64). 16-bit: every backend against float64 truth, within 2x of
@@ -145,6 +145,8 @@ def check_problem(problem: Problem) -> List[Dict]:
         with reference_rule(problem):
             budget = _errors(value_and_grad(problem.rounded(dtype), problem.x.double(), "eager"), truth, dtype)
         for name in providers_for(problem):
+            if only is not None and name not in only:
+                continue
             row = _row(problem, name, "eager float64", _errors(value_and_grad(problem, problem.x, name), truth))
             row["budget"] = f"2x {budget[0]:.2g}, {budget[1]:.2g}"
             row["ok"] = all(
@@ -155,6 +157,8 @@ def check_problem(problem: Problem) -> List[Dict]:
     with reference_rule(problem):
         ref = value_and_grad(problem, problem.x, "eager")
     for name in providers_for(problem):
+        if only is not None and name not in only:
+            continue
         if name == "eager":
             row = _row(problem, name, "eager float64", _errors(ref, truth))
             row["ok"] = all(e < float("inf") for e in (row["value_rel_err"], row["grad_rel_err"]))

@@ -42,8 +42,8 @@ def all_specs() -> List[CompileSpec]:
 def expected_counts() -> Dict[str, int]:
     """Configurations per architecture of each kernel, counted from the launchers' own tables (not from
     ``all_specs``): a launchable configuration missing from the specs makes the check fail."""
-    from ..backends.sort_stat import IDS
     from ..backends.triton import configs, sigreg_fused
+    from ..backends.triton.sort_stat import TRITON_IDS
 
     variants = len(sigreg_fused.INPUT_VARIANTS)
     return {
@@ -53,7 +53,7 @@ def expected_counts() -> Dict[str, int]:
         "ecf_sums_kernel": 1,
         "ecf_grad_kernel": 1,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
-        "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(IDS),  # one variant per statistic
+        "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic
     }
 
 

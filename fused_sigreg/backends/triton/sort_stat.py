@@ -18,12 +18,15 @@ from ..sort_stat import IDS, make_stages
 from .configs import MAX_STAT_N, STAT_CONFIGS, CompileSpec, sort_config
 from .launch import launch
 
+# Anderson-Darling is the CPU extension's only (kernels/sort_stat.py says why)
+TRITON_IDS = {name: i for name, i in IDS.items() if name != "anderson_darling"}
+
 
 def _check(proj: torch.Tensor, statistic: int, weights: Optional[torch.Tensor]) -> None:
     if proj.dim() != 3 or proj.dtype != torch.float32:
         raise ValueError(f"proj must be (V, N, K) float32, got {tuple(proj.shape)} {proj.dtype}")
-    if statistic not in IDS.values():
-        raise ValueError(f"statistic must be an id in {sorted(IDS.values())}, got {statistic}")
+    if statistic not in TRITON_IDS.values():
+        raise ValueError(f"statistic must be an id in {sorted(TRITON_IDS.values())}, got {statistic}")
     if statistic == IDS["shapiro_wilk"] and (
         weights is None or weights.shape != (proj.shape[1],) or weights.dtype != torch.float32
     ):
@@ -69,14 +72,14 @@ def _triton_stat(samples, statistic, eps, m, weights, closed):
     return value.reshape(samples.shape[:-2] + samples.shape[-1:]), grad.reshape(samples.shape)
 
 
-STAGES = make_stages(_triton_stat)
+STAGES = {name: f for name, f in make_stages(_triton_stat).items() if name != "anderson_darling"}
 
 
 def compile_specs():
     """Every (config, statistic) the launcher can pick, for ``compile_check``."""
     pointers = ("proj_ptr", "weights_ptr", "value_ptr", "grad_ptr")
     for cfg in STAT_CONFIGS:
-        for name, statistic in IDS.items():
+        for name, statistic in TRITON_IDS.items():
             constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_S=cfg.block_s, STAT=statistic)
             signature = {
                 **{p: "*fp32" for p in pointers},
