@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import run as results_run  # noqa: E402
 from fused_sigreg import dispatch  # noqa: E402
-from fused_sigreg.dispatch import OP_STAGES  # noqa: E402
+from fused_sigreg.dispatch import STAGE_OF  # noqa: E402
 from sweeps import SWEEPS  # noqa: E402
 
 CSV = os.path.join(REPO, "benchmarks", "results", "cpu", "results.csv")
@@ -45,7 +45,7 @@ def test_committed_csv_covers_every_sweep_point_and_provider():
         for key in {(r["V"], r["N"], r["D"], r["K"]) for r in rows if r["op"] == op}:  # compile at every point
             assert any(r["provider"] == "compile" and (r["V"], r["N"], r["D"], r["K"]) == key for r in rows), (op, key)
         # every backend that implements the op is listed, timed or "not measured"
-        stage = OP_STAGES[op]
+        stage = STAGE_OF[op]
         assert {n for n, b in dispatch.REGISTRY.backends.items() if stage in b.ops} <= providers, op
     assert all(r["status"] in ("ok", "OOM", "not measured") for r in rows)
     assert all(r["reason"] for r in rows if r["status"] == "not measured")
