@@ -109,7 +109,13 @@ def extensions():
     if not build_cuda:
         _log("building the CPU extension only" + ("" if forced == "0" else f" ({why_not})"))
 
-    sources = ["csrc/ops.cpp", "csrc/sort_match_cpu.cpp", "csrc/sort_stat_cpu.cpp", "csrc/sigreg_cpu.cpp"]
+    sources = [
+        "csrc/ops.cpp",
+        "csrc/sort_match_cpu.cpp",
+        "csrc/sort_stat_cpu.cpp",
+        "csrc/moment_stat_cpu.cpp",
+        "csrc/sigreg_cpu.cpp",
+    ]
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
     link = ["-fopenmp"]
     sanitize = os.environ.get("FUSED_SIGREG_SANITIZE", "")

@@ -85,6 +85,22 @@ def read_csv(path):
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
+def merged_rows(csv_path, ops, env):
+    """(rows of the other ops in ``csv_path``, ``env`` naming where those rows were measured): a run of some
+    ops added to committed results without re-timing the rest."""
+    old_env = dict(line[2:].strip().split(": ", 1) for line in open(csv_path) if line.startswith("# "))
+    kept = [r for r in read_csv(csv_path) if r["op"] not in ops]
+    if kept:
+        others = ", ".join(dict.fromkeys(r["op"] for r in kept))
+        earlier = old_env.get("other_ops_measured_at")
+        env = dict(env)
+        env["other_ops_measured_at"] = (
+            f"{old_env.get('git_commit', '?')[:12]} {old_env.get('timestamp', '?')} ({others})"
+            + (f"; before that {earlier}" if earlier else "")
+        )
+    return kept, env
+
+
 def env_lines(device, csv_path):
     """The lines above a device's tables: where and with what the numbers were measured."""
     env = [line[2:].strip() for line in open(csv_path) if line.startswith("# ")]
@@ -188,6 +204,11 @@ def main(argv=None):
         "--docs", default=os.path.join(REPO, "docs", "results.md"), help="tables to update ('' to skip)"
     )
     parser.add_argument("--quick", action="store_true", help="two shapes per op (smoke test)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the existing results of the ops not run (their commit and time are named in the header)",
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
         "--time-limit",
@@ -203,6 +224,8 @@ def main(argv=None):
     csv_path = os.path.join(out, "results.csv")
     rows = []
     env = bench.environment()  # the code that runs is the code at the start (commit, dirty or not)
+    if args.merge and os.path.exists(csv_path):
+        rows, env = merged_rows(csv_path, args.op.split(","), env)
     for op in args.op.split(","):  # written after each op, so that a run cut short keeps what it measured
         rows += run(args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype), deadline)
         bench.write_results(rows, csv_path, env)

@@ -30,9 +30,12 @@ SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
 # dispatches "ecf_means_min"). The one table; tools and tests read it from here.
 OP_STAGES = {"sigreg": "ecf_means", "sliced_wasserstein": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
 OPS = tuple(OP_STAGES)
-# lejepa's EDF-family univariate tests on samples (..., N, K) (``fused_sigreg.ops.univariate``); each is
-# its own stage. ``bench`` and ``check`` take them as ops on the projections x @ W (TOOL_OPS, STAGE_OF).
-STATISTICS = ("anderson_darling", "cramer_von_mises", "watson", "shapiro_wilk", "entropy")
+# lejepa's univariate tests on samples (..., N, K) (``fused_sigreg.ops.univariate``), the EDF family (one
+# sort per column) and the moment family (power sums); each is its own stage. ``bench`` and ``check`` take
+# them as ops on the projections x @ W (TOOL_OPS, STAGE_OF).
+EDF_STATISTICS = ("anderson_darling", "cramer_von_mises", "watson", "shapiro_wilk", "entropy")
+MOMENT_STATISTICS = ("moments", "vcreg", "extended_jarque_bera")
+STATISTICS = EDF_STATISTICS + MOMENT_STATISTICS
 TOOL_OPS = OPS + STATISTICS
 STAGE_OF = {**OP_STAGES, **{name: name for name in STATISTICS}}
 

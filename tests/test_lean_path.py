@@ -195,3 +195,34 @@ def test_no_sync_on_a_gpu(op, usage):
 
 
 assert set(MODULES) == set(dispatch.OPS)
+
+
+# lejepa's univariate statistics on the projections x @ W (fused_sigreg.ops.univariate), one fwd+bwd of
+# their mean: the projection and its backward (2 mm), one custom op, the mean and its backward (3) and the
+# one-multiply backward of the op; the cpu sort op adds the extension's (S, N) layout (a copy each way).
+# Measured with this test; an op a backend does not fuse (Anderson-Darling on triton) is not listed for it.
+STATISTIC_KERNELS = {"cpu": 9, "triton": 7}
+
+
+def _statistic_cases():
+    for backend in ("cpu", "triton"):
+        for name in dispatch.STATISTICS:
+            if name in dispatch.REGISTRY.backends[backend].ops:
+                yield pytest.param(backend, name, id=f"{backend}-{name}")
+
+
+@pytest.mark.parametrize("backend,name", list(_statistic_cases()))
+def test_statistics_make_no_host_sync_and_few_kernels(backend, name, monkeypatch):
+    from fused_sigreg.ops import univariate as fused
+
+    if backend not in _backends():
+        pytest.skip(f"backend {backend!r} is not usable here")
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    x, a, _ = _inputs("sigreg", torch.float32, device, N=40)
+    statistic = getattr(fused, name)
+    ops = _record(lambda: _fresh_grad(x) or statistic(x @ a, backend=backend).mean().backward(), monkeypatch)
+    assert not [o for o in ops if o in SYNCS] and "lift_fresh" not in ops, collections.Counter(ops)
+    # Shapiro-Wilk's weights come from the cache: none of their builders run warm
+    assert not {"linspace", "erfinv", "arange"} & set(ops), collections.Counter(ops)
+    kernels = [o for o in ops if o not in NO_KERNEL]
+    assert len(kernels) <= STATISTIC_KERNELS[backend], collections.Counter(kernels)

@@ -27,6 +27,9 @@ EAGER = Backend(
             x, expectation_mode, covariance_mode, eps
         ),
         "entropy": lambda x, m, eps, method: univariate.entropy(x, m, eps, method),
+        "moments": univariate.moments,
+        "vcreg": univariate.vcreg,
+        "extended_jarque_bera": univariate.extended_jarque_bera,
     },
 )
 register_backend(EAGER)

@@ -7,7 +7,8 @@ same constructor arguments and defaults, same ``state_dict`` (``global_step``,
 directions at every step. With an ``EppsPulley`` inside, the projection and the ECF are fused
 (``fused_sigreg.sigreg``); the EDF-family tests (``AndersonDarling``, ``CramerVonMises``, ``Watson``,
 ``ShapiroWilk``, ``Entropy``) sort each slice once and form the statistic and its gradient in one pass
-(``fused_sigreg.ops.univariate``); the moment tests and ``NLL`` run their eager references.
+(``fused_sigreg.ops.univariate``); the moment tests (``Moments``, ``VCReg``, ``ExtendedJarqueBera``) read
+each slice once for its power sums and once for the gradient; ``NLL`` runs its eager reference.
 """
 
 from __future__ import annotations
@@ -99,9 +100,8 @@ class UnivariateTest(nn.Module):
         return self.statistic(x)
 
     def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-        """The statistic per column on ``backend`` (``SlicingUnivariateTest`` passes its own). Tests
-        without a fused pass (the moment tests, ``NLL``) define ``forward`` and run their reference on
-        any backend."""
+        """The statistic per column on ``backend`` (``SlicingUnivariateTest`` passes its own). A test
+        without a fused pass (``NLL``) defines ``forward`` and runs its reference on any backend."""
         return self.forward(x)
 
     def extra_repr(self) -> str:
@@ -189,8 +189,8 @@ class Moments(UnivariateTest):
         self.register_buffer("moments", univariate.gaussian_moments(self.k_max))
         self.register_buffer("weights", torch.arange(2, self.k_max + 1).neg().exp())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.moments(self._samples(x), self.k_max)
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return fused.moments(self._samples(x), self.k_max, backend=backend)
 
     def extra_repr(self) -> str:
         return f"k_max={self.k_max}"
@@ -199,15 +199,15 @@ class Moments(UnivariateTest):
 class VCReg(UnivariateTest):
     """lejepa's ``VCReg(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.vcreg``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.vcreg(self._samples(x))
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return fused.vcreg(self._samples(x), backend=backend)
 
 
 class ExtendedJarqueBera(UnivariateTest):
     """lejepa's ``ExtendedJarqueBera(eps=1e-5, sorted=False)`` (``fused_sigreg.univariate.extended_jarque_bera``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return univariate.extended_jarque_bera(self._samples(x))
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        return fused.extended_jarque_bera(self._samples(x), backend=backend)
 
 
 class NLL(UnivariateTest):

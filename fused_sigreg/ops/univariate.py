@@ -1,10 +1,13 @@
-"""lejepa's EDF-family normality tests as fused statistics: the functions of ``fused_sigreg.univariate``
+"""lejepa's univariate normality tests as fused statistics: the functions of ``fused_sigreg.univariate``
 (the eager references, same names and arguments) plus ``backend=``.
 
-Samples (..., N, K) -> one statistic per column (..., K), float32 (float64 for float64 samples). The
-``cpu`` backend sorts each column once and forms the statistic and its gradient in the same pass
-(``csrc/sort_stat.h``); other devices and dtypes, forward-mode AD and torch.func run the reference.
-``sorted_input=True`` (the samples are already sorted) needs no sort: it runs the reference.
+Samples (..., N, K) -> one statistic per column (..., K), float32 (float64 for float64 samples). The EDF
+family (Anderson-Darling, Cramer-von Mises, Watson, Shapiro-Wilk, entropy) sorts each column once and forms
+the statistic and its gradient in the same pass (``csrc/sort_stat.h``, ``kernels/sort_stat.py``); the
+moment family (Moments, VCReg, Extended Jarque-Bera) reads each column once for its power sums and once
+more for the gradient (``csrc/moment_stat.h``, ``kernels/moment_stat.py``). Other dtypes, forward-mode
+AD and torch.func run the reference. ``sorted_input=True`` (the samples are already sorted) needs no
+sort: it runs the reference.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import torch
 from .. import dispatch, univariate
 from ..validation import as_int, check_number
 
-__all__ = ["anderson_darling", "cramer_von_mises", "entropy", "shapiro_wilk", "watson"]
+__all__ = [
+    "anderson_darling",
+    "cramer_von_mises",
+    "entropy",
+    "extended_jarque_bera",
+    "moments",
+    "shapiro_wilk",
+    "vcreg",
+    "watson",
+]
 
 
 def _check_samples(x) -> None:
@@ -96,3 +108,24 @@ def entropy(
     if sorted_input:
         return univariate.entropy(x, m, eps, method, True)
     return dispatch.run("entropy", (x,), backend, x, m, float(eps), method)
+
+
+def moments(x: torch.Tensor, k_max: int = 4, backend: Optional[str] = None) -> torch.Tensor:
+    """|mean| + sum_k e^-k |E x^k - E Z^k| of each column (``fused_sigreg.univariate.moments``); under
+    torch.distributed the reference runs (it averages every moment over ranks)."""
+    _check_samples(x)
+    k_max = as_int(k_max, "k_max", 1)
+    return dispatch.run("moments", (x,), backend, x, k_max)
+
+
+def vcreg(x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    """n mean^2 / var + (n - 1)(var - 1)^2 / 2 of each column (``fused_sigreg.univariate.vcreg``)."""
+    _check_samples(x)
+    return dispatch.run("vcreg", (x,), backend, x)
+
+
+def extended_jarque_bera(x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    """VCReg + n / 6 (skew^2 + (kurtosis - 3)^2 / 4) of each column
+    (``fused_sigreg.univariate.extended_jarque_bera``)."""
+    _check_samples(x)
+    return dispatch.run("extended_jarque_bera", (x,), backend, x)

@@ -29,19 +29,21 @@ ARCHS = {80: 166912, 90: 232448}
 
 def all_specs() -> List[CompileSpec]:
     # imported here, not at the top: the launchers import triton, which this module's users may lack
-    from ..backends.triton import sigreg_fused, sigreg_passes, sort_match, sort_stat
+    from ..backends.triton import moment_stat, sigreg_fused, sigreg_passes, sort_match, sort_stat
 
     return [
         *sigreg_fused.compile_specs(),
         *sigreg_passes.compile_specs(),
         *sort_match.compile_specs(),
         *sort_stat.compile_specs(),
+        *moment_stat.compile_specs(),
     ]
 
 
 def expected_counts() -> Dict[str, int]:
     """Configurations per architecture of each kernel, counted from the launchers' own tables (not from
     ``all_specs``): a launchable configuration missing from the specs makes the check fail."""
+    from ..backends.moment_stat import IDS as MOMENT_IDS
     from ..backends.triton import configs, sigreg_fused
     from ..backends.triton.sort_stat import TRITON_IDS
 
@@ -54,6 +56,8 @@ def expected_counts() -> Dict[str, int]:
         "ecf_grad_kernel": 1,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
         "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic
+        # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera
+        "moment_stat_kernel": len(MOMENT_IDS) + 1,
     }
 
 

@@ -44,6 +44,9 @@ SHAPES = [(1, 2, 3), (3, 3, 2), (1, 37, 5), (3, 37, 2), (1, 129, 3), (2, 37, 9),
 @pytest.mark.parametrize("two_sample", [False, True], ids=["quantiles", "two-sample"])
 @pytest.mark.parametrize("V,N,K", SHAPES)
 def test_op_matches_stable_sort(rng, V, N, K, two_sample):
+    if two_sample and N > 100 and dispatch.REGISTRY.backends["triton"].emulated():
+        # the second sort is the same code at every width; the quantile cases cover the wide sorts
+        pytest.skip("the interpreter runs the two-sample sort up to N = 37 (about a minute at 129 and 300)")
     proj = torch.randn(V, N, K, generator=rng).to(DEVICE)
     target = (torch.randn(V, N, K, generator=rng) if two_sample else normal_quantiles(N)).to(DEVICE)
     sum_sq, grad = sort_match_triton(proj, target)

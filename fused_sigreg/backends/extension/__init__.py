@@ -1,13 +1,21 @@
 """The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``, loaded by ``library.py``):
 sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), SIGReg's ECF stage and
-lejepa's EDF-family statistics on CPU (``sigreg_cpu.py``, ``sort_stat.py``).
+lejepa's EDF- and moment-family statistics on CPU (``sigreg_cpu.py``, ``sort_stat.py``, ``moment_stat.py``).
 Registering them loads the library but imports no stage module."""
 
 from __future__ import annotations
 
 import torch
 
-from ...dispatch import SORT_STAGES, STATISTICS, Backend, kernel_supports, lazy_op, register_backend
+from ...dispatch import (
+    EDF_STATISTICS,
+    MOMENT_STATISTICS,
+    SORT_STAGES,
+    Backend,
+    kernel_supports,
+    lazy_op,
+    register_backend,
+)
 from . import library
 
 
@@ -41,6 +49,12 @@ def _statistic_stages():
     return sort_stat.STAGES
 
 
+def _moment_stages():
+    from . import moment_stat
+
+    return moment_stat.STAGES
+
+
 def _sigreg_cpu_stages():
     from . import sigreg_cpu
 
@@ -55,7 +69,8 @@ register_backend(
         ops=dict(
             _OPS,
             ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means"),
-            **{name: lazy_op(_statistic_stages, name) for name in STATISTICS},
+            **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS},
+            **{name: lazy_op(_moment_stages, name) for name in MOMENT_STATISTICS},
         ),
         available=_available_on("CPU"),
         supports=_supports_on("cpu"),

@@ -1,5 +1,6 @@
 """The ``triton`` backend: Triton kernels on CUDA tensors (``sigreg_passes.py``: SIGReg's passes over stored
-projections and the routing to the fully fused ``sigreg_fused.py``; ``sort_match.py``; ``sort_stat.py``).
+projections and the routing to the fully fused ``sigreg_fused.py``; ``sort_match.py``; ``sort_stat.py``;
+``moment_stat.py``).
 
 Registering it imports neither triton nor the kernels: the stages load on first use.
 With ``TRITON_INTERPRET=1`` (set before triton is first imported) the kernels run on CPU tensors
@@ -12,7 +13,15 @@ import importlib.util
 
 import torch
 
-from ...dispatch import SORT_STAGES, STATISTICS, Backend, kernel_supports, lazy_op, register_backend
+from ...dispatch import (
+    EDF_STATISTICS,
+    MOMENT_STATISTICS,
+    SORT_STAGES,
+    Backend,
+    kernel_supports,
+    lazy_op,
+    register_backend,
+)
 from .configs import MAX_SORT_N, MAX_STAT_N, interpreter_mode
 
 # Decided once at import: torch.compile refuses importlib's finder inside a traced call.
@@ -35,7 +44,7 @@ def _supports(op, tensors):
     n = tensors[0].shape[-2]
     if ok and op in SORT_STAGES and n > MAX_SORT_N:
         return False, f"its sort kernel takes N <= {MAX_SORT_N} rows per slice, got N = {n}"
-    if ok and op in STATISTICS and n > MAX_STAT_N:
+    if ok and op in EDF_STATISTICS and n > MAX_STAT_N:
         return False, f"its statistics kernel takes N <= {MAX_STAT_N} rows per slice, got N = {n}"
     return ok, why
 
@@ -58,12 +67,19 @@ def _statistic_stages():
     return sort_stat.STAGES
 
 
+def _moment_stages():
+    from . import moment_stat
+
+    return moment_stat.STAGES
+
+
 _OPS = {
     "ecf_means": lazy_op(_sigreg_stages, "ecf_means"),
     "ecf_means_min": lazy_op(_sigreg_stages, "ecf_means_min"),
     **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES},
     # Anderson-Darling on CUDA runs the reference: kernels/sort_stat.py says why
-    **{name: lazy_op(_statistic_stages, name) for name in STATISTICS if name != "anderson_darling"},
+    **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS if name != "anderson_darling"},
+    **{name: lazy_op(_moment_stages, name) for name in MOMENT_STATISTICS},
 }
 register_backend(
     Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports, emulated=interpreter_mode)

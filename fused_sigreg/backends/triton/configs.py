@@ -133,6 +133,10 @@ MAX_SORT_N = SORT_CONFIGS[-1].block_n  # widest sort (rows per slice) the kernel
 STAT_CONFIGS = tuple(cfg for cfg in SORT_CONFIGS if cfg.block_n <= 1024)
 MAX_STAT_N = STAT_CONFIGS[-1].block_n
 
+# The moment statistics' kernel (kernels/moment_stat.py) walks any N in chunks of block_n rows: one
+# config, 32 columns (a 128-byte row segment) per program. Not timed on a GPU.
+MOMENT_CONFIG = SortConfig(32, 32, 4)
+
 
 def sort_config(n: int) -> SortConfig:
     for cfg in SORT_CONFIGS:
