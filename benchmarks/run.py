@@ -86,18 +86,24 @@ def read_csv(path):
 
 
 def merged_rows(csv_path, ops, env):
-    """(rows of the other ops in ``csv_path``, ``env`` naming where those rows were measured): a run of some
-    ops added to committed results without re-timing the rest."""
+    """(rows of the other ops in ``csv_path``, ``env`` naming where each of those ops was measured): a run of
+    some ops added to committed results without re-timing the rest. The header line reads
+    "other_ops_measured_at: <commit> <time> (op, op); <commit> <time> (op)"."""
     old_env = dict(line[2:].strip().split(": ", 1) for line in open(csv_path) if line.startswith("# "))
     kept = [r for r in read_csv(csv_path) if r["op"] not in ops]
-    if kept:
-        others = ", ".join(dict.fromkeys(r["op"] for r in kept))
-        earlier = old_env.get("other_ops_measured_at")
-        env = dict(env)
-        env["other_ops_measured_at"] = (
-            f"{old_env.get('git_commit', '?')[:12]} {old_env.get('timestamp', '?')} ({others})"
-            + (f"; before that {earlier}" if earlier else "")
-        )
+    if not kept:
+        return [], env
+    where = {}  # ops an earlier merge kept keep their own provenance
+    for part in old_env.get("other_ops_measured_at", "").split("; "):
+        if part.endswith(")") and " (" in part:
+            at, names = part[:-1].split(" (", 1)
+            where.update({name: at for name in names.split(", ")})
+    old_run = f"{old_env.get('git_commit', '?')[:12]} {old_env.get('timestamp', '?')}"
+    groups = {}
+    for op in dict.fromkeys(r["op"] for r in kept):
+        groups.setdefault(where.get(op, old_run), []).append(op)
+    env = dict(env)
+    env["other_ops_measured_at"] = "; ".join(f"{at} ({', '.join(names)})" for at, names in groups.items())
     return kept, env
 
 

@@ -1,13 +1,15 @@
-// CPU implementation of moment_stat: per block of columns (at::parallel_for), three passes over the
-// rows in their (B, N, K) layout, each an inner loop over contiguous columns the compiler vectorises:
-// the column sums (the centre), the power sums of the shifted values in double, and after the
-// per-column finalize (moment_stat.h) the gradient polynomial written at every row.
+// CPU implementation of moment_stat: per block of 16 columns (at::parallel_for), three passes over the
+// rows in their (B, N, K) layout, each an inner loop over the 16 contiguous columns that the compiler
+// unrolls and vectorises (the power and the polynomial degree are template arguments): the column sums
+// (the centre), the power sums of the shifted values in double, and after the per-column finalize
+// (moment_stat.h) the gradient polynomial written at every row.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
+#include <utility>
 
 #include "moment_stat.h"
 
@@ -15,6 +17,72 @@ namespace fused_sigreg {
 namespace {
 
 constexpr int64_t kColumns = 16;  // columns per task: one cache line of float32 per row
+using Block = std::array<double, kColumns>;
+using Sums = std::array<Block, moment_stat::kMaxOrder + 1>;  // [q][j]: sum_i d^q of column j
+
+// One row segment of a task's columns as float32, zero-padded past the last column (a zero shifted by
+// a zero centre adds nothing to any power sum).
+inline const float* row_segment(const float* x, int64_t w, std::array<float, kColumns>& pad) {
+  if (w == kColumns) return x;
+  pad.fill(0.0f);
+  std::copy(x, x + w, pad.begin());
+  return pad.data();
+}
+
+// T[q][j] += d^q, q = 1..P, over the rows; P a compile-time constant so that the inner loops over the
+// 16 columns unroll and vectorise.
+template <int P>
+void power_sums(const float* x, int64_t N, int64_t K, int64_t w, const std::array<float, kColumns>& c, Sums& T) {
+  std::array<float, kColumns> pad;
+  for (int64_t i = 0; i < N; ++i) {
+    const float* r = row_segment(x + i * K, w, pad);
+    Block d, dp;
+    for (int64_t j = 0; j < kColumns; ++j) dp[j] = d[j] = static_cast<double>(r[j] - c[j]);
+    for (int q = 1; q <= P; ++q) {
+      for (int64_t j = 0; j < kColumns; ++j) {
+        T[q][j] += dp[j];
+        dp[j] *= d[j];
+      }
+    }
+  }
+}
+
+// g = sum_q a[q] d^q (Horner), D coefficients.
+template <int D>
+void gradient(const float* x, float* g, int64_t N, int64_t K, int64_t w, const std::array<float, kColumns>& c,
+              const Sums& a) {
+  std::array<float, kColumns> pad;
+  for (int64_t i = 0; i < N; ++i) {
+    const float* r = row_segment(x + i * K, w, pad);
+    Block acc;
+    for (int64_t j = 0; j < kColumns; ++j) {
+      const double d = static_cast<double>(r[j] - c[j]);
+      double v = a[D - 1][j];
+      for (int q = D - 2; q >= 0; --q) v = v * d + a[q][j];
+      acc[j] = v;
+    }
+    for (int64_t j = 0; j < w; ++j) g[i * K + j] = static_cast<float>(acc[j]);
+  }
+}
+
+// The template instance for a runtime order 1..kMaxOrder.
+template <template <int> class Fn, int P = 1, class... Args>
+void with_order(int64_t order, Args&&... args) {
+  if constexpr (P <= moment_stat::kMaxOrder) {
+    if (order == P) return Fn<P>::run(std::forward<Args>(args)...);
+    with_order<Fn, P + 1>(order, std::forward<Args>(args)...);
+  }
+}
+template <int P>
+struct PowerSums {
+  template <class... Args>
+  static void run(Args&&... args) { power_sums<P>(std::forward<Args>(args)...); }
+};
+template <int D>
+struct Gradient {
+  template <class... Args>
+  static void run(Args&&... args) { gradient<D>(std::forward<Args>(args)...); }
+};
 
 std::tuple<at::Tensor, at::Tensor> moment_stat_cpu(const at::Tensor& proj, int64_t statistic, int64_t k_max,
                                                    bool closed) {
@@ -33,6 +101,7 @@ std::tuple<at::Tensor, at::Tensor> moment_stat_cpu(const at::Tensor& proj, int64
   if (B == 0 || K == 0) return {value, grad};
   TORCH_CHECK(N >= 1, "proj needs at least one row, got N = ", N);
   const int64_t P = moment_stat::order(stat, k_max);
+  const int64_t degree = moment_stat::centred(stat) ? 4 : P;  // gradient coefficients a_0 .. a_(degree - 1)
   const bool centre = moment_stat::centred(stat);
   const double n = static_cast<double>(N);
   const float* x_in = p.data_ptr<float>();
@@ -44,43 +113,29 @@ std::tuple<at::Tensor, at::Tensor> moment_stat_cpu(const at::Tensor& proj, int64
       const int64_t b = task / blocks, k0 = (task % blocks) * kColumns;
       const int64_t w = std::min(kColumns, K - k0);
       const float* x = x_in + b * N * K + k0;
-      float* g = g_out + b * N * K + k0;
       std::array<float, kColumns> c{};
       if (centre) {
-        std::array<double, kColumns> sum{};
-        for (int64_t i = 0; i < N; ++i)
-          for (int64_t j = 0; j < w; ++j) sum[j] += x[i * K + j];
+        Block sum{};
+        std::array<float, kColumns> pad;
+        for (int64_t i = 0; i < N; ++i) {
+          const float* r = row_segment(x + i * K, w, pad);
+          for (int64_t j = 0; j < kColumns; ++j) sum[j] += r[j];
+        }
         for (int64_t j = 0; j < w; ++j) c[j] = static_cast<float>(sum[j] / n);
       }
-      // T[p][j] = sum_i d^p, p = 1..P
-      std::array<std::array<double, kColumns>, moment_stat::kMaxOrder + 1> T{};
-      for (int64_t i = 0; i < N; ++i) {
-        for (int64_t j = 0; j < w; ++j) {
-          const double d = static_cast<double>(x[i * K + j] - c[j]);
-          double dp = d;
-          for (int64_t q = 1; q <= P; ++q) {
-            T[q][j] += dp;
-            dp *= d;
-          }
-        }
-      }
-      std::array<std::array<double, moment_stat::kMaxOrder>, kColumns> coef{};
+      Sums T{};
+      with_order<PowerSums>(P, x, N, K, w, c, T);
+      Sums coef{};  // [q][j]: the gradient polynomial's coefficient of d^q for column j
       for (int64_t j = 0; j < w; ++j) {
         std::array<double, moment_stat::kMaxOrder + 1> t{};
+        std::array<double, moment_stat::kMaxOrder> a{};
         for (int64_t q = 1; q <= P; ++q) t[q] = T[q][j];
-        const double v = centre ? moment_stat::central(stat, t.data(), n, c[j], closed, coef[j].data())
-                                : moment_stat::moments(t.data(), n, k_max, coef[j].data());
+        const double v = centre ? moment_stat::central(stat, t.data(), n, c[j], closed, a.data())
+                                : moment_stat::moments(t.data(), n, k_max, a.data());
+        for (int64_t q = 0; q < degree; ++q) coef[q][j] = a[q];
         v_out[b * K + k0 + j] = static_cast<float>(v);
       }
-      const int64_t degree = centre ? 4 : P;  // coefficients a_0 .. a_(degree - 1)
-      for (int64_t i = 0; i < N; ++i) {
-        for (int64_t j = 0; j < w; ++j) {
-          const double d = static_cast<double>(x[i * K + j] - c[j]);
-          double acc = coef[j][degree - 1];
-          for (int64_t q = degree - 2; q >= 0; --q) acc = acc * d + coef[j][q];
-          g[i * K + j] = static_cast<float>(acc);
-        }
-      }
+      with_order<Gradient>(degree, x, g_out + b * N * K + k0, N, K, w, c, coef);
     }
   });
   return {value, grad};

@@ -47,9 +47,12 @@ def test_backends_command():
     out = _run("backends")
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
-    statistics = "anderson_darling,cramer_von_mises,watson,shapiro_wilk,entropy"
+    moments = "moments,vcreg,extended_jarque_bera"
+    statistics = f"anderson_darling,cramer_von_mises,watson,shapiro_wilk,entropy,{moments}"
     assert rows["eager"][1] == rows["cpu"][1] == f"sigreg,sliced_wasserstein,visreg,rdmreg,{statistics}"
-    assert rows["triton"][1] == "sigreg,sliced_wasserstein,visreg,rdmreg,cramer_von_mises,watson,shapiro_wilk,entropy"
+    assert rows["triton"][1] == (
+        f"sigreg,sliced_wasserstein,visreg,rdmreg,cramer_von_mises,watson,shapiro_wilk,entropy,{moments}"
+    )
     assert rows["cuda"][1] == "sliced_wasserstein,visreg,rdmreg"
 
 

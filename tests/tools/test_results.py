@@ -86,3 +86,24 @@ def test_run_script_time_limit_lists_cases_it_had_no_time_for(tmp_path):
     for render in (results_run.render_summary, results_run.render_section):
         block = render(rows, env, "cpu")
         assert "not measured" in block and "| - / - |" in block
+
+
+def test_a_merged_run_names_where_each_kept_op_was_measured(tmp_path):
+    """``run.py --merge`` keeps the other ops' rows and says which commit measured each of them, also
+    after several merges."""
+    path = tmp_path / "results.csv"
+
+    def write(env, ops):
+        lines = [f"# {k}: {v}" for k, v in env.items()] + ["op,N"] + [f"{op},8" for op in ops]
+        path.write_text("\n".join(lines) + "\n")
+
+    write({"git_commit": "a" * 40, "timestamp": "t1"}, ["sigreg", "visreg"])
+    kept, env = results_run.merged_rows(path, ["visreg"], {"git_commit": "b" * 40, "timestamp": "t2"})
+    assert [r["op"] for r in kept] == ["sigreg"]
+    assert env["other_ops_measured_at"] == f"{'a' * 12} t1 (sigreg)" and env["git_commit"] == "b" * 40
+    write(env, ["sigreg", "visreg"])  # visreg measured at b, sigreg still at a
+    kept, env = results_run.merged_rows(path, ["rdmreg"], {"git_commit": "c" * 40, "timestamp": "t3"})
+    assert [r["op"] for r in kept] == ["sigreg", "visreg"]
+    assert env["other_ops_measured_at"] == f"{'a' * 12} t1 (sigreg); {'b' * 12} t2 (visreg)"
+    kept, env = results_run.merged_rows(path, ["sigreg", "visreg"], {"git_commit": "c" * 40})
+    assert kept == [] and "other_ops_measured_at" not in env
