@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fused_sigreg as fs
-from fused_sigreg.compat import jepa_science, lejepa, lightly, stable_pretraining
+from fused_sigreg.compat import jepa_science, lejepa, lightly, rectified_lpjepa, stable_pretraining
 from helpers import REPO, rel_err
 
 TOL = 1e-5
@@ -206,7 +206,21 @@ def _drop_ins():
         "jepa_science.SIGReg": lambda x: jepa_science.SIGReg(8)(x),
         "jepa_science.sigreg_loss": lambda x: jepa_science.sigreg_loss(x, 8),
         "lejepa.SlicingUnivariateTest": lambda x: lejepa.SlicingUnivariateTest(lejepa.EppsPulley(), 8)(x[0]),
+        "rectified_lpjepa.sliced_wasserstein_distance_for_one_view": lambda x: (
+            rectified_lpjepa.sliced_wasserstein_distance_for_one_view(
+                x[0].relu(), _unit_rows(8, x), "rectified_lp_distribution", chosen_sigma=1.0
+            )
+        ),
+        "rectified_lpjepa.rdmreg_loss": lambda x: rectified_lpjepa.rdmreg_loss(
+            x[0].relu(), x[1].relu(), _unit_rows(8, x), "rectified_lp_distribution", chosen_sigma=1.0
+        ),
     }
+
+
+def _unit_rows(m, x):
+    """(m, D) unit projection rows in x's dtype (the official code multiplies features @ P.T: one dtype)."""
+    p = torch.randn(m, x.shape[-1], generator=torch.Generator().manual_seed(0))
+    return (p / p.norm(dim=1, keepdim=True)).to(x.dtype)
 
 
 BF, H, F, D64 = torch.bfloat16, torch.float16, torch.float32, torch.float64
@@ -225,6 +239,9 @@ OFFICIAL_DTYPES = {
     "jepa_science.SIGReg": (BF, H, D64, BF, BF),
     "jepa_science.sigreg_loss": (BF, H, D64, BF, BF),
     "lejepa.SlicingUnivariateTest": (F, F, D64, BF, BF),
+    # features @ P.T in one dtype; under autocast that matmul and the sorted differences' mean after it
+    "rectified_lpjepa.sliced_wasserstein_distance_for_one_view": (BF, H, D64, BF, BF),
+    "rectified_lpjepa.rdmreg_loss": (BF, H, D64, BF, BF),
 }
 
 
@@ -237,6 +254,17 @@ def test_result_dtypes_are_the_official_ones(name, rng):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got.append(fn(x.to(dtype)).dtype)
     assert tuple(got) == OFFICIAL_DTYPES[name]
+
+
+def test_rectified_lp_jepa_loss_under_autocast_has_the_official_dtypes(rng):
+    """(loss, sim_loss, reg_loss): the invariance term is mse_loss, which autocast runs in float32; the
+    RDMReg term has the autocast dtype; their weighted sum promotes to float32."""
+    z = torch.randn(2, 12, 6, generator=rng).relu()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rectified_lpjepa.rectified_lp_jepa_loss(
+            z[0], z[1], _unit_rows(8, z), "lp_distribution", 25.0, 125.0, chosen_sigma=1.0
+        )
+    assert tuple(v.dtype for v in out) == (F, F, BF)
 
 
 def test_16_bit_results_are_float32_arithmetic_rounded_once(rng):

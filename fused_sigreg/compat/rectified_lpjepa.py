@@ -19,6 +19,7 @@ from ..ops.common import check_input
 from ..ops.rdmreg import rdmreg
 from ..rgg import gn_unit_variance_sigma, rgn_unit_variance_sigma
 from ..validation import _describe, as_int, check_lp_parameter, check_number, check_same_shape
+from .rule import matmul_result_dtype
 
 __all__ = [
     "choose_sigma_for_unit_var",
@@ -104,8 +105,9 @@ def _check_one_view(features, projection_vectors, name="features") -> None:
 
 
 def _official_dtype(features: torch.Tensor, projection_vectors: torch.Tensor) -> torch.dtype:
-    # the official loss is computed in the dtype of features @ projection_vectors.T
-    return torch.promote_types(features.dtype, projection_vectors.dtype)
+    # the official loss is computed in the dtype of features @ projection_vectors.T: the autocast dtype
+    # under autocast (its sort, difference and mean keep it), else the promoted input dtype
+    return matmul_result_dtype(features, torch.promote_types(features.dtype, projection_vectors.dtype))
 
 
 def sliced_wasserstein_distance_for_one_view(
