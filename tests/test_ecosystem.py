@@ -449,3 +449,22 @@ def test_fullgraph_names_the_fix():
     compiled = torch.compile(lambda x: jepa_science.sigreg_loss(x, 16), fullgraph=True)
     with pytest.raises(Exception, match="directions="):
         compiled(torch.randn(24, 8))
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointed_drop_ins_equal_eager_or_raise(rng, reentrant):
+    """Activation checkpointing restores the global RNG for its recompute: a drop-in drawing from it gets
+    the same directions and the same gradient. A generator= it does not restore: raises, naming the fix."""
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.randn(2, 16, 6, generator=rng).requires_grad_()
+    module = jepa_science.SIGReg(8)
+    torch.manual_seed(5)
+    (want,) = torch.autograd.grad(module(x * 1.0).sum(), x)
+    torch.manual_seed(5)
+    checkpoint(lambda v: module(v * 1.0).sum(), x, use_reentrant=reentrant).backward()  # (reentrant: no .grad())
+    assert torch.equal(x.grad, want)
+    gen = torch.Generator().manual_seed(1)
+    loss = checkpoint(lambda v: module(v * 1.0, generator=gen).sum(), x, use_reentrant=reentrant)
+    with pytest.raises(RuntimeError, match="activation checkpointing.*outside the checkpointed function"):
+        loss.backward()
