@@ -4,11 +4,12 @@
 // extended_jarque_bera), the eager references these are tested against. fused_sigreg/kernels/moment_stat.py
 // is the Triton twin of this file.
 //
-// The caller shifts every value by a per-column constant c (the float32 column mean for the central
+// The caller shifts every value by a per-column constant c (the column's first value for the central
 // statistics, 0 for Moments' raw moments) and sums d^p, d = x - c, in double. The statistic is a
 // function of those sums for any fixed c, so its gradient is sum_p dF/dT_p p d^(p-1): a polynomial in d
-// whose coefficients are written to ``coef`` (coef[q] multiplies d^q). Centring first keeps the
-// central moments well conditioned when the spread is tiny against the mean (near-collapse).
+// whose coefficients are written to ``coef`` (coef[q] multiplies d^q). Shifting by a sample puts the
+// deviations on the spread's scale, so the central moments stay well conditioned when the spread is
+// tiny against the mean (near-collapse) in one pass over the rows.
 #pragma once
 
 #include <cmath>
@@ -40,7 +41,11 @@ inline int64_t order(MomentStatistic stat, int64_t k_max) {
   }
 }
 
-// Whether the statistic sums powers of x - mean (else of x itself).
+// The gradient polynomial's coefficient count: k_max for Moments, 4 (up to d^3) otherwise.
+inline int64_t degree(MomentStatistic stat, int64_t k_max) { return stat == MomentStatistic::kMoments ? k_max : 4; }
+
+// Whether the statistic's moments are central (the values are shifted by a sample of their column);
+// Moments' raw moments take the values as they are.
 inline bool centred(MomentStatistic stat) { return stat != MomentStatistic::kMoments; }
 
 // sign(v) with sign(0) = 0: the gradient torch's abs passes.
@@ -71,7 +76,7 @@ inline double moments(const double* T, double n, int64_t k_max, double* coef) {
 // VCReg (stat = kVCReg) or Extended Jarque-Bera from the shifted sums T[1..4] of one column of n values.
 // Gradients: with mu the mean and M_p the central moments, d mu / dx_i = 1/n and
 // d M_p / dx_i = p/n (e_i^(p-1) - M_(p-1)), e_i = x_i - mu; so grad_i = b0 + b1 e + b2 e^2 + b3 e^3,
-// rewritten below as a polynomial in d_i = e_i + delta (delta = T_1 / n, the float32 mean's rounding).
+// rewritten below as a polynomial in d_i = e_i + delta (delta = T_1 / n = mean - c).
 inline double central(MomentStatistic stat, const double* T, double n, double c, bool closed, double* coef) {
   const double delta = T[1] / n, d2 = delta * delta;
   const double mu = c + delta;

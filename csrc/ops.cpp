@@ -20,11 +20,14 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // eps), 4 / 5 entropy centred / right (m, eps). closed: the reference's clamps pass the gradient at
   // their bounds (torch's clamp did up to 2.11).
   m.def("sort_stat(Tensor proj, int statistic, float eps, int m, Tensor? weights, bool closed) -> (Tensor, Tensor)");
-  // proj (B, N, K) float32 -> (value (B, K) float32, grad (B, N, K) float32): lejepa's moment-family
-  // statistic of each column and its gradient (csrc/moment_stat.h). statistic: 0 Moments (k_max in
-  // [1, 16]), 1 VCReg, 2 Extended Jarque-Bera; closed: the reference's clamp of the sd passes the
-  // gradient at its bound.
-  m.def("moment_stat(Tensor proj, int statistic, int k_max, bool closed) -> (Tensor, Tensor)");
+  // proj (B, N, K) float32 -> (value (B, K) float32, coef (B, degree, K) float64, centre (B, K) float32):
+  // lejepa's moment-family statistic of each column, and its gradient as the polynomial
+  // sum_q coef[:, q] (proj - centre)^q (csrc/moment_stat.h). statistic: 0 Moments (k_max in [1, 16],
+  // degree k_max), 1 VCReg, 2 Extended Jarque-Bera (degree 4); closed: the reference's clamp of the sd
+  // passes the gradient at its bound.
+  m.def("moment_stat(Tensor proj, int statistic, int k_max, bool closed) -> (Tensor, Tensor, Tensor)");
+  // grad (B, N, K) float32 = grad_out (B, K)[:, None] * that polynomial at every row.
+  m.def("moment_stat_backward(Tensor proj, Tensor coef, Tensor centre, Tensor grad_out) -> Tensor");
   // SIGReg's ECF stage (CPU). proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of
   // cos / sin(j * delta * p), j < n_points.
   m.def("ecf_sums(Tensor proj, float delta, int n_points) -> Tensor");

@@ -1,12 +1,12 @@
-"""Triton kernel of lejepa's moment-family statistics, BLOCK_S adjacent columns per program: the Triton twin
-of ``csrc/moment_stat.h`` (same statistic ids, same formulas; definitions in ``fused_sigreg/univariate.py``).
+"""Triton kernels of lejepa's moment-family statistics, BLOCK_S adjacent columns per program: the Triton twin
+of ``csrc/moment_stat*`` (same statistic ids, same formulas; definitions in ``fused_sigreg/univariate.py``).
 
-Samples (B, N, K) float32 as ``x @ W`` writes them, any N. Each program walks its columns' rows in
-BLOCK_N-row chunks three times: the column sums (the centre c, the float32 mean, for VCReg and Extended
-Jarque-Bera; 0 for Moments' raw moments), the power sums of d = x - c in float64 (a (BLOCK_P, BLOCK_S)
-tile, row q holding sum d^(q+1)), and, once the statistic and the coefficients of its gradient (a
-polynomial in d, ``csrc/moment_stat.h`` derives it) are formed, the gradient of every row. Backward is
-then one multiply.
+Samples (B, N, K) float32 as ``x @ W`` writes them, any N. Forward (``moment_stat_kernel``): one walk over
+each program's columns in BLOCK_N-row chunks summing the powers of d = x - c in float64 (a (BLOCK_P,
+BLOCK_S) tile, row q holding sum d^(q+1); c the column's first value for VCReg and Extended Jarque-Bera, 0
+for Moments' raw moments), then per column the statistic and the coefficients of its gradient, a
+polynomial in d (``csrc/moment_stat.h`` derives it). Backward (``moment_stat_backward_kernel``): one more
+walk writing grad_out times that polynomial at every row.
 """
 
 import triton
@@ -43,7 +43,8 @@ def _chunk(base, start, cols, col_ok, N, K, BLOCK_N: tl.constexpr):
 def moment_stat_kernel(
     proj_ptr,
     value_ptr,
-    grad_ptr,
+    coef_ptr,
+    centre_ptr,
     N,
     K,
     closed,
@@ -54,22 +55,18 @@ def moment_stat_kernel(
     ORDER: tl.constexpr,
     DEGREE: tl.constexpr,
 ):
-    """Grid (ceil(K / BLOCK_S), B). proj and grad (B, N, K) fp32, value (B, K) fp32. ORDER: the highest
-    power summed (Moments' k_max; 2 for VCReg, 4 for Extended Jarque-Bera), ORDER <= BLOCK_P; DEGREE: the
-    gradient polynomial's coefficients (k_max for Moments, 4 otherwise). closed
-    (0 / 1): torch's clamp passes the gradient at its bound."""
+    """Grid (ceil(K / BLOCK_S), B). proj (B, N, K) fp32 -> value and centre (B, K) fp32, coef (B, DEGREE, K)
+    fp64. ORDER: the highest power summed (Moments' k_max; 2 for VCReg, 4 for Extended Jarque-Bera),
+    ORDER <= BLOCK_P; DEGREE: the gradient polynomial's coefficients (k_max for Moments, 4 otherwise).
+    closed (0 / 1): torch's clamp passes the gradient at its bound."""
     batch = tl.program_id(1).to(tl.int64)
     cols = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
     col_ok = cols < K
     base = batch * N * K
     n = N.to(tl.float64)
     c = tl.zeros([BLOCK_S], tl.float32)
-    if STAT != MOMENTS:
-        total = tl.zeros([BLOCK_S], tl.float64)
-        for start in range(0, N, BLOCK_N):
-            at, mask = _chunk(base, start, cols, col_ok, N, K, BLOCK_N)
-            total += tl.sum(tl.load(proj_ptr + at, mask=mask, other=0.0).to(tl.float64), axis=0)
-        c = (total / n).to(tl.float32)
+    if STAT != MOMENTS:  # the first row: deviations on the spread's scale
+        c = tl.load(proj_ptr + base + cols, mask=col_ok, other=0.0)
     order = tl.arange(0, BLOCK_P)
     sums = tl.zeros([BLOCK_P, BLOCK_S], tl.float64)
     for start in range(0, N, BLOCK_N):
@@ -136,10 +133,40 @@ def moment_stat_kernel(
         coef = tl.where(order[:, None] == 2, (b2 - 3.0 * b3 * delta)[None, :], coef)
         coef = tl.where(order[:, None] == 3, b3[None, :], coef)
     tl.store(value_ptr + batch * K + cols, value.to(tl.float32), mask=col_ok)
+    tl.store(centre_ptr + batch * K + cols, c, mask=col_ok)
+    coef_at = (batch * DEGREE + order[:, None]) * K + cols[None, :]
+    tl.store(coef_ptr + coef_at, coef, mask=(order[:, None] < DEGREE) & col_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["N", "K"])
+def moment_stat_backward_kernel(
+    proj_ptr,
+    coef_ptr,
+    centre_ptr,
+    grad_out_ptr,
+    grad_ptr,
+    N,
+    K,
+    BLOCK_N: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    DEGREE: tl.constexpr,
+):
+    """Grid (ceil(K / BLOCK_S), B). grad (B, N, K) fp32 = grad_out (B, K)[:, None] * sum_q coef[:, q]
+    (proj - centre)^q, coef (B, DEGREE, K) fp64 as the forward wrote it, DEGREE <= BLOCK_P."""
+    batch = tl.program_id(1).to(tl.int64)
+    cols = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
+    col_ok = cols < K
+    base = batch * N * K
+    order = tl.arange(0, BLOCK_P)
+    coef_at = (batch * DEGREE + order[:, None]) * K + cols[None, :]
+    coef = tl.load(coef_ptr + coef_at, mask=(order[:, None] < DEGREE) & col_ok[None, :], other=0.0)
+    c = tl.load(centre_ptr + batch * K + cols, mask=col_ok, other=0.0)
+    go = tl.load(grad_out_ptr + batch * K + cols, mask=col_ok, other=0.0).to(tl.float64)
     for start in range(0, N, BLOCK_N):
         at, mask = _chunk(base, start, cols, col_ok, N, K, BLOCK_N)
         d = (tl.load(proj_ptr + at, mask=mask, other=0.0) - c[None, :]).to(tl.float64)
         acc = tl.zeros([BLOCK_N, BLOCK_S], tl.float64) + _row(coef, order, DEGREE - 1)[None, :]
         for j in tl.static_range(1, DEGREE):
             acc = acc * d + _row(coef, order, DEGREE - 1 - j)[None, :]
-        tl.store(grad_ptr + at, acc.to(tl.float32), mask=mask)
+        tl.store(grad_ptr + at, (acc * go[None, :]).to(tl.float32), mask=mask)

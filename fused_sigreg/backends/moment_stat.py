@@ -1,9 +1,10 @@
-"""lejepa's moment-family statistics over a fused moment-statistic op: per column, the power sums of
-the centred values in one read, the statistic, and its gradient (a polynomial in the values) written
-in one more. Backward is one multiply of that saved float32 gradient (eager keeps every power of the
-samples and the intermediates of each moment). Two ops, both in the (B, N, K) layout ``x @ W`` writes:
-  - ``fused_sigreg::moment_stat`` (compiled extension, ``csrc/moment_stat*``, CPU);
-  - ``fused_sigreg::moment_stat_triton`` (``backends/triton/moment_stat.py``).
+"""lejepa's moment-family statistics over a fused moment-statistic op pair: forward reads each column once
+(its power sums, then per column the statistic and its gradient as a polynomial in the values), backward
+reads it once more (that polynomial times the incoming gradient at every row). Saved for backward: the
+float32 samples and the polynomial's coefficients (eager keeps the samples too, and materialises every
+power of them in its passes). Two op pairs, both in the (B, N, K) layout ``x @ W`` writes:
+  - ``fused_sigreg::moment_stat`` / ``moment_stat_backward`` (compiled extension, ``csrc/moment_stat*``, CPU);
+  - ``fused_sigreg::moment_stat_triton`` / ``moment_stat_backward_triton`` (``backends/triton/moment_stat.py``).
 Both take the statistic ids of ``IDS`` (``csrc/moment_stat.h``, ``kernels/moment_stat.py``).
 """
 
@@ -20,34 +21,38 @@ from ..distributed import is_distributed
 IDS = {"moments": 0, "vcreg": 1, "extended_jarque_bera": 2}
 MAX_ORDER = 16  # the highest moment the ops take (Moments' k_max); higher runs the reference
 
-# samples (B, N, K) float32, statistic id, k_max, closed -> (value (B, K), grad (B, N, K));
-# closed: whether the reference's clamp of the sd passes the gradient at its bound (univariate.CLAMP_CLOSED)
+# forward: samples (B, N, K) float32, statistic id, k_max, closed -> (value (B, K) float32, coef (B, degree,
+# K) float64, centre (B, K) float32); closed: whether the reference's clamp of the sd passes the gradient at
+# its bound (univariate.CLAMP_CLOSED). backward: samples, coef, centre, grad_out (B, K) -> grad (B, N, K).
 MomentOp = Callable[..., tuple]
+MomentBackwardOp = Callable[..., torch.Tensor]
 
 
 class MomentStatistic(torch.autograd.Function):
-    """samples (..., N, K) float32 -> the statistic of each column (..., K), by ``moment_op``."""
+    """samples (..., N, K) float32 -> the statistic of each column (..., K), by ``forward_op`` / ``backward_op``."""
 
     @staticmethod
-    def forward(ctx, samples, moment_op: MomentOp, statistic: int, k_max: int):
+    def forward(ctx, samples, forward_op: MomentOp, backward_op: MomentBackwardOp, statistic: int, k_max: int):
         lead, (n, k) = samples.shape[:-2], samples.shape[-2:]
-        value, grad = moment_op(samples.reshape(-1, n, k), statistic, k_max, univariate.CLAMP_CLOSED)
-        ctx.save_for_backward(grad)
-        ctx.shape = samples.shape
+        flat = samples.reshape(-1, n, k)
+        value, coef, centre = forward_op(flat, statistic, k_max, univariate.CLAMP_CLOSED)
+        ctx.save_for_backward(flat, coef, centre)
+        ctx.backward_op, ctx.shape = backward_op, samples.shape
         return value.reshape(*lead, k)
 
     @staticmethod
     def backward(ctx, grad_out):
         check_first_order("the moment statistic")
-        (grad,) = ctx.saved_tensors
-        return grad.reshape(ctx.shape) * grad_out.unsqueeze(-2), None, None, None
+        flat, coef, centre = ctx.saved_tensors
+        go = grad_out.reshape(centre.shape).to(torch.float32)
+        return ctx.backward_op(flat, coef, centre, go).reshape(ctx.shape), None, None, None, None
 
 
-def make_stages(moment_op: MomentOp) -> Dict[str, Callable]:
-    """The dispatcher's moment stages over one moment-statistic op, with the eager references' signatures."""
+def make_stages(forward_op: MomentOp, backward_op: MomentBackwardOp) -> Dict[str, Callable]:
+    """The dispatcher's moment stages over one op pair, with the eager references' signatures."""
 
     def run(samples, name: str, k_max: int = 4):
-        return MomentStatistic.apply(samples.to(torch.float32), moment_op, IDS[name], int(k_max))
+        return MomentStatistic.apply(samples.to(torch.float32), forward_op, backward_op, IDS[name], int(k_max))
 
     def moments(samples, k_max):
         # under torch.distributed the reference averages each moment over ranks (one all-reduce per moment);

@@ -5,7 +5,7 @@ Samples (..., N, K) -> one statistic per column (..., K), float32 (float64 for f
 family (Anderson-Darling, Cramer-von Mises, Watson, Shapiro-Wilk, entropy) sorts each column once and forms
 the statistic and its gradient in the same pass (``csrc/sort_stat.h``, ``kernels/sort_stat.py``); the
 moment family (Moments, VCReg, Extended Jarque-Bera) reads each column once for its power sums and once
-more for the gradient (``csrc/moment_stat.h``, ``kernels/moment_stat.py``). Other dtypes, forward-mode
+more in backward for the gradient (``csrc/moment_stat.h``, ``kernels/moment_stat.py``). Other dtypes, forward-mode
 AD and torch.func run the reference. ``sorted_input=True`` (the samples are already sorted) needs no
 sort: it runs the reference.
 """

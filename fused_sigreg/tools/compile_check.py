@@ -56,8 +56,9 @@ def expected_counts() -> Dict[str, int]:
         "ecf_grad_kernel": 1,
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
         "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic
-        # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera
+        # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera; backward per degree (4, 16)
         "moment_stat_kernel": len(MOMENT_IDS) + 1,
+        "moment_stat_backward_kernel": 2,
     }
 
 

@@ -40,6 +40,9 @@ def test_opcheck(rng):
     proj = torch.randn(2, 23, 19, generator=rng)
     for statistic, closed in [(0, True), (1, True), (2, True), (2, False)]:
         torch.library.opcheck(torch.ops.fused_sigreg.moment_stat, (proj, statistic, 5, closed))
+    _, coef, centre = torch.ops.fused_sigreg.moment_stat(proj, 0, 5, True)
+    grad_out = torch.randn(2, 19, generator=rng)
+    torch.library.opcheck(torch.ops.fused_sigreg.moment_stat_backward, (proj, coef, centre, grad_out))
 
 
 def test_the_op_rejects_what_it_cannot_compute(rng):
@@ -52,6 +55,11 @@ def test_the_op_rejects_what_it_cannot_compute(rng):
         torch.ops.fused_sigreg.moment_stat(proj.double(), 1, 4, True)
     with pytest.raises(RuntimeError, match="float32 CPU tensor"):
         torch.ops.fused_sigreg.moment_stat(proj[0], 1, 4, True)
+    _, coef, centre = torch.ops.fused_sigreg.moment_stat(proj, 1, 4, True)
+    with pytest.raises(RuntimeError, match="coef must be float64"):
+        torch.ops.fused_sigreg.moment_stat_backward(proj, coef.float(), centre, centre)
+    with pytest.raises(RuntimeError, match="centre and grad_out must be float32"):
+        torch.ops.fused_sigreg.moment_stat_backward(proj, coef, centre, centre[:1])
 
 
 def test_k_max_beyond_the_op_runs_the_reference(rng):
@@ -59,15 +67,15 @@ def test_k_max_beyond_the_op_runs_the_reference(rng):
     torch.testing.assert_close(fused.moments(x, 18, backend="cpu"), univariate.moments(x, 18), rtol=0, atol=0)
 
 
-def test_saves_only_its_gradient():
-    """Backward keeps one float32 gradient (N K floats), no more than eager (which keeps the projections
-    that every power's backward reads)."""
+def test_saves_the_samples_and_the_gradient_polynomial():
+    """Backward keeps the float32 samples (N K floats; eager keeps them too) and per column the gradient
+    polynomial's float64 coefficients and its centre."""
     shape = Shape(1, 512, 16, 32)
-    for name in ("moments", "extended_jarque_bera"):
+    for name, degree in (("moments", 4), ("extended_jarque_bera", 4)):
         problem = make_problem(name, shape)
         saved = bench.saved_tensor_bytes(problem, "cpu")["saved_extra_bytes"]
-        assert saved == 4 * shape.N * shape.K
-        assert saved <= bench.saved_tensor_bytes(problem, "eager")["saved_extra_bytes"]
+        assert saved == 4 * shape.N * shape.K + 8 * degree * shape.K + 4 * shape.K
+        assert saved <= bench.saved_tensor_bytes(problem, "eager")["saved_extra_bytes"] + 12 * degree * shape.K
 
 
 def test_bad_input_names_the_argument(rng):

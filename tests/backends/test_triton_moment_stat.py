@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("triton", reason="the triton backend needs triton")
 
 from fused_sigreg.backends.moment_stat import IDS as OP_IDS
-from fused_sigreg.backends.triton.moment_stat import moment_stat_triton
+from fused_sigreg.backends.triton.moment_stat import moment_stat_backward_triton, moment_stat_triton
 from helpers import TRITON_DEVICE as DEVICE
 from moment_cases import CASES, IDS, check_against_float64
 
@@ -32,6 +32,11 @@ def test_a_mean_far_from_the_spread_keeps_fp32_precision(rng):
 def test_op_checks_and_opcheck(rng):
     proj = torch.randn(2, 9, 5, generator=rng, device=DEVICE)
     torch.library.opcheck(moment_stat_triton, (proj, OP_IDS["extended_jarque_bera"], 4, True))
+    _, coef, centre = moment_stat_triton(proj, OP_IDS["moments"], 3, True)
+    grad_out = torch.randn(2, 5, generator=rng).to(DEVICE)
+    torch.library.opcheck(moment_stat_backward_triton, (proj, coef, centre, grad_out))
+    with pytest.raises(ValueError, match="coef must be float64"):
+        moment_stat_backward_triton(proj, coef.float(), centre, grad_out)
     with pytest.raises(ValueError, match="statistic must be an id"):
         moment_stat_triton(proj, 7, 4, True)
     with pytest.raises(ValueError, match=r"k_max must be in \[1, 16\]"):

@@ -55,7 +55,14 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
     @torch.library.register_fake("fused_sigreg::moment_stat")
     def _(proj, statistic, k_max, closed):
         _check_proj(proj, 3)
-        return proj.new_empty((proj.shape[0], proj.shape[2])), proj.new_empty(proj.shape)
+        B, _, K = proj.shape
+        degree = k_max if statistic == 0 else 4
+        return proj.new_empty((B, K)), proj.new_empty((B, degree, K), dtype=torch.float64), proj.new_empty((B, K))
+
+    @torch.library.register_fake("fused_sigreg::moment_stat_backward")
+    def _(proj, coef, centre, grad_out):
+        _check_proj(proj, 3)
+        return proj.new_empty(proj.shape)
 
     @torch.library.register_fake("fused_sigreg::ecf_sums")
     def _(proj, delta, n_points):
@@ -82,7 +89,7 @@ def available():
 # Fixed once the library is loaded; a plain dict keeps the lookup traceable by torch.compile.
 _KERNELS = {
     (op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
-    for op in ("sort_match", "sort_stat", "moment_stat", "ecf_sums", "ecf_grad", "ecf_grad_")
+    for op in ("sort_match", "sort_stat", "moment_stat", "moment_stat_backward", "ecf_sums", "ecf_grad", "ecf_grad_")
     for key in ("CPU", "CUDA")
 }
 

@@ -1,4 +1,5 @@
-"""lejepa's moment-family statistics on the extension's ``fused_sigreg::moment_stat`` (CPU)."""
+"""lejepa's moment-family statistics on the extension's ``fused_sigreg::moment_stat`` and
+``moment_stat_backward`` (CPU)."""
 
 from __future__ import annotations
 
@@ -6,4 +7,5 @@ import torch
 
 from ..moment_stat import make_stages
 
-STAGES = make_stages(torch.ops.fused_sigreg.moment_stat)  # what the dispatcher's cpu backend calls
+# what the dispatcher's cpu backend calls
+STAGES = make_stages(torch.ops.fused_sigreg.moment_stat, torch.ops.fused_sigreg.moment_stat_backward)
