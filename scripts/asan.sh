@@ -33,7 +33,10 @@ export FUSED_SIGREG_BUILD_CUDA=0 FUSED_SIGREG_GOLDEN=${FUSED_SIGREG_GOLDEN:-$ROO
 "$PY" -c 'import sys, fused_sigreg._C as c; sys.exit(0 if c.__file__.startswith(sys.argv[1]) else f"loaded {c.__file__}, not the instrumented copy")' "$PWD"
 
 echo "== the suite without the Triton-only tests, extension instrumented"
-"$PY" -m pytest -q -p no:cacheprovider --durations=10 tests -k "not (test_conformance and triton)" \
+# (Triton's interpreter aborts under AddressSanitizer in masked loads whose masked-off lanes point outside
+# their tensor, e.g. the statistics kernel's neighbour loads: its tests are left out as Triton-only)
+"$PY" -m pytest -q -p no:cacheprovider --durations=10 tests \
+  -k "not ((test_conformance or test_statistics_make_no_host_sync) and triton)" \
   --ignore=tests/backends/test_triton_sigreg_fused.py --ignore=tests/backends/test_triton_sigreg_passes.py \
   --ignore=tests/backends/test_triton_sort_match.py --ignore=tests/backends/test_triton_sort_stat.py \
-  --ignore=tests/tools/test_compile_check.py
+  --ignore=tests/backends/test_triton_moment_stat.py --ignore=tests/tools/test_compile_check.py
