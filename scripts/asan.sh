@@ -22,8 +22,11 @@ echo "== building the CPU extension with -fsanitize=address,undefined (log: $COP
 FUSED_SIGREG_SANITIZE=address,undefined FUSED_SIGREG_BUILD_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
   "$PY" setup.py build_ext --inplace >build.log 2>&1 || { tail -30 build.log; exit 1; }
 SO=$(ls fused_sigreg/_C.*.so)
+# ldd's output is read whole first: `ldd | grep -q` under pipefail fails whenever grep's early exit
+# meets ldd still writing (SIGPIPE), which made an instrumented build look uninstrumented
+DEPS=$(ldd "$SO")
 for lib in libasan libubsan; do
-  ldd "$SO" | grep -q "$lib" || { echo "$SO does not link $lib: the build is not instrumented" >&2; exit 1; }
+  grep -q "$lib" <<<"$DEPS" || { echo "$SO does not link $lib: the build is not instrumented" >&2; exit 1; }
 done
 
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"

@@ -155,7 +155,7 @@ finish() {
   "$PY" -c 'import sys, torch, numpy; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "numpy", numpy.__version__)'
   "$PY" -c 'import triton; print("triton", triton.__version__)' 2>/dev/null || echo "triton not installed"
   if [ -n "${FUSED_SIGREG_COMMIT:-}" ]; then echo "commit $FUSED_SIGREG_COMMIT (given by FUSED_SIGREG_COMMIT)"
-  else echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo +dirty)"; fi
+  else echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo +dirty)"; fi
   golden=${FUSED_SIGREG_GOLDEN:-../shared/golden/reference_cases.pt}
   echo "steps:${STEPS% }; budget ${GPU_BUDGET:-none}; build ${GPU_BUILD:-in place};" \
     "golden data $([ -e "$golden" ] && echo "$golden" || echo "not found (the golden tests skip)")"
