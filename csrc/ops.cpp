@@ -31,6 +31,10 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // SIGReg's ECF stage (CPU). proj (V, N, K) float32 -> (V, 2, T, K) float32 sums over N of
   // cos / sin(j * delta * p), j < n_points.
   m.def("ecf_sums(Tensor proj, float delta, int n_points) -> Tensor");
+  // SIGReg's statistic from those sums (N = proj.size(1), t / phi / weights the (T,) quadrature, t_j = j delta):
+  // -> (stat (V, K) = N sum_j weights_j ((C_j - phi_j)^2 + S_j^2) with C, S the cos / sin means,
+  //     base (V, 2, T, K): dstat/dp = sum_j base[:, 0, j] cos(t_j p) + base[:, 1, j] sin(t_j p))
+  m.def("ecf_stat(Tensor proj, float delta, Tensor t, Tensor phi, Tensor weights) -> (Tensor, Tensor)");
   // proj (V, N, K), coef (V, 2, T, K) -> d (V, N, K) = sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p).
   m.def("ecf_grad(Tensor proj, Tensor coef, float delta) -> Tensor");
   // the same, written over proj (contiguous): backward's dP takes the place of the saved P

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 namespace fused_sigreg {
@@ -127,11 +128,10 @@ FUSED_SIGREG_INLINE void sum_rows(const float* rows, int64_t K, int64_t T, float
   }
 }
 
-// One task of ecf_sums: the T knot sums of kLanes columns (w of them real) over all N rows, in order.
-// part: T cos then T sin fp32 partial sums; acc: 2 T kLanes doubles.
+// One task of ecf_sums / ecf_stat: the T knot sums of kLanes columns (w of them real) over all N rows,
+// in order, into acc (2 T kLanes doubles: T cos then T sin). part: 2 T fp32 partial sums.
 FUSED_SIGREG_MULTIVERSION
-void sums_task(const float* in, int64_t N, int64_t K, int64_t T, float d, int64_t w, vfloat* part, double* acc,
-               float* out_c, float* out_s) {
+void sums_task(const float* in, int64_t N, int64_t K, int64_t T, float d, int64_t w, vfloat* part, double* acc) {
   std::fill(acc, acc + 2 * T * kLanes, 0.0);
   for (int64_t n0 = 0; n0 < N; n0 += kFlushRows) {
     const int64_t n1 = std::min(N, n0 + kFlushRows);
@@ -142,11 +142,22 @@ void sums_task(const float* in, int64_t N, int64_t K, int64_t T, float d, int64_
     for (int64_t e = 0; e < 2 * T; ++e)
       for (int64_t i = 0; i < kLanes; ++i) acc[e * kLanes + i] += part[e][i];
   }
-  for (int64_t j = 0; j < T; ++j)
-    for (int64_t i = 0; i < w; ++i) {
-      out_c[j * K + i] = static_cast<float>(acc[j * kLanes + i]);
-      out_s[j * K + i] = static_cast<float>(acc[(T + j) * kLanes + i]);
+}
+
+// Runs task(v, k0, w, part, acc) for every kLanes-column block of every view, blocks spread over
+// threads; each block's result does not depend on the thread count.
+template <typename Task>
+void for_each_column_block(int64_t V, int64_t K, int64_t T, const Task& task) {
+  const int64_t col_blocks = (K + kLanes - 1) / kLanes;
+  at::parallel_for(0, V * col_blocks, 1, [&](int64_t begin, int64_t end) {
+    // new[] of the aligned vector type (std::vector<vfloat> would drop the type's alignment)
+    std::unique_ptr<vfloat[]> part(new vfloat[2 * T]);
+    std::vector<double> acc(2 * T * kLanes);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t v = b / col_blocks, k0 = (b % col_blocks) * kLanes;
+      task(v, k0, std::min(kLanes, K - k0), part.get(), acc.data());
     }
+  });
 }
 
 // sums (V, 2, T, K): sums[v, 0, j, k] = sum_n cos(j delta p[v, n, k]), sums[v, 1, j, k] the same with sin.
@@ -161,18 +172,65 @@ at::Tensor ecf_sums_cpu(const at::Tensor& proj, double delta, int64_t n_points) 
   const float* in = p.data_ptr<float>();
   float* out = sums.data_ptr<float>();
   const float d = static_cast<float>(delta);
-  const int64_t col_blocks = (K + kLanes - 1) / kLanes;
-  at::parallel_for(0, V * col_blocks, 1, [&](int64_t begin, int64_t end) {
-    // new[] of the aligned vector type (std::vector<vfloat> would drop the type's alignment)
-    std::unique_ptr<vfloat[]> part(new vfloat[2 * T]);
-    std::vector<double> acc(2 * T * kLanes);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t v = task / col_blocks, k0 = (task % col_blocks) * kLanes;
-      sums_task(in + v * N * K + k0, N, K, T, d, std::min(kLanes, K - k0), part.get(), acc.data(),
-                out + (v * 2 + 0) * T * K + k0, out + (v * 2 + 1) * T * K + k0);
-    }
+  for_each_column_block(V, K, T, [&](int64_t v, int64_t k0, int64_t w, vfloat* part, double* acc) {
+    sums_task(in + v * N * K + k0, N, K, T, d, w, part, acc);
+    float* out_c = out + (v * 2 + 0) * T * K + k0;
+    float* out_s = out + (v * 2 + 1) * T * K + k0;
+    for (int64_t j = 0; j < T; ++j)
+      for (int64_t i = 0; i < w; ++i) {
+        out_c[j * K + i] = static_cast<float>(acc[j * kLanes + i]);
+        out_s[j * K + i] = static_cast<float>(acc[(T + j) * kLanes + i]);
+      }
   });
   return sums;
+}
+
+void check_knots(const at::Tensor& q, const char* name, int64_t T) {
+  TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == at::kFloat && q.dim() == 1 && q.size(0) == T,
+              name, " must be a float32 CPU tensor (", T, ",), got ", q.scalar_type(), " ", q.sizes(), " on ",
+              q.device());
+}
+
+// SIGReg's statistic straight from the knot sums, with what its backward needs (csrc/ops.cpp).
+// From the fp64 sums of each column block: C_j = sum cos / N, S_j = sum sin / N,
+// stat = N sum_j w_j ((C_j - phi_j)^2 + S_j^2), and the coefficients of dstat/dp (stat's factor N
+// cancels the 1/N of dC/dp and dS/dp): cos: 2 w_j t_j S_j, sin: -2 w_j t_j (C_j - phi_j).
+std::tuple<at::Tensor, at::Tensor> ecf_stat_cpu(const at::Tensor& proj, double delta, const at::Tensor& t,
+                                                const at::Tensor& phi, const at::Tensor& weights) {
+  check_proj(proj);
+  const int64_t T = t.numel();
+  TORCH_CHECK(T >= 2, "t must hold n_points >= 2 knots, got ", T);
+  check_knots(t, "t", T);
+  check_knots(phi, "phi", T);
+  check_knots(weights, "weights", T);
+  const auto p = proj.contiguous();
+  const int64_t V = p.size(0), N = p.size(1), K = p.size(2);
+  auto stats = at::empty({V, K}, p.options());
+  auto base = at::empty({V, 2, T, K}, p.options());
+  const float* in = p.data_ptr<float>();
+  const auto tc = t.contiguous(), pc = phi.contiguous(), wc = weights.contiguous();
+  const float *tt = tc.data_ptr<float>(), *ph = pc.data_ptr<float>(), *wt = wc.data_ptr<float>();
+  float* st = stats.data_ptr<float>();
+  float* bs = base.data_ptr<float>();
+  const float d = static_cast<float>(delta);
+  const double n = static_cast<double>(N);
+  for_each_column_block(V, K, T, [&](int64_t v, int64_t k0, int64_t w, vfloat* part, double* acc) {
+    sums_task(in + v * N * K + k0, N, K, T, d, w, part, acc);
+    float* base_c = bs + (v * 2 + 0) * T * K + k0;
+    float* base_s = bs + (v * 2 + 1) * T * K + k0;
+    for (int64_t i = 0; i < w; ++i) {
+      double total = 0.0;
+      for (int64_t j = 0; j < T; ++j) {
+        const double err = acc[j * kLanes + i] / n - ph[j], sine = acc[(T + j) * kLanes + i] / n;
+        total += wt[j] * (err * err + sine * sine);
+        const double scale = 2.0 * wt[j] * tt[j];
+        base_c[j * K + i] = static_cast<float>(scale * sine);
+        base_s[j * K + i] = static_cast<float>(-scale * err);
+      }
+      st[v * K + k0 + i] = static_cast<float>(total * n);
+    }
+  });
+  return {stats, base};
 }
 
 // R consecutive chunks of kLanes columns of one row, starting at column k0 (w columns real in the
@@ -254,6 +312,7 @@ void ecf_grad_inplace_cpu(at::Tensor& proj, const at::Tensor& coef, double delta
 
 TORCH_LIBRARY_IMPL(fused_sigreg, CPU, m) {
   m.impl("ecf_sums", &ecf_sums_cpu);
+  m.impl("ecf_stat", &ecf_stat_cpu);
   m.impl("ecf_grad", &ecf_grad_cpu);
   m.impl("ecf_grad_", &ecf_grad_inplace_cpu);
 }

@@ -1,6 +1,6 @@
 """Backend registry and per-call selection (docs/design.md §4).
 
-A backend serves some *stages* (``"ecf_means"``, ``"sliced_wasserstein"``, ...) with callables that
+A backend serves some *stages* (``"sigreg_stats"``, ``"sliced_wasserstein"``, ...) with callables that
 take the same arguments as the eager reference of that stage. ``select`` picks one per call: an
 explicit name must serve the call or raise ``BackendUnavailableError``; ``"auto"`` walks the
 registered backends by priority and falls back to ``eager``, logging each reason once.
@@ -26,9 +26,16 @@ ENV_VAR = "FUSED_SIGREG_BACKEND"
 BACKEND_NAMES = ("auto", "eager", "triton", "cuda", "cpu")
 KERNEL_DTYPES = ("float32", "bfloat16", "float16")
 SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
-# The stage each public op dispatches: what a backend must implement to serve it (sigreg(memory="min")
-# dispatches "ecf_means_min"). The one table; tools and tests read it from here.
-OP_STAGES = {"sigreg": "ecf_means", "sliced_wasserstein": "sliced_wasserstein", "visreg": "visreg", "rdmreg": "rdmreg"}
+# The stage each public op dispatches: what a backend must implement to serve it. SIGReg on one batch
+# dispatches "sigreg_stats" (the statistic per slice); averaged over ranks (torch.distributed, sync=True)
+# "ecf_means", and with memory="min" "ecf_means_min"; a backend serving SIGReg serves the first two. The
+# one table; tools and tests read it from here.
+OP_STAGES = {
+    "sigreg": "sigreg_stats",
+    "sliced_wasserstein": "sliced_wasserstein",
+    "visreg": "visreg",
+    "rdmreg": "rdmreg",
+}
 OPS = tuple(OP_STAGES)
 # lejepa's univariate tests on samples (..., N, K) (``fused_sigreg.ops.univariate``), the EDF family (one
 # sort per column) and the moment family (power sums); each is its own stage. ``bench`` and ``check`` take

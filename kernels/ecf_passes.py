@@ -93,3 +93,46 @@ def ecf_grad_kernel(
     p = tl.load(p_ptr + offsets, mask=ok, other=0.0)
     dp = dp_from_knots(p, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED)
     tl.store(dp_ptr + offsets, dp, mask=ok)
+
+
+@triton.jit(do_not_specialize=["N", "K", "n_splits"])
+def ecf_stat_kernel(
+    partial_ptr,
+    t_ptr,
+    phi_ptr,
+    w_ptr,
+    stat_ptr,
+    base_ptr,
+    N,
+    K,
+    n_splits,
+    T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Grid (column tiles, views). SIGReg's statistic from ``ecf_sums_kernel``'s partial sums (V, n_splits,
+    2, T, K) fp64, the splits added in order (deterministic); t, phi, w the (T,) fp32 quadrature.
+    With C_j, S_j the cos / sin means over N rows: stat (V, K) fp32 = N sum_j w_j ((C_j - phi_j)^2 + S_j^2),
+    and base (V, 2, T, K) fp32 the coefficients of dstat/dp on cos(t_j p): 2 w_j t_j S_j, and on
+    sin(t_j p): -2 w_j t_j (C_j - phi_j) (stat's factor N cancels the 1/N of the means' derivatives)."""
+    pid_k = tl.program_id(0)
+    view = tl.program_id(1).to(tl.int64)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_ok = cols < K
+    n = N.to(tl.float64)
+    part = partial_ptr + view * n_splits * 2 * T * K + cols
+    base = base_ptr + view * 2 * T * K + cols
+    total = tl.zeros((BLOCK_K,), dtype=tl.float64)
+    for j in range(T):
+        cos_sum = tl.zeros((BLOCK_K,), dtype=tl.float64)
+        sin_sum = tl.zeros((BLOCK_K,), dtype=tl.float64)
+        for split in range(n_splits):
+            cos_sum += tl.load(part + (split * 2 * T + j) * K, mask=col_ok, other=0.0)
+            sin_sum += tl.load(part + (split * 2 * T + T + j) * K, mask=col_ok, other=0.0)
+        err = cos_sum / n - tl.load(phi_ptr + j).to(tl.float64)
+        sine = sin_sum / n
+        w = tl.load(w_ptr + j).to(tl.float64)
+        total += w * (err * err + sine * sine)
+        scale = 2.0 * w * tl.load(t_ptr + j).to(tl.float64)
+        tl.store(base + j * K, (scale * sine).to(tl.float32), mask=col_ok)
+        tl.store(base + (T + j) * K, (-scale * err).to(tl.float32), mask=col_ok)
+    tl.store(stat_ptr + view * K + cols, (total * n).to(tl.float32), mask=col_ok)

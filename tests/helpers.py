@@ -112,3 +112,23 @@ def sort_reference(op: str, x: torch.Tensor, a: torch.Tensor, target_samples=Non
     else:
         (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
+
+
+def ecf_stat_formula(proj: torch.Tensor, t: torch.Tensor, phi: torch.Tensor, weights: torch.Tensor):
+    """What the ECF-and-statistic ops (``ecf_stat``, ``ecf_stat_triton``) return, in float64 by torch ops:
+    stat (V, K) = N sum_j w_j ((C_j - phi_j)^2 + S_j^2) and base (V, 2, T, K) with
+    dstat/dp = sum_j base[:, 0, j] cos(t_j p) + base[:, 1, j] sin(t_j p), the latter by autograd."""
+    p = proj.detach().double().requires_grad_()
+    t, phi, weights = t.double(), phi.double(), weights.double()
+    angles = p.unsqueeze(-1) * t  # (V, N, K, T)
+    cos_mean, sin_mean = angles.cos().mean(1), angles.sin().mean(1)  # (V, K, T)
+    err = cos_mean - phi
+    stat = ((err.square() + sin_mean.square()) * weights).sum(-1) * p.shape[1]
+    # d stat / d cos_mean_j = 2 N w_j err_j and d cos_mean_j / dp = -t_j sin(t_j p) / N, likewise for sin
+    base = torch.stack((2 * weights * t * sin_mean, -2 * weights * t * err), dim=1).transpose(-1, -2)
+    (grad,) = torch.autograd.grad(stat.sum(), p)
+    from_base = (angles.cos() * base[:, 0].transpose(-1, -2).unsqueeze(1)).sum(-1) + (
+        angles.sin() * base[:, 1].transpose(-1, -2).unsqueeze(1)
+    ).sum(-1)
+    assert torch.allclose(grad, from_base, rtol=1e-10, atol=1e-12), "base is not stat's derivative"
+    return stat.detach(), base.detach()

@@ -20,8 +20,11 @@ Triton runs in its interpreter on CPU tensors without a GPU; ``cuda`` needs a GP
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 from typing import Dict, Iterator, List, Optional
+from unittest import mock
 
 import pytest
 import torch
@@ -35,10 +38,18 @@ from fused_sigreg.tools.check import StableSort, check_problem
 from fused_sigreg.tools.problems import Shape, make_problem
 from helpers import FP32_TOL, TRITON_DEVICE, ULP_150, fp32_budget, rel_err, sort_reference, value_and_grad
 
+sigreg_module = importlib.import_module("fused_sigreg.ops.sigreg")  # the module, not the function of that name
+
 DEVICES = {"cpu": "cpu", "cuda": "cuda", "triton": TRITON_DEVICE}
-# the public op behind each stage; "ecf_means_min" is sigreg(memory="min")
-STAGE_OP = {"ecf_means": "sigreg", "ecf_means_min": "sigreg", "sliced_wasserstein": "sliced_wasserstein"}
-SIGREG_STAGES = ("ecf_means", "ecf_means_min")
+# the public op behind each stage: "sigreg_stats" is sigreg on one batch, "ecf_means" sigreg averaged over
+# ranks (run here at one rank, ``call``), "ecf_means_min" sigreg(memory="min")
+STAGE_OP = {
+    "sigreg_stats": "sigreg",
+    "ecf_means": "sigreg",
+    "ecf_means_min": "sigreg",
+    "sliced_wasserstein": "sliced_wasserstein",
+}
+SIGREG_STAGES = ("sigreg_stats", "ecf_means", "ecf_means_min")
 # lejepa's EDF- and moment-family statistics: each stage is its own function of fused_sigreg.ops.univariate, called
 # here on the projections x @ W with one statistic per slice (the sliced test before its reduction)
 STATISTICS = dispatch.STATISTICS
@@ -169,7 +180,16 @@ def call(stage: str, sample: Sample, x: torch.Tensor, backend: Optional[str]) ->
     kwargs = dict(sample.kwargs)
     if backend == "eager":
         kwargs.pop("memory", None)  # memory="min" is a fused variant of the same statistic
-    return op(x, directions=sample.directions, backend=backend, **kwargs)
+    with _ranks_path(stage):
+        return op(x, directions=sample.directions, backend=backend, **kwargs)
+
+
+def _ranks_path(stage: str):
+    """For "ecf_means": SIGReg takes the path that averages the ECF over ranks (at one rank here). Not
+    inside a compiled function (dynamo cannot trace mock): the compile test patches around it."""
+    if stage != "ecf_means" or torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return mock.patch.object(sigreg_module, "_across_ranks", lambda sync: True)
 
 
 def _sample_ids(stage):
@@ -244,7 +264,8 @@ def test_16bit_within_budget(rng, backend, stage, dtype):
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     problem = make_problem(op, Shape(2, 37, 20, 9), dtype, device, seed=seed)
     name = backend + (":min" if stage == "ecf_means_min" else "")
-    rows = {r["backend"]: r for r in check_problem(problem, only=[name])}
+    with _ranks_path(stage):
+        rows = {r["backend"]: r for r in check_problem(problem, only=[name])}
     assert rows[name]["ok"], rows[name]
 
 
@@ -421,6 +442,11 @@ def test_compile_fullgraph_equals_the_call(rng, backend, stage):
         return call(stage, dataclasses.replace(sample, kwargs=rows), v, backend).sum()
 
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    with _ranks_path(stage):
+        _compare_compiled(compiled, fn, sample)
+
+
+def _compare_compiled(compiled, fn, sample):
     for n in (sample.x.shape[-2], sample.x.shape[-2] - 3):
         rows = {k: v[..., :n, :] if k == "target_samples" else v for k, v in sample.kwargs.items()}
         x = sample.x[..., :n, :]
@@ -445,7 +471,8 @@ def test_double_backward_raises_naming_eager(rng, backend, stage):
 def test_every_backend_and_stage_is_covered():
     """The pairs come from the registry: a newly registered stage is in this suite without an edit."""
     pairs = {tuple(p.values) for p in PAIRS}
-    assert {("cpu", "ecf_means"), ("triton", "ecf_means"), ("triton", "ecf_means_min")} <= pairs
+    sigreg = {(b, s) for b in ("cpu", "triton") for s in ("sigreg_stats", "ecf_means")} | {("triton", "ecf_means_min")}
+    assert sigreg <= pairs
     assert {(b, s) for b in ("cpu", "cuda", "triton") for s in dispatch.SORT_STAGES} <= pairs
     assert {("cpu", s) for s in STATISTICS} | {("triton", s) for s in STATISTICS[1:]} <= pairs
     # each stage has its public op

@@ -14,12 +14,12 @@ X = torch.randn(20, 4)
 A = torch.nn.functional.normalize(torch.randn(4, 6), dim=0)
 
 
-def _counting_ecf(calls):
-    def ecf(x, a, t_max, n_points):
+def _counting_stats(calls):
+    def stats(x, a, t_max, n_points):
         calls.append(x.shape)
-        return dispatch.REGISTRY.backends["eager"].ops["ecf_means"](x, a, t_max, n_points)
+        return dispatch.REGISTRY.backends["eager"].ops["sigreg_stats"](x, a, t_max, n_points)
 
-    return ecf
+    return stats
 
 
 def test_available_backends_explains_each():
@@ -36,7 +36,7 @@ def test_triton_without_a_gpu_explains_itself(monkeypatch):
     ok, why = fs.available_backends()["triton"]
     assert not ok and "no CUDA device" in why
     with pytest.raises(
-        fs.BackendUnavailableError, match="backend 'triton' was requested for ecf_means but cannot serve"
+        fs.BackendUnavailableError, match="backend 'triton' was requested for sigreg_stats but cannot serve"
     ):
         fs.sigreg(X, directions=A, backend="triton")
 
@@ -44,8 +44,8 @@ def test_triton_without_a_gpu_explains_itself(monkeypatch):
 def test_forcing_a_backend_that_cannot_serve_raises():
     with pytest.raises(
         fs.BackendUnavailableError,
-        match="backend 'cuda' was requested for ecf_means but cannot serve"
-        ".*(no implementation of 'ecf_means'|no CUDA device"
+        match="backend 'cuda' was requested for sigreg_stats but cannot serve"
+        ".*(no implementation of 'sigreg_stats'|no CUDA device"
         "|built without its CUDA sources)",
     ):
         fs.sigreg(X, directions=A, backend="cuda")
@@ -65,7 +65,7 @@ def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry
         Backend(
             "cpu",
             priority=10,
-            ops={"ecf_means": _counting_ecf(calls)},
+            ops={"sigreg_stats": _counting_stats(calls)},
             supports=lambda op, t: (t[0].shape[0] <= 32, "N > 32 is not supported"),
         )
     )
@@ -84,10 +84,10 @@ def test_auto_prefers_higher_priority_and_falls_back_with_logged_reason(registry
 
 def test_stage_priority_overrides_the_backend_priority_for_that_stage_only(registry):
     calls = []
-    ops = {"ecf_means": _counting_ecf(calls), "visreg": lambda *args: None}
+    ops = {"sigreg_stats": _counting_stats(calls), "visreg": lambda *args: None}
     registry.register(Backend("cpu", priority=-5, ops=ops, stage_priority={"visreg": 50}))
     assert registry.select("visreg", (X, A))[0] == "cpu"  # above eager for this stage
-    assert registry.select("ecf_means", (X, A))[0] == "eager"  # below eager elsewhere
+    assert registry.select("sigreg_stats", (X, A))[0] == "eager"  # below eager elsewhere
     assert calls == []
 
 
@@ -96,7 +96,7 @@ def test_forced_backend_that_refuses_the_call_raises(registry):
         Backend(
             "cpu",
             priority=10,
-            ops={"ecf_means": _counting_ecf([])},
+            ops={"sigreg_stats": _counting_stats([])},
             supports=lambda op, t: (False, "bf16 is not supported"),
         )
     )
@@ -105,7 +105,7 @@ def test_forced_backend_that_refuses_the_call_raises(registry):
 
 
 def test_forced_backend_without_the_op_raises(registry):
-    registry.register(Backend("cpu", priority=10, ops={"ecf_means": _counting_ecf([])}))
+    registry.register(Backend("cpu", priority=10, ops={"sigreg_stats": _counting_stats([])}))
     with pytest.raises(fs.BackendUnavailableError, match="no implementation of 'visreg'"):
         fs.visreg(X, directions=A, backend="cpu")
     # ... while auto serves it with eager
@@ -118,7 +118,7 @@ def test_unavailable_backend_is_skipped_by_auto(registry):
         Backend(
             "triton",
             priority=20,
-            ops={"ecf_means": _counting_ecf(calls)},
+            ops={"sigreg_stats": _counting_stats(calls)},
             available=lambda: (False, "triton is not installed"),
         )
     )
@@ -129,7 +129,7 @@ def test_unavailable_backend_is_skipped_by_auto(registry):
 
 def test_environment_variable_selects_backend(registry, monkeypatch):
     calls = []
-    registry.register(Backend("cpu", priority=-5, ops={"ecf_means": _counting_ecf(calls)}))
+    registry.register(Backend("cpu", priority=-5, ops={"sigreg_stats": _counting_stats(calls)}))
     fs.sigreg(X, directions=A)
     assert calls == []  # eager outranks it under auto
     monkeypatch.setenv("FUSED_SIGREG_BACKEND", "cpu")
@@ -143,7 +143,7 @@ def test_kernel_compile_failure_falls_back_under_auto_only(registry):
     def broken(*args):
         raise dispatch.KernelCompileError("ptxas ran out of registers")
 
-    registry.register(Backend("cpu", priority=10, ops={"ecf_means": broken}))
+    registry.register(Backend("cpu", priority=10, ops={"sigreg_stats": broken}))
     expected = fs.sigreg(X, directions=A, backend="eager")
     with pytest.warns(RuntimeWarning, match="failed to compile; using eager"):
         assert torch.equal(fs.sigreg(X, directions=A), expected)
@@ -201,5 +201,6 @@ def test_import_and_run_without_triton():
     assert lines[0] == "(False, 'triton is not installed')"
     assert lines[1] == "True True"
     assert (
-        "backend 'triton' was requested for ecf_means but cannot serve this call: triton is not installed" in lines[2]
+        "backend 'triton' was requested for sigreg_stats but cannot serve this call: triton is not installed"
+        in (lines[2])
     )

@@ -12,11 +12,18 @@ def _ecf_means(x, directions, t_max, n_points):
     return reference.ecf_means(reference.project(x, directions), t)
 
 
+def _sigreg_stats(x, directions, t_max, n_points):
+    quad = epps_pulley_quadrature(t_max, n_points, device=x.device)
+    cos_mean, sin_mean = reference.ecf_means(reference.project(x, directions), quad.t)
+    return reference.epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2])
+
+
 EAGER = Backend(
     name="eager",
     priority=0,
     ops={
         "ecf_means": _ecf_means,
+        "sigreg_stats": _sigreg_stats,
         "sliced_wasserstein": reference.sliced_wasserstein,
         "visreg": reference.visreg,
         "rdmreg": reference.rdmreg,

@@ -26,11 +26,14 @@ class EcfPasses:
     """One backend's passes over P (V, N, K) float32, each a custom op.
 
     sums(P, delta, n_points) -> (V, 2, T, K) float32 sums over N of cos / sin(j delta p);
+    stat(P, delta, t, phi, weights) -> (stat (V, K), base (V, 2, T, K)) float32: SIGReg per slice from those
+    sums and the coefficients of its derivative in p, (t, phi, weights) the (T,) quadrature;
     grad(P, coef, delta) -> dP, with coef (V, 2, T, K) the coefficients of cos and sin;
     grad_(P, coef, delta) -> None, the same written over P."""
 
     name: str  # how errors name the backend, e.g. "the cpu backend"
     sums: Callable
+    stat: Callable
     grad: Callable
     grad_: Callable
 
@@ -55,15 +58,7 @@ class EcfMeans(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_cos, grad_sin):
         t_max, n_points, shape, dtype, passes = ctx.args
-        check_first_order(f"SIGReg on {passes.name}")
-        try:
-            views, directions = ctx.saved_tensors
-        except RuntimeError as e:  # the saved P was overwritten by dP in the first backward
-            raise RuntimeError(
-                f"fused_sigreg: {passes.name}'s SIGReg backward reuses the saved projections' memory, so each "
-                "graph can be backpropagated once; for a second backward (retain_graph=True) call sigreg again "
-                "or use backend='eager'"
-            ) from e
+        views, directions = _saved(ctx, passes)
         V, N, K = views.shape
         t = shared_quadrature(t_max, n_points, views.device).t
         zeros = lambda: torch.zeros((V, K, n_points), dtype=torch.float32, device=views.device)
@@ -71,22 +66,70 @@ class EcfMeans(torch.autograd.Function):
         gs = zeros() if grad_sin is None else grad_sin.reshape(V, K, n_points).float()
         # d cos_mean / dp = -t sin(t p) / N, d sin_mean / dp = t cos(t p) / N
         coef = torch.stack((gs * (t / N), gc * (-t / N)), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
-        delta = t_max / (n_points - 1)
-        if not torch.compiler.is_compiling() and _batched(grad_cos, grad_sin):
-            # a batched backward (is_grads_batched=True, jacobian(vectorize=True)) vmaps this function, and the
-            # passes have no batching rule: form dP from the saved P with torch ops, which vmap batches
-            dp = _ecf_grad_torch(views, coef, t)
-        elif torch.compiler.is_compiling():
-            # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
-            # shapes are dynamic, and a compiled graph plans its buffers itself
-            dp = passes.grad(views, coef, delta)
-        else:
-            passes.grad_(views, coef, delta)  # views now holds dP
-            # a custom op does not bump the version counter itself: do it, so that reusing this graph raises
-            torch.autograd.graph.increment_version(views)
-            dp = views
-        dx = dp @ directions.float().t()
+        dx = _dx(views, directions, coef, t, t_max, passes, lambda: _batched(grad_cos, grad_sin))
         return dx.reshape(shape).to(dtype), None, None, None, None
+
+
+class EcfStat(torch.autograd.Function):
+    """(x (..., N, D), directions (D, K), t_max, n_points, passes) -> SIGReg per slice (..., K) float32 on one
+    batch (no average over ranks), N sum_j w_j |ECF(t_j) - phi_j|^2: the projection, one custom op for the
+    knot sums and the statistic, and in backward one multiply, the dP pass and dX = dP A^T."""
+
+    @staticmethod
+    def forward(ctx, x, directions, t_max: float, n_points: int, passes: EcfPasses):
+        proj = reference.project(x, directions).float()
+        views = (proj if proj.dim() == 3 else proj.unsqueeze(0)).contiguous()
+        quad = shared_quadrature(t_max, n_points, views.device)
+        stat, base = passes.stat(views, t_max / (n_points - 1), quad.t, quad.phi, quad.weights)
+        ctx.save_for_backward(views, directions, base)
+        ctx.args = (t_max, n_points, x.shape, x.dtype, passes)
+        return stat if x.dim() == 3 else stat[0]
+
+    @staticmethod
+    def backward(ctx, grad_stat):
+        t_max, n_points, shape, dtype, passes = ctx.args
+        views, directions, base = _saved(ctx, passes)
+        V, _, K = views.shape
+        coef = base * grad_stat.reshape(V, 1, 1, K).float()  # (V, 2, T, K)
+        t = shared_quadrature(t_max, n_points, views.device).t
+        dx = _dx(views, directions, coef, t, t_max, passes, lambda: _batched(grad_stat))
+        return dx.reshape(shape).to(dtype), None, None, None, None
+
+
+def _saved(ctx, passes: EcfPasses):
+    check_first_order(f"SIGReg on {passes.name}")
+    try:
+        return ctx.saved_tensors
+    except RuntimeError as e:
+        # only autograd's version check: the saved P was overwritten by dP in the first backward (other
+        # errors, e.g. of activation checkpointing's recompute on unpacking, pass through as they are)
+        if "modified by an inplace operation" not in str(e):
+            raise
+        raise RuntimeError(
+            f"fused_sigreg: {passes.name}'s SIGReg backward reuses the saved projections' memory, so each "
+            "graph can be backpropagated once; for a second backward (retain_graph=True) call sigreg again "
+            "or use backend='eager'"
+        ) from e
+
+
+def _dx(views, directions, coef, t, t_max: float, passes: EcfPasses, batched: Callable[[], bool]) -> torch.Tensor:
+    """dX (V, N, D) float32 = dP A^T, dP = sum_j coef[:, 0, j] cos(t_j p) + coef[:, 1, j] sin(t_j p);
+    ``batched()``: whether autograd vmaps this backward (asked only outside torch.compile)."""
+    delta = t_max / (t.shape[0] - 1)
+    if not torch.compiler.is_compiling() and batched():
+        # a batched backward (is_grads_batched=True, jacobian(vectorize=True)) vmaps this function, and the
+        # passes have no batching rule: form dP from the saved P with torch ops, which vmap batches
+        dp = _ecf_grad_torch(views, coef, t)
+    elif torch.compiler.is_compiling():
+        # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
+        # shapes are dynamic, and a compiled graph plans its buffers itself
+        dp = passes.grad(views, coef, delta)
+    else:
+        passes.grad_(views, coef, delta)  # views now holds dP
+        # a custom op does not bump the version counter itself: do it, so that reusing this graph raises
+        torch.autograd.graph.increment_version(views)
+        dp = views
+    return dp @ directions.float().t()
 
 
 def _batched(*grads) -> bool:
@@ -112,3 +155,13 @@ def make_ecf_means(passes: EcfPasses) -> Callable:
         return EcfMeans.apply(x, directions, float(t_max), int(n_points), passes)
 
     return ecf_means
+
+
+def make_sigreg_stats(passes: EcfPasses) -> Callable:
+    """The ``sigreg_stats`` stage (x (..., N, D), directions (D, K), t_max, n_points) -> SIGReg per slice
+    (..., K) on this batch alone, on ``passes``."""
+
+    def sigreg_stats(x, directions, t_max, n_points):
+        return EcfStat.apply(x, directions, float(t_max), int(n_points), passes)
+
+    return sigreg_stats

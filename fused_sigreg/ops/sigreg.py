@@ -1,8 +1,10 @@
 """SIGReg (LeJEPA): the sliced Epps–Pulley test of N(0, 1) marginals.
 
-Two stages, as docs/design.md §5 prescribes: a backend computes the ECF means (..., K, T) of the
-projections (the expensive part), then the statistic is formed here in eager with the DDP
-average in between, so every backend shares the distributed semantics.
+On one batch (no torch.distributed, or sync=False) a backend's ``sigreg_stats`` stage returns the
+statistic per slice: on cpu and triton one op computes the knot sums and the statistic, and its
+backward the dP pass (docs/design.md §5). Under torch.distributed with sync=True the backend computes
+the ECF means (..., K, T) and the statistic is formed here in eager with the average over ranks in
+between, so every backend shares the distributed semantics.
 """
 
 from __future__ import annotations
@@ -76,23 +78,39 @@ def sigreg(
     )
     lead = x.shape[:-2]
     x = flatten_views(x)
-    quad = shared_quadrature(float(t_max), n_points, device=x.device)
-    cos_mean, sin_mean = _ecf_means(x, a, float(t_max), n_points, backend, memory)
-    n_total = x.shape[-2]
-    if sync:
-        check_ranks_agree(
-            x.device,
-            "SIGReg's all_reduce of the ECF (sync=True)",
-            num_slices=a.shape[-1],
-            n_points=n_points,
-            **{"the view count": cos_mean.shape[:-2].numel(), "D": x.shape[-1], "the input dtype": dtype_code(x.dtype)},
-        )
-        cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
-        n_total *= world_size()
-    stats = epps_pulley_from_ecf(cos_mean, sin_mean, quad, n_total)
+    if _across_ranks(sync):
+        stats = _synced_stats(x, a, float(t_max), n_points, backend, memory)
+    elif memory == "auto":
+        # one batch: the backend forms the statistic itself (cpu / triton: inside its ECF op, whose
+        # backward builds the knot coefficients), no eager step between ECF and statistic
+        stats = dispatch.run("sigreg_stats", (x, a), backend, x, a, float(t_max), n_points)
+    else:
+        cos_mean, sin_mean = _ecf_means(x, a, float(t_max), n_points, backend, memory)
+        quad = shared_quadrature(float(t_max), n_points, device=x.device)
+        stats = epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2])
     if reduction is None and len(lead) > 1:
         stats = stats.reshape(*lead, stats.shape[-1])
     return reduce_statistics(clip_statistics(stats, clip_value), reduction)
+
+
+def _across_ranks(sync: bool) -> bool:
+    """Whether the statistic averages the ECF over ranks (lejepa under torch.distributed): the two-stage path."""
+    return sync and world_size() > 1
+
+
+def _synced_stats(x, a, t_max, n_points, backend, memory):
+    """lejepa's statistic under torch.distributed: the ECF averaged over ranks, scaled by the global batch."""
+    cos_mean, sin_mean = _ecf_means(x, a, t_max, n_points, backend, memory)
+    check_ranks_agree(
+        x.device,
+        "SIGReg's all_reduce of the ECF (sync=True)",
+        num_slices=a.shape[-1],
+        n_points=n_points,
+        **{"the view count": cos_mean.shape[:-2].numel(), "D": x.shape[-1], "the input dtype": dtype_code(x.dtype)},
+    )
+    cos_mean, sin_mean = all_reduce_mean(cos_mean), all_reduce_mean(sin_mean)
+    quad = shared_quadrature(t_max, n_points, device=x.device)
+    return epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2] * world_size())
 
 
 def _ecf_means(x, a, t_max, n_points, backend, memory):

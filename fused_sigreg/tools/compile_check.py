@@ -44,7 +44,7 @@ def expected_counts() -> Dict[str, int]:
     """Configurations per architecture of each kernel, counted from the launchers' own tables (not from
     ``all_specs``): a launchable configuration missing from the specs makes the check fail."""
     from ..backends.moment_stat import IDS as MOMENT_IDS
-    from ..backends.triton import configs, sigreg_fused
+    from ..backends.triton import configs, sigreg_fused, sigreg_passes
     from ..backends.triton.sort_stat import TRITON_IDS
 
     variants = len(sigreg_fused.INPUT_VARIANTS)
@@ -54,6 +54,7 @@ def expected_counts() -> Dict[str, int]:
         * variants,
         "ecf_sums_kernel": 1,
         "ecf_grad_kernel": 1,
+        "ecf_stat_kernel": len(sigreg_passes.STAT_CHECKED_POINTS),
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
         "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic
         # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera; backward per degree (4, 16)

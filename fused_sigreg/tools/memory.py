@@ -21,16 +21,17 @@ def _check(variant: str) -> None:
 def sigreg_saved_extra_bytes(variant: str, V: int, N: int, K: int, T: int) -> int:
     """Bytes saved for backward beyond the inputs x and directions.
 
-    All share the eager loss stage, which keeps (cos_mean - phi) and sin_mean, (V, K, T) each, and the
-    weights (T). The eager ECF stage also keeps the (V, N, K, T) argument of cos/sin and the knots (T);
-    "P" keeps the projections (V, N, K); "min" nothing but its inputs.
+    On one batch (no average over ranks). "eager" and "min" end in the eager loss stage, which keeps
+    (cos_mean - phi) and sin_mean, (V, K, T) each, and the weights (T); the eager ECF stage also keeps
+    the (V, N, K, T) argument of cos/sin and the knots (T). "P" keeps the projections (V, N, K) and the
+    coefficients of the statistic's derivative (V, 2, T, K) that its ECF-and-statistic op returns.
     """
     _check(variant)
     loss_stage = 4 * (2 * V * K * T + T)
     if variant == "eager":
         return 4 * V * N * K * T + 4 * T + loss_stage
     if variant == "P":
-        return 4 * V * N * K + loss_stage
+        return 4 * V * N * K + 4 * 2 * V * K * T
     return loss_stage
 
 

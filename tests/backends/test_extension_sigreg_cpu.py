@@ -4,9 +4,13 @@ import pytest
 import torch
 
 import fused_sigreg as fs
+from fused_sigreg.slicing import shared_quadrature
 from fused_sigreg.tools import bench
 from fused_sigreg.tools.problems import Shape, make_problem
-from helpers import rel_err, sigreg_value_and_grad
+from helpers import ecf_stat_formula, rel_err, sigreg_value_and_grad
+
+DEVICE = "cpu"
+STAT_OP = torch.ops.fused_sigreg.ecf_stat
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -35,19 +39,37 @@ def test_opcheck(rng):
     coef = torch.randn(2, 2, 17, 7, generator=rng)
     torch.library.opcheck(torch.ops.fused_sigreg.ecf_grad, (proj, coef, 0.1875))
     torch.library.opcheck(torch.ops.fused_sigreg.ecf_grad_, (proj.clone(), coef, 0.1875))
+    quad = shared_quadrature(3.0, 17, "cpu")
+    torch.library.opcheck(torch.ops.fused_sigreg.ecf_stat, (proj, 0.1875, quad.t, quad.phi, quad.weights))
     inplace = proj.clone()
     torch.ops.fused_sigreg.ecf_grad_(inplace, coef, 0.1875)
     assert torch.equal(inplace, torch.ops.fused_sigreg.ecf_grad(proj, coef, 0.1875))
 
 
+@pytest.mark.parametrize("V,N,K", [(1, 1, 1), (2, 37, 13), (1, 260, 129)])
+def test_ecf_stat_is_the_statistic_and_its_derivative(rng, V, N, K):
+    """The op's statistic and derivative coefficients against the float64 formula (odd sizes, N = 1, several
+    column tiles / row splits); a NaN reaches its own slice's statistic and coefficients only."""
+    proj = (torch.randn(V, N, K, generator=rng) * 1.5).to(DEVICE)
+    quad = shared_quadrature(3.0, 17, DEVICE)
+    stat, base = STAT_OP(proj, 3.0 / 16, quad.t, quad.phi, quad.weights)
+    want_stat, want_base = ecf_stat_formula(proj.cpu(), quad.t.cpu(), quad.phi.cpu(), quad.weights.cpu())
+    assert stat.shape == (V, K) and base.shape == (V, 2, 17, K)
+    assert rel_err(stat, want_stat) <= 1e-5 and rel_err(base, want_base) <= 1e-5
+    proj[-1, N // 2, K - 1] = float("nan")
+    stat, base = STAT_OP(proj, 3.0 / 16, quad.t, quad.phi, quad.weights)
+    assert stat[-1, -1].isnan() and base[-1, :, 1:, -1].isnan().all()
+    assert stat[:, :-1].isfinite().all() and stat[:-1].isfinite().all() and base[..., :-1].isfinite().all()
+
+
 def test_memory_within_budget():
-    """Saved: P (N K floats, reused for dP in backward) beyond the inputs, plus the shared eager loss
-    stage; peak extra of fwd + bwd: P/dP and dX (N K + N D floats) plus O(V K T), i.e. inputs +
-    2 N K 4 bytes when D <= K."""
+    """Saved: P (N K floats, reused for dP in backward) and the statistic's derivative coefficients (2 K T
+    floats) beyond the inputs; peak extra of fwd + bwd: P/dP and dX (N K + N D floats) plus O(V K T),
+    i.e. inputs + 2 N K 4 bytes when D <= K."""
     shape = Shape(1, 1024, 64, 128, 17)
     problem = make_problem("sigreg", shape)
     saved = bench.saved_tensor_bytes(problem, "cpu")["saved_extra_bytes"]
-    assert saved == 4 * shape.N * shape.K + 4 * (2 * shape.K * shape.T + shape.T)
+    assert saved == 4 * shape.N * shape.K + 4 * 2 * shape.K * shape.T
     peak = bench.peak_extra_bytes(problem, "cpu")
     assert peak <= 4 * shape.N * (shape.K + max(shape.K, shape.D)) + 16 * 4 * shape.K * shape.T
 

@@ -26,8 +26,14 @@ from helpers import TRITON_DEVICE as DEVICE
 def fully_fused(registry):
     """Every test here runs the fully fused kernel (``memory="min"``), also where it reaches the triton
     backend through the tools; the default passes over stored P are tested in test_triton_sigreg_passes.py."""
+    from fused_sigreg.backends.triton import sigreg_passes
+
     triton_backend = registry.backends["triton"]
-    ops = dict(triton_backend.ops, ecf_means=triton_backend.ops["ecf_means_min"])
+    ops = dict(
+        triton_backend.ops,
+        ecf_means=triton_backend.ops["ecf_means_min"],
+        sigreg_stats=sigreg_passes.sigreg_stats_fused,
+    )
     registry.register(dataclasses.replace(triton_backend, ops=ops))
 
 
@@ -56,7 +62,7 @@ def test_auto_selection_and_refusals(rng):
     assert fs.available_backends()["triton"] == (True, "")
     from fused_sigreg import dispatch
 
-    chosen, _ = dispatch.select("ecf_means", (x, a))
+    chosen, _ = dispatch.select("sigreg_stats", (x, a))
     # auto prefers the fused kernel on CUDA tensors, but never routes work through the interpreter
     assert chosen == "triton" if GPU else chosen != "triton"
     # float64 and directions that require grad are served by eager under auto, refused when forced

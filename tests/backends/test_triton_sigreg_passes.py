@@ -12,16 +12,19 @@ triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 
 import fused_sigreg as fs  # noqa: E402
 from fused_sigreg.backends.triton import sigreg_passes  # noqa: E402
+from fused_sigreg.slicing import shared_quadrature  # noqa: E402
 from fused_sigreg.tools import bench, memory  # noqa: E402
 from fused_sigreg.tools.problems import Shape, make_problem  # noqa: E402
 from helpers import (  # noqa: E402
     FP32_TOL,
+    ecf_stat_formula,
     rel_err,
     sigreg_value_and_grad,
 )
 from helpers import TRITON_DEVICE as DEVICE  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ieee_matmul")  # fp32 parity is judged with ieee matmuls
+STAT_OP = sigreg_passes.ecf_stat_triton
 
 
 def _inputs(rng, shape, K, scale=1.0):
@@ -116,3 +119,19 @@ def test_second_backward_fails_loudly(rng):
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="triton backend's SIGReg backward.*retain_graph=True"):
         loss.backward()
+
+
+@pytest.mark.parametrize("V,N,K", [(1, 1, 1), (2, 37, 13), (1, 260, 129)])
+def test_ecf_stat_is_the_statistic_and_its_derivative(rng, V, N, K):
+    """The op's statistic and derivative coefficients against the float64 formula (odd sizes, N = 1, several
+    column tiles / row splits); a NaN reaches its own slice's statistic and coefficients only."""
+    proj = (torch.randn(V, N, K, generator=rng) * 1.5).to(DEVICE)
+    quad = shared_quadrature(3.0, 17, DEVICE)
+    stat, base = STAT_OP(proj, 3.0 / 16, quad.t, quad.phi, quad.weights)
+    want_stat, want_base = ecf_stat_formula(proj.cpu(), quad.t.cpu(), quad.phi.cpu(), quad.weights.cpu())
+    assert stat.shape == (V, K) and base.shape == (V, 2, 17, K)
+    assert rel_err(stat, want_stat) <= 1e-5 and rel_err(base, want_base) <= 1e-5
+    proj[-1, N // 2, K - 1] = float("nan")
+    stat, base = STAT_OP(proj, 3.0 / 16, quad.t, quad.phi, quad.weights)
+    assert stat[-1, -1].isnan() and base[-1, :, 1:, -1].isnan().all()
+    assert stat[:, :-1].isfinite().all() and stat[:-1].isfinite().all() and base[..., :-1].isfinite().all()

@@ -166,7 +166,7 @@ def test_a_backend_that_cannot_serve_is_a_usage_error():
         "--repeats",
         "1",
     )
-    assert out.returncode == 2 and "backend 'cuda' was requested for ecf_means but cannot serve" in out.stderr
+    assert out.returncode == 2 and "backend 'cuda' was requested for sigreg_stats but cannot serve" in out.stderr
 
 
 def test_unknown_op_is_rejected():
@@ -196,11 +196,11 @@ def test_nan_never_passes_check(registry):
 
     assert check.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
 
-    def nan_ecf(x, a, t_max, n_points):  # differentiable, all NaN
+    def nan_stats(x, a, t_max, n_points):  # differentiable, all NaN
         nan = x.float().sum() * float("nan")
-        return tuple(nan.expand(*x.shape[:-2], a.shape[1], n_points) for _ in range(2))
+        return nan.expand(*x.shape[:-2], a.shape[1])
 
-    registry.register(Backend("cpu", priority=-1, ops={"ecf_means": nan_ecf}))
+    registry.register(Backend("cpu", priority=-1, ops={"sigreg_stats": nan_stats}))
     rows = check.check_problem(make_problem("sigreg", Shape(1, 20, 4, 6)))
     ok = {r["backend"]: r["ok"] for r in rows}
     assert ok["eager"] and not ok["cpu"]

@@ -69,6 +69,7 @@ register_backend(
         ops=dict(
             _OPS,
             ecf_means=lazy_op(_sigreg_cpu_stages, "ecf_means"),
+            sigreg_stats=lazy_op(_sigreg_cpu_stages, "sigreg_stats"),
             **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS},
             **{name: lazy_op(_moment_stages, name) for name in MOMENT_STATISTICS},
         ),

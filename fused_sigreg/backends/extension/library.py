@@ -69,6 +69,12 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
         _check_proj(proj, 3)
         return proj.new_empty((proj.shape[0], 2, n_points, proj.shape[2]))
 
+    @torch.library.register_fake("fused_sigreg::ecf_stat")
+    def _(proj, delta, t, phi, weights):
+        _check_proj(proj, 3)
+        V, _, K = proj.shape
+        return proj.new_empty((V, K)), proj.new_empty((V, 2, t.shape[0], K))
+
     @torch.library.register_fake("fused_sigreg::ecf_grad")
     def _(proj, coef, delta):
         _check_coef(proj, coef)
@@ -89,7 +95,8 @@ def available():
 # Fixed once the library is loaded; a plain dict keeps the lookup traceable by torch.compile.
 _KERNELS = {
     (op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
-    for op in ("sort_match", "sort_stat", "moment_stat", "moment_stat_backward", "ecf_sums", "ecf_grad", "ecf_grad_")
+    for op in ("sort_match", "sort_stat", "moment_stat", "moment_stat_backward")
+    + ("ecf_sums", "ecf_stat", "ecf_grad", "ecf_grad_")
     for key in ("CPU", "CUDA")
 }
 

@@ -75,6 +75,7 @@ def _moment_stages():
 
 _OPS = {
     "ecf_means": lazy_op(_sigreg_stages, "ecf_means"),
+    "sigreg_stats": lazy_op(_sigreg_stages, "sigreg_stats"),
     "ecf_means_min": lazy_op(_sigreg_stages, "ecf_means_min"),
     **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES},
     # Anderson-Darling on CUDA runs the reference: kernels/sort_stat.py says why

@@ -86,6 +86,9 @@ class PassConfig:
 # (8, 256, 8 warps), 98 registers. Neither is timed on a GPU yet.
 COLSUMS_CONFIG = PassConfig(16, 128, 4)
 DP_CONFIG = PassConfig(8, 256, 8)
+# SIGReg's statistic from the forward's partial sums (ecf_stat_kernel): one fp64 column per thread,
+# O(V K T splits) loads in all; block_n unused.
+STAT_CONFIG = PassConfig(1, 128, 4)
 # Row splits of the forward: enough programs to give every SM PROGRAMS_PER_SM of them, but at least
 # SPLIT_ROWS_MIN rows each, so the fp64 partial sums (V, splits, 2, T, K) stay O(SMs x BLOCK_K x T),
 # independent of N.

@@ -9,17 +9,22 @@ the forward's partial sums are O(SMs x BLOCK_K x T), whatever N (``partial_shape
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import triton
 
-from ...kernels.ecf_passes import ecf_grad_kernel, ecf_sums_kernel
-from ..ecf_passes import EcfPasses, make_ecf_means
+from ...kernels.ecf_passes import ecf_grad_kernel, ecf_stat_kernel, ecf_sums_kernel
+from ...reference import epps_pulley_from_ecf
+from ...slicing import shared_quadrature
+from ..ecf_passes import EcfPasses, make_ecf_means, make_sigreg_stats
 from .configs import (
     COLSUMS_CONFIG,
     DP_CONFIG,
     PROGRAMS_PER_SM,
     RESEED,
     SPLIT_ROWS_MIN,
+    STAT_CONFIG,
     CompileSpec,
 )
 from .launch import launch, sm_count
@@ -46,10 +51,8 @@ def _check_coef(proj: torch.Tensor, coef: torch.Tensor) -> None:
         raise ValueError(f"coef must be float32 (V, 2, T, K) = ({V}, 2, T, {K}), got {tuple(coef.shape)} {coef.dtype}")
 
 
-@torch.library.custom_op("fused_sigreg::ecf_sums_triton", mutates_args=())
-def ecf_sums_triton(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tensor:
-    """proj (V, N, K) float32 -> (V, 2, n_points, K) float32: sums over N of cos / sin(j delta p), in fp64
-    partial sums over row splits reduced in a fixed order (deterministic)."""
+def _partial_sums(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tensor:
+    """The forward pass: (V, splits, 2, n_points, K) fp64 partial sums of cos / sin(j delta p) over row splits."""
     _check_proj(proj)
     V, N, K = proj.shape
     shape = partial_shape(V, N, K, n_points, proj.device)
@@ -65,7 +68,43 @@ def ecf_sums_triton(proj: torch.Tensor, delta: float, n_points: int) -> torch.Te
         RESEED=RESEED,
         num_warps=cfg.num_warps,
     )
-    return partial.sum(dim=1).float()
+    return partial
+
+
+@torch.library.custom_op("fused_sigreg::ecf_sums_triton", mutates_args=())
+def ecf_sums_triton(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tensor:
+    """proj (V, N, K) float32 -> (V, 2, n_points, K) float32: sums over N of cos / sin(j delta p), in fp64
+    partial sums over row splits reduced in a fixed order (deterministic)."""
+    return _partial_sums(proj, delta, n_points).sum(dim=1).float()
+
+
+@torch.library.custom_op("fused_sigreg::ecf_stat_triton", mutates_args=())
+def ecf_stat_triton(
+    proj: torch.Tensor, delta: float, t: torch.Tensor, phi: torch.Tensor, weights: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """proj (V, N, K) float32 and the (T,) float32 quadrature (t_j = j delta) -> (stat (V, K), base (V, 2, T, K)),
+    both float32: SIGReg's statistic per slice and the coefficients of its derivative in p
+    (``kernels/ecf_passes.py`` ecf_stat_kernel; the twin of the extension's ``ecf_stat``). Three launches:
+    the partial sums' zeroing, the pass over P, and the statistic."""
+    for name, q in (("t", t), ("phi", phi), ("weights", weights)):
+        if q.dim() != 1 or q.dtype != torch.float32 or q.shape != t.shape or q.device != proj.device:
+            raise ValueError(f"{name} must be a (T,) float32 tensor on proj's device like t {tuple(t.shape)}, got {q}")
+    n_points = t.shape[0]
+    partial = _partial_sums(proj, delta, n_points)
+    V, N, K = proj.shape
+    stat = proj.new_empty((V, K))
+    base = proj.new_empty((V, 2, n_points, K))
+    cfg = STAT_CONFIG
+    launch(
+        ecf_stat_kernel,
+        (triton.cdiv(K, cfg.block_k), V),
+        (partial, t.contiguous(), phi.contiguous(), weights.contiguous(), stat, base, N, K, partial.shape[1]),
+        cfg,
+        T=n_points,
+        BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps,
+    )
+    return stat, base
 
 
 def _fake_check(proj: torch.Tensor, coef=None) -> None:
@@ -84,6 +123,13 @@ def _fake_check(proj: torch.Tensor, coef=None) -> None:
 def _(proj, delta, n_points):
     _fake_check(proj)
     return proj.new_empty((proj.shape[0], 2, n_points, proj.shape[2]))
+
+
+@ecf_stat_triton.register_fake
+def _(proj, delta, t, phi, weights):
+    _fake_check(proj)
+    V, _, K = proj.shape
+    return proj.new_empty((V, K)), proj.new_empty((V, 2, t.shape[0], K))
 
 
 def _launch_dp(proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.Tensor) -> None:
@@ -127,8 +173,9 @@ def _(proj, coef, delta):
     _fake_check(proj, coef)
 
 
-PASSES = EcfPasses("the triton backend", ecf_sums_triton, ecf_grad_triton, ecf_grad_triton_inplace)
+PASSES = EcfPasses("the triton backend", ecf_sums_triton, ecf_stat_triton, ecf_grad_triton, ecf_grad_triton_inplace)
 ecf_means_over_p = make_ecf_means(PASSES)
+sigreg_stats_over_p = make_sigreg_stats(PASSES)
 
 # memory="auto" keeps P when it takes at most this fraction of the GPU's total memory (P lives until
 # backward, which adds dX and the rest of the step's activations beside it). A rule of the call and the
@@ -155,12 +202,31 @@ def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points:
     return fused_ecf_means(x, directions, t_max, n_points)
 
 
+def sigreg_stats(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
+    """The ``sigreg_stats`` stage (memory="auto", one batch): the passes over stored P with the statistic
+    formed by the pass's own op, or the fully fused kernel's means when P would not fit."""
+    if p_fits(x, directions):
+        return sigreg_stats_over_p(x, directions, t_max, n_points)
+    return sigreg_stats_fused(x, directions, t_max, n_points)
+
+
+def sigreg_stats_fused(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
+    """SIGReg per slice on one batch from the fully fused kernel's ECF means (nothing of size N K kept)."""
+    cos_mean, sin_mean = fused_ecf_means(x, directions, t_max, n_points)
+    return epps_pulley_from_ecf(cos_mean, sin_mean, shared_quadrature(t_max, n_points, x.device), x.shape[-2])
+
+
 # what the dispatcher's triton backend calls; "ecf_means_min" is sigreg(memory="min")
-STAGES = {"ecf_means": ecf_means, "ecf_means_min": fused_ecf_means}
+STAGES = {"ecf_means": ecf_means, "sigreg_stats": sigreg_stats, "ecf_means_min": fused_ecf_means}
+
+
+# n_points of the statistic kernel checked ahead of time (T is a constexpr there: its loop unrolls): lejepa's
+# 17 and the paper's Algorithm 1's 9; another value compiles on its first call.
+STAT_CHECKED_POINTS = (9, 17)
 
 
 def compile_specs():
-    """Both passes at their one config, for ``compile_check``."""
+    """Both passes at their one config and the statistic kernel at STAT_CHECKED_POINTS, for ``compile_check``."""
     cfg = COLSUMS_CONFIG
     constexprs = dict(cfg.constexprs(), RESEED=RESEED)
     yield CompileSpec(
@@ -196,3 +262,20 @@ def compile_specs():
         cfg.num_warps,
         aligned_pointers=("p_ptr", "coef_ptr", "dp_ptr"),
     )
+    cfg = STAT_CONFIG
+    for n_points in STAT_CHECKED_POINTS:
+        constexprs = dict(T=n_points, BLOCK_K=cfg.block_k)
+        yield CompileSpec(
+            ecf_stat_kernel,
+            f"BK{cfg.block_k} w{cfg.num_warps}",
+            f"T={n_points}",
+            {
+                "partial_ptr": "*fp64",
+                **{n: "*fp32" for n in ("t_ptr", "phi_ptr", "w_ptr", "stat_ptr", "base_ptr")},
+                **{n: "i32" for n in ("N", "K", "n_splits")},
+                **{c: "constexpr" for c in constexprs},
+            },
+            constexprs,
+            cfg.num_warps,
+            aligned_pointers=("partial_ptr", "stat_ptr", "base_ptr"),
+        )
