@@ -115,6 +115,7 @@ def extensions():
         "csrc/sort_stat_cpu.cpp",
         "csrc/moment_stat_cpu.cpp",
         "csrc/sigreg_cpu.cpp",
+        "csrc/visreg_terms_cpu.cpp",
     ]
     cxx = ["-O3", "-std=c++20", "-fopenmp"]
     link = ["-fopenmp"]

@@ -39,4 +39,15 @@ TORCH_LIBRARY(fused_sigreg, m) {
   m.def("ecf_grad(Tensor proj, Tensor coef, float delta) -> Tensor");
   // the same, written over proj (contiguous): backward's dP takes the place of the saved P
   m.def("ecf_grad_(Tensor(a!) proj, Tensor coef, float delta) -> ()");
+  // VISReg's centre and scale terms (CPU). centered (V, N, D) float32 = z - mu, mu (V, [1,] D) the mean over N,
+  // norm (V, D) = ||centered|| over N (torch's, as the reference's) -> (normalised = centered / sigma, terms () =
+  // scale_weight * mean (sigma - 1)^2 + center_weight * mean mu^2, sigma (V, D) = norm / sqrt(N) + eps).
+  m.def(
+      "visreg_terms(Tensor centered, Tensor mu, Tensor norm, float eps, float scale_weight, float center_weight) -> "
+      "(Tensor, Tensor, Tensor)");
+  // grad_z (V, N, D) of terms * grad_out + <shape_factor * grad_normalised, normalised> with sigma held
+  // constant in normalised (the reference's stop-gradient).
+  m.def(
+      "visreg_terms_backward(Tensor grad_normalised, Tensor centered, Tensor mu, Tensor sigma, Tensor norm, "
+      "Tensor grad_out, float shape_factor, float scale_weight, float center_weight) -> Tensor");
 }

@@ -132,3 +132,33 @@ def ecf_stat_formula(proj: torch.Tensor, t: torch.Tensor, phi: torch.Tensor, wei
     ).sum(-1)
     assert torch.allclose(grad, from_base, rtol=1e-10, atol=1e-12), "base is not stat's derivative"
     return stat.detach(), base.detach()
+
+
+def check_visreg_terms(forward_op, backward_op, rng: torch.Generator, device, V: int, N: int, D: int) -> None:
+    """A VISReg terms op pair (``visreg_terms`` / ``visreg_terms_backward`` or their Triton twins) against the
+    reference's ``visreg_terms``: the normalised values bit for bit (they decide the shape term's ranks),
+    sigma and the weighted terms to 1e-6, and the backward, grad of grad_out * terms + <factor * g,
+    normalised>, against autograd through the reference (sigma held constant in the normalised values,
+    as there) to 1e-5. Then a NaN reaches its own column only."""
+    z = (torch.randn(V, N, D, generator=rng) * 1.7 + 0.3).to(device)
+    sw, cw, factor = 0.7, 1.9, 0.37
+    mu = z.mean(dim=-2, keepdim=True)
+    centered = z - mu
+    norm = centered.norm(dim=-2)
+    normalised, terms, sigma = forward_op(centered, mu, norm, reference.VISREG_STD_EPS, sw, cw)
+    zr = z.detach().clone().requires_grad_()
+    center, scale, want = reference.visreg_terms(zr)
+    assert torch.equal(normalised, want.detach())
+    assert rel_err(sigma, centered.norm(dim=-2) / N**0.5 + reference.VISREG_STD_EPS) <= 1e-6
+    assert rel_err(terms, sw * scale + cw * center) <= 1e-6
+    g = torch.randn(V, N, D, generator=rng).to(device)
+    grad_out = torch.tensor(1.3, device=device)
+    # grad_out scales the terms; the shape term's incoming gradient g carries its own
+    ((sw * scale + cw * center) * grad_out + factor * (g * want).sum()).backward()
+    got = backward_op(g, centered, mu, sigma, norm, grad_out, factor, sw, cw)
+    assert rel_err(got, zr.grad) <= 1e-5
+    z[-1, N // 2, D - 1] = float("nan")
+    mu = z.mean(dim=-2, keepdim=True)
+    centered = z - mu
+    normalised, terms, sigma = forward_op(centered, mu, centered.norm(dim=-2), reference.VISREG_STD_EPS, sw, cw)
+    assert terms.isnan() and normalised[-1, :, -1].isnan().all() and normalised[..., :-1].isfinite().all()

@@ -9,11 +9,17 @@ and int64 indices). Two ops exist, each with its own layout of the projections:
   - ``fused_sigreg::sort_match_triton`` (``backends/triton/sort_match.py``): (V, N, K), as ``x @ W`` writes it.
 Projections are always the reference's own ``x @ W`` (bitwise the same numbers, so the ranks and
 hence the gradients agree with eager even at near-ties).
+
+VISReg adds a terms op pair (``fused_sigreg::visreg_terms`` / ``visreg_terms_backward`` on CPU,
+``visreg_terms_triton`` / ``visreg_terms_backward_triton`` on CUDA): one op forms the centre and scale terms
+and the normalised embeddings, one op turns the shape term's gradient into z's, so that VISReg is one
+autograd op of a few launches instead of ~35 eager ones around the match. The normalised values are the
+reference's to the rounding of the mean and the norm (summed in another order).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -21,51 +27,126 @@ from .. import reference
 from ..dispatch import check_first_order
 
 MatchOp = Callable[[torch.Tensor, torch.Tensor], tuple]
+# (forward, backward) with the contract of the extension's visreg_terms / visreg_terms_backward (csrc/ops.cpp)
+TermsOps = Tuple[Callable[..., tuple], Callable[..., torch.Tensor]]
 
 
 class QuantileMatchLoss(torch.autograd.Function):
-    """mean of (sorted proj - target)^2 by ``match`` (a match op); target sorted quantiles or samples."""
+    """mean over (V, N, K) of (sorted x @ W - target)^2 by ``match`` (a match op) on x (V, N, D) float32;
+    target sorted quantiles or the target samples' projections. Forward: the reference's own x @ W, the
+    match op, its sum. Backward: the saved gradient back through grad_out W in one batched matmul that also
+    applies 1 / (V N K) and reads the match op's layout as it is (no transposed copy, no scaling pass)."""
 
     @staticmethod
-    def forward(ctx, proj: torch.Tensor, target: torch.Tensor, match: MatchOp) -> torch.Tensor:
-        sum_sq, grad = match(proj, target)
-        ctx.save_for_backward(grad)
+    def forward(ctx, x, directions, target, match: MatchOp, layout) -> torch.Tensor:
+        proj = reference.project(x, directions)
+        sum_sq, grad = match(layout.to(proj), target)
+        ctx.save_for_backward(grad, directions)
+        ctx.layout, ctx.proj_shape = layout, proj.shape
         return sum_sq.sum() / proj.numel()
 
     @staticmethod
     def backward(ctx, grad_out):
         check_first_order("the sort-and-match loss")
-        (grad,) = ctx.saved_tensors
-        return grad * (grad_out / grad.numel()), None, None
+        grad, directions = ctx.saved_tensors
+        grad_proj = ctx.layout.back(grad, ctx.proj_shape)
+        return back_project(grad_proj, directions, grad_out, 1.0 / grad.numel()), None, None, None, None
 
 
-def slice_rows(proj: torch.Tensor) -> torch.Tensor:
-    """(..., N, K) -> (S, N), S = prod(...) * K: the extension's layout (a copy)."""
+def back_project(grad_proj: torch.Tensor, directions: torch.Tensor, grad_out: torch.Tensor, scale: float = 1.0):
+    """scale * grad_proj @ (grad_out W)^T for grad_proj (V, N, K) in any strides (a transposed layout is read
+    as it is): grad_out scales the small (K, D) matrix, not the (V, N, K) gradient, and one batched
+    matmul does the rest, W^T broadcast over the views."""
+    V, N, K = grad_proj.shape
+    w = (directions.to(grad_proj.dtype).t() * grad_out).expand(V, K, directions.shape[0])
+    if scale == 1.0:
+        return torch.bmm(grad_proj, w)
+    # beta = 0: the input only gives the shape (a view of grad_proj's own values, so that even a path that
+    # multiplied it by 0 would add nothing that grad_proj does not already carry)
+    return torch.baddbmm(grad_proj[:, :, :1].expand(V, N, w.shape[2]), grad_proj, w, beta=0.0, alpha=scale)
+
+
+class VisregLoss(torch.autograd.Function):
+    """VISReg of z (V, N, D) float32: the reference's mean and norm, the terms op (centre and scale terms,
+    normalised z), its projection onto the directions and the match op; forward returns terms +
+    shape_weight * mean squared residual. Backward: the match's saved gradient back through grad_out W
+    (one batched matmul) and the terms' backward op."""
+
+    @staticmethod
+    def forward(ctx, z, directions, target, weights, match: MatchOp, layout, terms: TermsOps):
+        scale_weight, shape_weight, center_weight = weights
+        # the reference's reductions, op for op: their roundings decide the normalised values and the ranks
+        mu = z.mean(dim=-2, keepdim=True)
+        centered = z - mu
+        norm = centered.norm(dim=-2)
+        normalised, value, sigma = terms[0](centered, mu, norm, reference.VISREG_STD_EPS, scale_weight, center_weight)
+        proj = reference.project(normalised, directions)
+        sum_sq, grad = match(layout.to(proj), target)
+        ctx.save_for_backward(centered, mu, sigma, norm, grad, directions)
+        ctx.weights, ctx.layout, ctx.terms_backward, ctx.proj_shape = weights, layout, terms[1], proj.shape
+        ctx.shape_factor = shape_weight / proj.numel()
+        return torch.add(value, sum_sq.sum(), alpha=ctx.shape_factor)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        check_first_order("VISReg")
+        centered, mu, sigma, norm, grad, directions = ctx.saved_tensors
+        grad_normalised = back_project(ctx.layout.back(grad, ctx.proj_shape), directions, grad_out)
+        scale_weight, _, center_weight = ctx.weights
+        grad_z = ctx.terms_backward(
+            grad_normalised, centered, mu, sigma, norm, grad_out, ctx.shape_factor, scale_weight, center_weight
+        )
+        return grad_z, None, None, None, None, None, None
+
+
+class Layout:
+    """How a match op takes the projections (V, N, K) (``to``), and how its gradient comes back (``back``)."""
+
+    def __init__(self, to: Callable[[torch.Tensor], torch.Tensor], back: Callable[[torch.Tensor, tuple], torch.Tensor]):
+        self.to, self.back = to, back
+
+    def __call__(self, proj: torch.Tensor) -> torch.Tensor:
+        return self.to(proj)
+
+
+def _slice_rows(proj: torch.Tensor) -> torch.Tensor:
     return proj.transpose(-1, -2).reshape(-1, proj.shape[-2])
 
 
-def view_columns(proj: torch.Tensor) -> torch.Tensor:
-    """(..., N, K) -> (V, N, K): the Triton kernel's layout (no copy for a matmul output)."""
+def _view_columns(proj: torch.Tensor) -> torch.Tensor:
     return proj.reshape(-1, *proj.shape[-2:]).contiguous()
 
 
-def make_stages(match: MatchOp, layout: Callable[[torch.Tensor], torch.Tensor]) -> Dict[str, Callable]:
-    """The dispatcher's ``sliced_wasserstein``, ``visreg`` and ``rdmreg`` stages over one match op,
-    with the eager reference's signatures."""
+# (..., N, K) -> (S, N), S = prod(...) * K: the extension's layout (a copy)
+slice_rows = Layout(_slice_rows, lambda grad, shape: grad.reshape(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2))
+# (..., N, K) -> (V, N, K): the Triton kernel's layout (no copy for a matmul output)
+view_columns = Layout(_view_columns, lambda grad, shape: grad.reshape(shape))
 
-    def project(x, directions):
-        return layout(reference.project(x, directions))
+
+def make_stages(
+    match: MatchOp, layout: Layout, terms_for: Optional[Callable[[torch.Tensor], Optional[TermsOps]]] = None
+) -> Dict[str, Callable]:
+    """The dispatcher's ``sliced_wasserstein``, ``visreg`` and ``rdmreg`` stages over one match op,
+    with the eager reference's signatures. ``terms_for(z)``: VISReg's terms ops for z's device, or None
+    (the reference's terms around the match)."""
+
+    def views(x):
+        return x.to(torch.float32).reshape(-1, *x.shape[-2:])
 
     def sliced_wasserstein(x, directions, target):
-        return QuantileMatchLoss.apply(project(x, directions), target.to(torch.float32), match)
+        return QuantileMatchLoss.apply(views(x), directions, target.to(torch.float32), match, layout)
 
     def visreg(z, directions, target, scale_weight=1.0, shape_weight=1.0, center_weight=1.0):
+        terms = terms_for(z) if terms_for is not None else None
+        if terms is not None:
+            weights = (float(scale_weight), float(shape_weight), float(center_weight))
+            return VisregLoss.apply(views(z), directions, target.to(torch.float32), weights, match, layout, terms)
         center, scale, normalised = reference.visreg_terms(z)
         shape = sliced_wasserstein(normalised, directions, target)
         return scale_weight * scale + shape_weight * shape + center_weight * center
 
     def rdmreg(z, directions, target_samples):
-        target = project(target_samples, directions).detach()
-        return QuantileMatchLoss.apply(project(z, directions), target, match)
+        target = layout(reference.project(target_samples, directions)).detach()
+        return QuantileMatchLoss.apply(views(z), directions, target, match, layout)
 
     return {"sliced_wasserstein": sliced_wasserstein, "visreg": visreg, "rdmreg": rdmreg}

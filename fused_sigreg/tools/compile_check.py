@@ -29,7 +29,7 @@ ARCHS = {80: 166912, 90: 232448}
 
 def all_specs() -> List[CompileSpec]:
     # imported here, not at the top: the launchers import triton, which this module's users may lack
-    from ..backends.triton import moment_stat, sigreg_fused, sigreg_passes, sort_match, sort_stat
+    from ..backends.triton import moment_stat, sigreg_fused, sigreg_passes, sort_match, sort_stat, visreg_terms
 
     return [
         *sigreg_fused.compile_specs(),
@@ -37,6 +37,7 @@ def all_specs() -> List[CompileSpec]:
         *sort_match.compile_specs(),
         *sort_stat.compile_specs(),
         *moment_stat.compile_specs(),
+        *visreg_terms.compile_specs(),
     ]
 
 
@@ -60,6 +61,9 @@ def expected_counts() -> Dict[str, int]:
         # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera; backward per degree (4, 16)
         "moment_stat_kernel": len(MOMENT_IDS) + 1,
         "moment_stat_backward_kernel": 2,
+        # one config; the forward with torch's CPU and CUDA division by sqrt(N)
+        "visreg_terms_kernel": 2,
+        "visreg_terms_backward_kernel": 1,
     }
 
 

@@ -85,6 +85,17 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
         _check_coef(proj, coef)
         return None
 
+    @torch.library.register_fake("fused_sigreg::visreg_terms")
+    def _(centered, mu, norm, eps, scale_weight, center_weight):
+        _check_proj(centered, 3)
+        V, _, D = centered.shape
+        return torch.empty_like(centered), centered.new_empty(()), centered.new_empty((V, D))
+
+    @torch.library.register_fake("fused_sigreg::visreg_terms_backward")
+    def _(grad_normalised, centered, mu, sigma, norm, grad_out, shape_factor, scale_weight, center_weight):
+        _check_proj(centered, 3)
+        return torch.empty_like(centered)
+
 
 def available():
     if _LOAD_ERROR is None:
@@ -96,7 +107,7 @@ def available():
 _KERNELS = {
     (op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
     for op in ("sort_match", "sort_stat", "moment_stat", "moment_stat_backward")
-    + ("ecf_sums", "ecf_stat", "ecf_grad", "ecf_grad_")
+    + ("ecf_sums", "ecf_stat", "ecf_grad", "ecf_grad_", "visreg_terms", "visreg_terms_backward")
     for key in ("CPU", "CUDA")
 }
 

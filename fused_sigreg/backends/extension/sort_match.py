@@ -1,4 +1,5 @@
-"""SWD, VISReg and RDMReg stages on the extension's ``fused_sigreg::sort_match`` (CPU and CUDA)."""
+"""SWD, VISReg and RDMReg stages on the extension's ``fused_sigreg::sort_match`` (CPU and CUDA); VISReg's
+terms on the extension's ``visreg_terms`` ops on CPU and on their Triton twins on CUDA."""
 
 from __future__ import annotations
 
@@ -6,9 +7,21 @@ import torch
 
 from ..sort_match import make_stages, slice_rows
 
+_TERMS = {"cpu": (torch.ops.fused_sigreg.visreg_terms, torch.ops.fused_sigreg.visreg_terms_backward)}
+try:  # triton is a runtime dependency wherever CUDA is; without it VISReg's terms on CUDA are the reference's
+    from ..triton.visreg_terms import OPS as _TRITON_TERMS
+
+    _TERMS["cuda"] = _TRITON_TERMS
+except ImportError:
+    pass
+
 
 def _extension_match(proj, target):
     return torch.ops.fused_sigreg.sort_match(proj, target)
 
 
-STAGES = make_stages(_extension_match, slice_rows)  # what the dispatcher's cpu and cuda backends call
+def _terms_for(z):
+    return _TERMS.get(z.device.type)
+
+
+STAGES = make_stages(_extension_match, slice_rows, _terms_for)  # what the dispatcher's cpu and cuda backends call

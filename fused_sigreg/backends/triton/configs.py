@@ -89,6 +89,9 @@ DP_CONFIG = PassConfig(8, 256, 8)
 # SIGReg's statistic from the forward's partial sums (ecf_stat_kernel): one fp64 column per thread,
 # O(V K T splits) loads in all; block_n unused.
 STAT_CONFIG = PassConfig(1, 128, 4)
+# VISReg's centre and scale terms (kernels/visreg_terms.py): 32 columns (a 128-byte row segment) of one
+# view per program, walked in 32-row chunks; block_k is the columns. Not timed on a GPU.
+TERMS_CONFIG = PassConfig(32, 32, 4)
 # Row splits of the forward: enough programs to give every SM PROGRAMS_PER_SM of them, but at least
 # SPLIT_ROWS_MIN rows each, so the fp64 partial sums (V, splits, 2, T, K) stay O(SMs x BLOCK_K x T),
 # independent of N.

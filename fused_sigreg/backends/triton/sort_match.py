@@ -21,6 +21,7 @@ from ...kernels.sort_match import sort_match_kernel
 from ..sort_match import make_stages, view_columns
 from .configs import SORT_CONFIGS, CompileSpec, sort_config
 from .launch import launch
+from .visreg_terms import OPS
 
 
 def _check(proj: torch.Tensor, target: torch.Tensor) -> None:
@@ -66,7 +67,7 @@ def _(proj, target):
     return proj.new_empty((proj.shape[0], proj.shape[2])), torch.empty_like(proj)
 
 
-STAGES = make_stages(sort_match_triton, view_columns)
+STAGES = make_stages(sort_match_triton, view_columns, lambda z: OPS)
 
 
 def compile_specs():
