@@ -54,11 +54,16 @@ class QuantileMatchLoss(torch.autograd.Function):
 
 
 def back_project(grad_proj: torch.Tensor, directions: torch.Tensor, grad_out: torch.Tensor, scale: float = 1.0):
-    """scale * grad_proj @ (grad_out W)^T for grad_proj (V, N, K) in any strides (a transposed layout is read
-    as it is): grad_out scales the small (K, D) matrix, not the (V, N, K) gradient, and one batched
-    matmul does the rest, W^T broadcast over the views."""
+    """scale * grad_out * grad_proj @ W^T for grad_proj (V, N, K) in any strides (a transposed layout is
+    read as it is): one batched matmul, W^T broadcast over the views, and grad_out multiplied into the
+    smaller of the (V, N, K) gradient and the (K, D) matrix (one small pass instead of a full one)."""
     V, N, K = grad_proj.shape
-    w = (directions.to(grad_proj.dtype).t() * grad_out).expand(V, K, directions.shape[0])
+    w = directions.to(grad_proj.dtype).t()
+    if w.numel() <= grad_proj.numel():
+        w = w * grad_out
+    else:
+        grad_proj = grad_proj * grad_out
+    w = w.expand(V, K, w.shape[1])
     if scale == 1.0:
         return torch.bmm(grad_proj, w)
     # beta = 0: the input only gives the shape (a view of grad_proj's own values, so that even a path that
