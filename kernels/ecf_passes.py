@@ -30,10 +30,11 @@ def ecf_sums_kernel(
     BLOCK_K: tl.constexpr,
     RESEED: tl.constexpr,
 ):
-    """Grid (column tiles, row splits, views). p (V, N, K) fp32; out (V, n_splits, 2, T, K) fp64, zero on
-    entry: out[v, s, 0, j, k] = sum over split s's rows n of cos(j delta p[v, n, k]), [v, s, 1, j, k] the
-    same with sin. Each program owns its (split, column tile) slice of out, so its read-modify-writes
-    race with nothing; each chunk's fp32 sum is added in fp64, so the error does not grow with N."""
+    """Grid (column tiles, row splits, views). p (V, N, K) fp32; out (V, n_splits, 2, T, K) fp64, written
+    whole (no split may be empty): out[v, s, 0, j, k] = sum over split s's rows n of cos(j delta p[v, n,
+    k]), [v, s, 1, j, k] the same with sin. Each program owns its (split, column tile) slice of out, so its
+    read-modify-writes race with nothing; the first row chunk stores (so out needs no zeroing launch) and
+    each later chunk's fp32 sum is added in fp64, so the error does not grow with N."""
     pid_k = tl.program_id(0)
     split = tl.program_id(1)
     view = tl.program_id(2).to(tl.int64)
@@ -44,6 +45,7 @@ def ecf_sums_kernel(
     row_begin = split * rows_per_split
     row_end = tl.minimum(row_begin + rows_per_split, N)
     for n0 in range(row_begin, row_end, BLOCK_N):
+        later = n0 > row_begin  # the first chunk stores its sums, the later ones add to them
         rows = n0 + tl.arange(0, BLOCK_N)
         ok = (rows[:, None] < row_end) & col_ok[None, :]
         p = tl.load(p_view + rows[:, None].to(tl.int64) * K + cols[None, :], mask=ok, other=0.0)
@@ -59,9 +61,9 @@ def ecf_sums_kernel(
                 c = tl.where(ok, c, 0.0)
                 s = tl.where(ok, s, 0.0)
             for j in range(j0, block_end(j0, T, RESEED)):
-                cos_sum = tl.load(out + j * K, mask=col_ok, other=0.0)
+                cos_sum = tl.load(out + j * K, mask=col_ok & later, other=0.0)
                 tl.store(out + j * K, cos_sum + tl.sum(c, axis=0).to(tl.float64), mask=col_ok)
-                sin_sum = tl.load(out + (T + j) * K, mask=col_ok, other=0.0)
+                sin_sum = tl.load(out + (T + j) * K, mask=col_ok & later, other=0.0)
                 tl.store(out + (T + j) * K, sin_sum + tl.sum(s, axis=0).to(tl.float64), mask=col_ok)
                 c, s = c * c1 - s * s1, s * c1 + c * s1
 

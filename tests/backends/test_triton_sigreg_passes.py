@@ -100,6 +100,25 @@ def test_partial_sums_do_not_grow_with_n():
     assert sigreg_passes.partial_shape(1, 2, 3, 17, torch.device("cpu"))[1] == 1
 
 
+def test_no_row_split_is_empty():
+    """The pass writes each split's partial sums from the split's first rows (the buffer is not zeroed), so
+    every split must own rows: at N = 140000, V = 1, K <= 128, 528 splits of 266 rows would leave the last
+    one empty; fewer splits of the same height are taken instead."""
+    for N in list(range(1, 3000, 7)) + [65_281, 127_745, 140_000, 200_000, 278_255, 2**20 + 1]:
+        for V, K in ((1, 100), (2, 1024), (10, 4096)):
+            splits = sigreg_passes.partial_shape(V, N, K, 17, torch.device("cpu"))[1]
+            assert (splits - 1) * triton.cdiv(N, splits) < N, (N, V, K, splits)
+
+
+def test_partial_sums_need_no_zeroed_buffer(rng, monkeypatch):
+    """Every slot of the partial sums is written: a buffer handed over full of NaN gives the same sums."""
+    proj = torch.randn(2, 600, 5, generator=rng).to(DEVICE)
+    want = sigreg_passes.ecf_sums_triton(proj, 0.1875, 17)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: real_empty(*a, **k).fill_(float("nan")))
+    assert torch.equal(sigreg_passes.ecf_sums_triton(proj, 0.1875, 17), want)
+
+
 def test_memory_matches_the_accounting():
     """Saved bytes equal the analytic count exactly; peak extra memory stays within the model."""
     for V, N, D, K, T in [(1, 50, 8, 16, 17), (3, 37, 5, 7, 9), (2, 300, 12, 8, 17)]:

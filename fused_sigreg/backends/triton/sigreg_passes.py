@@ -37,6 +37,9 @@ def partial_shape(V: int, N: int, K: int, T: int, device: torch.device):
     col_tiles = triton.cdiv(K, COLSUMS_CONFIG.block_k)
     wanted = triton.cdiv(PROGRAMS_PER_SM * sm_count(device), V * col_tiles)
     splits = max(1, min(wanted, triton.cdiv(N, SPLIT_ROWS_MIN)))
+    # as many splits as ceil(N / splits)-row splits take: none is empty (the pass writes each split's slot
+    # from its first row tile, so an empty split would leave its slot unwritten)
+    splits = triton.cdiv(N, triton.cdiv(N, splits)) if N > 0 else 1
     return (V, splits, 2, T, K)
 
 
@@ -56,7 +59,8 @@ def _partial_sums(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tens
     _check_proj(proj)
     V, N, K = proj.shape
     shape = partial_shape(V, N, K, n_points, proj.device)
-    partial = torch.zeros(shape, dtype=torch.float64, device=proj.device)
+    # the pass writes every slot from each split's first rows; with no rows there is nothing to write
+    partial = (torch.empty if N > 0 else torch.zeros)(shape, dtype=torch.float64, device=proj.device)
     rows_per_split = triton.cdiv(N, shape[1])
     cfg = COLSUMS_CONFIG
     launch(
@@ -84,8 +88,8 @@ def ecf_stat_triton(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """proj (V, N, K) float32 and the (T,) float32 quadrature (t_j = j delta) -> (stat (V, K), base (V, 2, T, K)),
     both float32: SIGReg's statistic per slice and the coefficients of its derivative in p
-    (``kernels/ecf_passes.py`` ecf_stat_kernel; the twin of the extension's ``ecf_stat``). Three launches:
-    the partial sums' zeroing, the pass over P, and the statistic."""
+    (``kernels/ecf_passes.py`` ecf_stat_kernel; the twin of the extension's ``ecf_stat``). Two launches:
+    the pass over P and the statistic."""
     for name, q in (("t", t), ("phi", phi), ("weights", weights)):
         if q.dim() != 1 or q.dtype != torch.float32 or q.shape != t.shape or q.device != proj.device:
             raise ValueError(f"{name} must be a (T,) float32 tensor on proj's device like t {tuple(t.shape)}, got {q}")
