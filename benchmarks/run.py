@@ -42,41 +42,46 @@ def providers(problem):
     return ["fused"] + providers_for(problem, include_emulated=False) + ["compile"]
 
 
+def cases(device, ops, quick=False):
+    """(op, shape, axis) of the sweep, the base and training points of every op first: a sweep cut short by
+    its deadline has measured where people train."""
+    out = [(op, shape, axis) for op in ops for shape, axis in (SWEEPS[device][op][:2] if quick else SWEEPS[device][op])]
+    return sorted(out, key=lambda case: case[2] not in ("base", "training"))
+
+
 def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32, deadline=None):
     """Result rows of ``ops``' sweeps on ``device``. Past ``deadline`` (a ``time.monotonic()`` value) a case
     is not started but listed as not measured, with the reason."""
     rows = []
-    for op in ops:
-        sweep = SWEEPS[device][op][:2] if quick else SWEEPS[device][op]
-        for shape, axis in sweep:
-            problem = make_problem(op, shape, dtype, device=device)
-            results = {}
-            for provider in providers(problem):
-                backend = None if provider == "fused" else provider
-                if deadline is not None and time.monotonic() >= deadline:
-                    why = "the run's time limit (--time-limit) was reached before this case"
-                    row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
-                else:
-                    row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
-                row["provider"], row["backend"], row["axis"] = provider, provider, axis
-                results[provider] = row
-                print(
-                    f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
-                    f"{row.get('fwd+bwd_ms_median', row['status'])}",
-                    flush=True,
-                )
-            unmeasured = unmeasured_backends(problem)
-            if op == "sigreg" and "triton" in unmeasured:
-                unmeasured[FULLY_FUSED] = unmeasured["triton"]
-            for provider, why in unmeasured.items():
+    for op, shape, axis in cases(device, ops, quick):
+        problem = make_problem(op, shape, dtype, device=device)
+        results = {}
+        for provider in providers(problem):
+            backend = None if provider == "fused" else provider
+            if deadline is not None and time.monotonic() >= deadline:
+                why = "the run's time limit (--time-limit) was reached before this case"
                 row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
-                row["provider"], row["axis"] = provider, axis
-                results[provider] = row
-            eager = results["eager"].get("fwd+bwd_ms_median")
-            for row in results.values():
-                t = row.get("fwd+bwd_ms_median")
-                row["speedup_vs_eager"] = round(eager / t, 2) if eager and t else ""
-                rows.append(row)
+            else:
+                row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
+            row["provider"], row["backend"], row["axis"] = provider, provider, axis
+            results[provider] = row
+            print(
+                f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
+                f"{row.get('fwd+bwd_ms_median', row['status'])}",
+                flush=True,
+            )
+        unmeasured = unmeasured_backends(problem)
+        if op == "sigreg" and "triton" in unmeasured:
+            unmeasured[FULLY_FUSED] = unmeasured["triton"]
+        for provider, why in unmeasured.items():
+            row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
+            row["provider"], row["axis"] = provider, axis
+            results[provider] = row
+        eager = results["eager"].get("fwd+bwd_ms_median")
+        for row in results.values():
+            t = row.get("fwd+bwd_ms_median")
+            row["speedup_vs_eager"] = round(eager / t, 2) if eager and t else ""
+            rows.append(row)
     return rows
 
 

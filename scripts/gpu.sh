@@ -187,12 +187,13 @@ if wants tests && fits tests "${TEST_LIMIT:-540}"; then
   PARALLEL=()
   WORKERS=${TEST_WORKERS:-$(nproc)}
   if [ "$WORKERS" != 0 ] && "$PY" -c 'import xdist' 2>/dev/null; then PARALLEL=(-n "$WORKERS"); fi
-  # the kernels' own tests first, so that a suite cut short by the budget has run those
+  # the lean path (sync debug mode, CUDA-graph replay) and the kernels' own tests first, so that a
+  # suite cut short by the budget has run those
   DEADLINE=()
   [ -n "${GPU_BUDGET:-}" ] && DEADLINE=(FUSED_SIGREG_TEST_DEADLINE=$(($(date +%s) + LIMIT - 60)))
   step tests env "${DEADLINE[@]}" FUSED_SIGREG_TEST_TIMEOUT="${TEST_TIMEOUT_EACH:-120}" \
     "$PY" -m pytest -q -rfEs -p no:cacheprovider --durations=20 "${PARALLEL[@]}" --ignore=tests/tools \
-    --junitxml="$OUT_DIR/junit.xml" tests/test_conformance.py tests/backends tests/test_usage_modes.py tests/test_dispatch.py tests/test_shapes.py tests
+    --junitxml="$OUT_DIR/junit.xml" tests/test_lean_path.py tests/test_conformance.py tests/backends tests/test_usage_modes.py tests/test_dispatch.py tests/test_shapes.py tests
 fi
 
 if wants sanitizer; then

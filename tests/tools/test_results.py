@@ -107,3 +107,14 @@ def test_a_merged_run_names_where_each_kept_op_was_measured(tmp_path):
     assert env["other_ops_measured_at"] == f"{'a' * 12} t1 (sigreg); {'b' * 12} t2 (visreg)"
     kept, env = results_run.merged_rows(path, ["sigreg", "visreg"], {"git_commit": "c" * 40})
     assert kept == [] and "other_ops_measured_at" not in env
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_sweep_measures_where_people_train_first(device):
+    """A sweep cut short by its deadline (a GPU lease) has measured every op's base and training points."""
+    cases = results_run.cases(device, list(SWEEPS[device]))
+    axes = [axis for _, _, axis in cases]
+    first_other = next(i for i, axis in enumerate(axes) if axis not in ("base", "training"))
+    assert all(axis not in ("base", "training") for axis in axes[first_other:])
+    assert {op for op, _, axis in cases[:first_other] if axis == "training"} == set(SWEEPS[device])
+    assert sorted(map(str, cases)) == sorted(str((op, s, a)) for op in SWEEPS[device] for s, a in SWEEPS[device][op])
