@@ -42,46 +42,55 @@ def providers(problem):
     return ["fused"] + providers_for(problem, include_emulated=False) + ["compile"]
 
 
-def cases(device, ops, quick=False):
-    """(op, shape, axis) of the sweep, the base and training points of every op first: a sweep cut short by
-    its deadline has measured where people train."""
-    out = [(op, shape, axis) for op in ops for shape, axis in (SWEEPS[device][op][:2] if quick else SWEEPS[device][op])]
-    return sorted(out, key=lambda case: case[2] not in ("base", "training"))
+# the base and training points: where people train
+TRAINING_AXES = ("base", "training")
 
 
-def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32, deadline=None):
-    """Result rows of ``ops``' sweeps on ``device``. Past ``deadline`` (a ``time.monotonic()`` value) a case
-    is not started but listed as not measured, with the reason."""
+def passes(ops):
+    """(op, where) in the order the sweep runs them: every op's base and training points (where=True), then
+    the other axes (False), so that a sweep cut short by its deadline (a GPU lease) has measured where
+    people train."""
+    return [(op, True) for op in ops] + [(op, False) for op in ops]
+
+
+def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32, deadline=None, where=None):
+    """Result rows of ``ops``' sweeps on ``device``: all points, or with ``where`` True only the base and
+    training points, False only the others. Past ``deadline`` (a ``time.monotonic()`` value) a case is not
+    started but listed as not measured, with the reason."""
     rows = []
-    for op, shape, axis in cases(device, ops, quick):
-        problem = make_problem(op, shape, dtype, device=device)
-        results = {}
-        for provider in providers(problem):
-            backend = None if provider == "fused" else provider
-            if deadline is not None and time.monotonic() >= deadline:
-                why = "the run's time limit (--time-limit) was reached before this case"
+    for op in ops:
+        sweep = SWEEPS[device][op][:2] if quick else SWEEPS[device][op]
+        for shape, axis in sweep:
+            if where is not None and (axis in TRAINING_AXES) != where:
+                continue
+            problem = make_problem(op, shape, dtype, device=device)
+            results = {}
+            for provider in providers(problem):
+                backend = None if provider == "fused" else provider
+                if deadline is not None and time.monotonic() >= deadline:
+                    why = "the run's time limit (--time-limit) was reached before this case"
+                    row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
+                else:
+                    row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
+                row["provider"], row["backend"], row["axis"] = provider, provider, axis
+                results[provider] = row
+                print(
+                    f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
+                    f"{row.get('fwd+bwd_ms_median', row['status'])}",
+                    flush=True,
+                )
+            unmeasured = unmeasured_backends(problem)
+            if op == "sigreg" and "triton" in unmeasured:
+                unmeasured[FULLY_FUSED] = unmeasured["triton"]
+            for provider, why in unmeasured.items():
                 row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
-            else:
-                row = bench.bench_case(op, shape, backend, dtype, torch.device(device), warmup, repeats, problem)
-            row["provider"], row["backend"], row["axis"] = provider, provider, axis
-            results[provider] = row
-            print(
-                f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
-                f"{row.get('fwd+bwd_ms_median', row['status'])}",
-                flush=True,
-            )
-        unmeasured = unmeasured_backends(problem)
-        if op == "sigreg" and "triton" in unmeasured:
-            unmeasured[FULLY_FUSED] = unmeasured["triton"]
-        for provider, why in unmeasured.items():
-            row = bench.not_measured_row(op, shape, provider, dtype, torch.device(device), why)
-            row["provider"], row["axis"] = provider, axis
-            results[provider] = row
-        eager = results["eager"].get("fwd+bwd_ms_median")
-        for row in results.values():
-            t = row.get("fwd+bwd_ms_median")
-            row["speedup_vs_eager"] = round(eager / t, 2) if eager and t else ""
-            rows.append(row)
+                row["provider"], row["axis"] = provider, axis
+                results[provider] = row
+            eager = results["eager"].get("fwd+bwd_ms_median")
+            for row in results.values():
+                t = row.get("fwd+bwd_ms_median")
+                row["speedup_vs_eager"] = round(eager / t, 2) if eager and t else ""
+                rows.append(row)
     return rows
 
 
@@ -237,8 +246,10 @@ def main(argv=None):
     env = bench.environment()  # the code that runs is the code at the start (commit, dirty or not)
     if args.merge and os.path.exists(csv_path):
         rows, env = merged_rows(csv_path, args.op.split(","), env)
-    for op in args.op.split(","):  # written after each op, so that a run cut short keeps what it measured
-        rows += run(args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype), deadline)
+    for op, where in passes(args.op.split(",")):  # written after each, so that a run cut short keeps what it measured
+        rows += run(
+            args.device, [op], args.warmup, args.repeats, args.quick, getattr(torch, args.dtype), deadline, where
+        )
         bench.write_results(rows, csv_path, env)
         bench.write_results(rows, os.path.join(out, "results.json"), env)
     for op in args.op.split(","):

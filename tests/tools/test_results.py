@@ -109,12 +109,22 @@ def test_a_merged_run_names_where_each_kept_op_was_measured(tmp_path):
     assert kept == [] and "other_ops_measured_at" not in env
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_sweep_measures_where_people_train_first(device):
-    """A sweep cut short by its deadline (a GPU lease) has measured every op's base and training points."""
-    cases = results_run.cases(device, list(SWEEPS[device]))
-    axes = [axis for _, _, axis in cases]
-    first_other = next(i for i, axis in enumerate(axes) if axis not in ("base", "training"))
-    assert all(axis not in ("base", "training") for axis in axes[first_other:])
-    assert {op for op, _, axis in cases[:first_other] if axis == "training"} == set(SWEEPS[device])
-    assert sorted(map(str, cases)) == sorted(str((op, s, a)) for op in SWEEPS[device] for s, a in SWEEPS[device][op])
+def test_sweep_measures_where_people_train_first(monkeypatch, tmp_path):
+    """A sweep cut short by its deadline (a GPU lease) has measured every op's base and training points: main
+    runs those of every op before any other point, and each pass covers its points exactly once."""
+    done = []
+
+    def fake_run(device, ops, warmup, repeats, quick, dtype, deadline, where):
+        (op,) = ops
+        done.extend((op, axis) for _, axis in SWEEPS[device][op] if (axis in results_run.TRAINING_AXES) == where)
+        return []
+
+    monkeypatch.setattr(results_run, "run", fake_run)
+    monkeypatch.setattr(results_run.bench, "write_results", lambda *a, **k: open(a[1], "w").close())
+    monkeypatch.setattr(results_run.bench, "plot_results", lambda *a, **k: None)
+    monkeypatch.setattr(results_run, "read_csv", lambda path: [])
+    monkeypatch.setattr(results_run, "env_lines", lambda *a: [])
+    results_run.main(["--device", "cpu", "--out", str(tmp_path), "--readme", "", "--docs", ""])
+    trained = [i for i, (_, axis) in enumerate(done) if axis in results_run.TRAINING_AXES]
+    assert trained == list(range(len(trained))) and len(trained) < len(done)
+    assert sorted(done) == sorted((op, axis) for op in SWEEPS["cpu"] for _, axis in SWEEPS["cpu"][op])
