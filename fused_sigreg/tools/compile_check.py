@@ -100,21 +100,26 @@ def ptx_counts(ptx: str) -> Dict[str, int]:
     )
 
 
-def compile_one(spec: CompileSpec, capability: int) -> Dict:
+def compile_spec(spec: CompileSpec, capability: int):
+    """The Triton compilation of ``spec`` for sm_``capability``, as the launchers launch it."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     names = spec.kernel.arg_names
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in spec.aligned_pointers}
+    return triton.compile(
+        ASTSource(spec.kernel, spec.signature, spec.constexprs, attrs),
+        target=GPUTarget("cuda", capability, 32),
+        options={"num_warps": spec.num_warps, **spec.options},
+    )
+
+
+def compile_one(spec: CompileSpec, capability: int) -> Dict:
     row = dict(kernel=spec.kernel.__name__, config=spec.config, variant=spec.variant, arch=f"sm_{capability}")
     start = time.perf_counter()
     try:
-        compiled = triton.compile(
-            ASTSource(spec.kernel, spec.signature, spec.constexprs, attrs),
-            target=GPUTarget("cuda", capability, 32),
-            options={"num_warps": spec.num_warps},
-        )
+        compiled = compile_spec(spec, capability)
         arch = re.search(r"^\.target (\S+)", compiled.asm["ptx"], re.M).group(1)
         row.update(_ptxas_report(compiled.asm["ptx"], arch))
         row.update(ptx_counts(compiled.asm["ptx"]))

@@ -30,7 +30,7 @@ def test_a_mean_far_from_the_spread_keeps_fp32_precision(rng):
 
 
 def test_op_checks_and_opcheck(rng):
-    proj = torch.randn(2, 9, 5, generator=rng, device=DEVICE)
+    proj = torch.randn(2, 9, 5, generator=rng).to(DEVICE)
     torch.library.opcheck(moment_stat_triton, (proj, OP_IDS["extended_jarque_bera"], 4, True))
     _, coef, centre = moment_stat_triton(proj, OP_IDS["moments"], 3, True)
     grad_out = torch.randn(2, 5, generator=rng).to(DEVICE)

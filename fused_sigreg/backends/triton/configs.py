@@ -165,3 +165,4 @@ class CompileSpec:
     constexprs: Dict[str, object]
     num_warps: int
     aligned_pointers: tuple = field(default=())  # arg names launched 16-byte aligned
+    options: Dict[str, object] = field(default_factory=dict)  # compile options the launch passes too

@@ -30,6 +30,11 @@ def _check_columns(t: torch.Tensor, name: str, V: int, D: int) -> None:
         raise ValueError(f"{name} must be float32 (V, D) or (V, 1, D) = {(V, D)}, got {tuple(t.shape)} {t.dtype}")
 
 
+# sigma = norm * (1 / sqrt N) + eps is two kernels in torch, each rounding; Triton would contract it into
+# one FMA by default, and sigma must be torch's to the bit (it divides the normalised values)
+FORWARD_OPTIONS = dict(enable_fp_fusion=False)
+
+
 def _grid(V: int, D: int):
     return (triton.cdiv(D, TERMS_CONFIG.block_k), V)
 
@@ -81,6 +86,7 @@ def visreg_terms_triton(
         BLOCK_D=cfg.block_k,
         RECIPROCAL=reciprocal,
         num_warps=cfg.num_warps,
+        **FORWARD_OPTIONS,
     )
     # the columns' shares are already divided by V D: their sum is the terms (a fixed-order reduction)
     return normalised, shares.sum(), sigma
@@ -185,6 +191,7 @@ def compile_specs():
             constexprs,
             cfg.num_warps,
             aligned_pointers=forward,
+            options=FORWARD_OPTIONS,
         )
     constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_k)
     backward = ("g_ptr", "c_ptr", "mu_ptr", "sigma_ptr", "norm_ptr", "go_ptr", "out_ptr")
