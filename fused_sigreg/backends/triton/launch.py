@@ -4,6 +4,7 @@ Triton's interpreter made usable on the versions that need it. Imports triton.""
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy
 import torch
@@ -17,11 +18,22 @@ from .configs import interpreter_mode
 _FALLBACK_SM_COUNT = 132  # H100; sizes the grid heuristics where there is no device (the interpreter)
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the launchers' grids: ``triton.cdiv`` is a constexpr function that costs ~2 us per
+    host call (triton 3.8), and a fwd+bwd makes a dozen; at training sizes host time is the call's time."""
+    return -(-a // b)
+
+
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (the grids' unit of parallelism); 132 off CUDA."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
     return _FALLBACK_SM_COUNT
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def device_of(t: torch.Tensor):

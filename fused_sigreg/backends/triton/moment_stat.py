@@ -18,7 +18,7 @@ import triton
 from ...kernels.moment_stat import moment_stat_backward_kernel, moment_stat_kernel
 from ..moment_stat import IDS, MAX_ORDER, make_stages
 from .configs import MOMENT_CONFIG, CompileSpec
-from .launch import launch
+from .launch import cdiv, launch
 
 
 def _orders(statistic: int, k_max: int) -> Tuple[int, int]:
@@ -56,7 +56,7 @@ def moment_stat_triton(
     cfg = MOMENT_CONFIG
     launch(
         moment_stat_kernel,
-        (triton.cdiv(K, cfg.block_s), B),
+        (cdiv(K, cfg.block_s), B),
         (proj, value, coef, centre, N, K, int(closed)),
         cfg,
         BLOCK_N=cfg.block_n,
@@ -100,7 +100,7 @@ def moment_stat_backward_triton(
     cfg = MOMENT_CONFIG
     launch(
         moment_stat_backward_kernel,
-        (triton.cdiv(K, cfg.block_s), B),
+        (cdiv(K, cfg.block_s), B),
         (proj, coef.contiguous(), centre.contiguous(), grad_out.contiguous(), grad, N, K),
         cfg,
         BLOCK_N=cfg.block_n,

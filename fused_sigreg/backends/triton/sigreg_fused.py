@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-import triton
 
 from ...dispatch import check_first_order
 from ...kernels.sigreg_fused import SUM_SCALE, sigreg_fused_backward_kernel, sigreg_fused_forward_kernel
@@ -33,19 +32,19 @@ from .configs import (
     interpreter_mode,
     precisions,
 )
-from .launch import launch, sm_count
+from .launch import cdiv, launch, sm_count
 
 
 def forward_config(V: int, N: int, K: int, device: torch.device) -> KernelConfig:
     """Large tiles once they still give every SM two programs; small tiles otherwise."""
     big = FORWARD_CONFIGS[0]
-    programs = V * triton.cdiv(N, big.block_n) * triton.cdiv(K, big.block_k)
+    programs = V * cdiv(N, big.block_n) * cdiv(K, big.block_k)
     return big if programs >= 2 * sm_count(device) else FORWARD_CONFIGS[1]
 
 
 def backward_config(V: int, N: int, device: torch.device) -> KernelConfig:
     big = BACKWARD_CONFIGS[0]
-    programs = V * triton.cdiv(N, big.block_n)
+    programs = V * cdiv(N, big.block_n)
     return big if programs >= sm_count(device) else BACKWARD_CONFIGS[1]
 
 
@@ -86,10 +85,10 @@ def ecf_means_triton(
     cfg = forward_config(V, N, K, x.device)
     if N >= 2**31:  # the fixed-point sums hold |sum| < 2^31 (kernels/sigreg_fused.py: SUM_SCALE)
         raise ValueError(f"sigreg(memory='min') takes fewer than 2**31 rows per view, got N = {N}")
-    n_tiles = triton.cdiv(N, cfg.block_n)
+    n_tiles = cdiv(N, cfg.block_n)
     sums = torch.zeros((V, 2, T, K), dtype=torch.int64, device=x.device)
     bad = torch.zeros((V, K), dtype=torch.int32, device=x.device)
-    grid = (n_tiles, triton.cdiv(K, cfg.block_k), V)
+    grid = (n_tiles, cdiv(K, cfg.block_k), V)
     _launch(
         sigreg_fused_forward_kernel,
         grid,
@@ -144,7 +143,7 @@ def ecf_means_triton_backward(
     w_sin = grad_cos.reshape(V, K, T).float() * (-t / N)
     coef = torch.stack((w_cos, w_sin), dim=1).transpose(-1, -2).contiguous()  # (V, 2, T, K)
     cfg = backward_config(V, N, x.device)
-    n_tiles = triton.cdiv(N, cfg.block_n)
+    n_tiles = cdiv(N, cfg.block_n)
     dx = torch.zeros((V, N, D), dtype=torch.float32, device=x.device)
     _launch(
         sigreg_fused_backward_kernel,

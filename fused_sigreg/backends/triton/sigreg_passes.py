@@ -9,10 +9,10 @@ the forward's partial sums are O(SMs x BLOCK_K x T), whatever N (``partial_shape
 
 from __future__ import annotations
 
+import functools
 from typing import Tuple
 
 import torch
-import triton
 
 from ...kernels.ecf_passes import ecf_grad_kernel, ecf_stat_kernel, ecf_sums_kernel
 from ...reference import epps_pulley_from_ecf
@@ -27,19 +27,21 @@ from .configs import (
     STAT_CONFIG,
     CompileSpec,
 )
-from .launch import launch, sm_count
+from .launch import cdiv, launch, sm_count
 from .sigreg_fused import ecf_means as fused_ecf_means
 
 
+@functools.lru_cache(maxsize=256)
 def partial_shape(V: int, N: int, K: int, T: int, device: torch.device):
     """(V, splits, 2, T, K) of the forward's fp64 partial sums: PROGRAMS_PER_SM programs per SM over the
-    column tiles and views, each walking at least SPLIT_ROWS_MIN rows. Bounded in N."""
-    col_tiles = triton.cdiv(K, COLSUMS_CONFIG.block_k)
-    wanted = triton.cdiv(PROGRAMS_PER_SM * sm_count(device), V * col_tiles)
-    splits = max(1, min(wanted, triton.cdiv(N, SPLIT_ROWS_MIN)))
+    column tiles and views, each walking at least SPLIT_ROWS_MIN rows. Bounded in N. Cached: a training
+    run asks for the same few shapes every step."""
+    col_tiles = cdiv(K, COLSUMS_CONFIG.block_k)
+    wanted = cdiv(PROGRAMS_PER_SM * sm_count(device), V * col_tiles)
+    splits = max(1, min(wanted, cdiv(N, SPLIT_ROWS_MIN)))
     # as many splits as ceil(N / splits)-row splits take: none is empty (the pass writes each split's slot
     # from its first row tile, so an empty split would leave its slot unwritten)
-    splits = triton.cdiv(N, triton.cdiv(N, splits)) if N > 0 else 1
+    splits = cdiv(N, cdiv(N, splits)) if N > 0 else 1
     return (V, splits, 2, T, K)
 
 
@@ -61,11 +63,11 @@ def _partial_sums(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tens
     shape = partial_shape(V, N, K, n_points, proj.device)
     # the pass writes every slot from each split's first rows; with no rows there is nothing to write
     partial = (torch.empty if N > 0 else torch.zeros)(shape, dtype=torch.float64, device=proj.device)
-    rows_per_split = triton.cdiv(N, shape[1])
+    rows_per_split = cdiv(N, shape[1])
     cfg = COLSUMS_CONFIG
     launch(
         ecf_sums_kernel,
-        (triton.cdiv(K, cfg.block_k), shape[1], V),
+        (cdiv(K, cfg.block_k), shape[1], V),
         (proj, partial, N, K, n_points, rows_per_split, shape[1], delta),
         cfg,
         **cfg.constexprs(),
@@ -101,7 +103,7 @@ def ecf_stat_triton(
     cfg = STAT_CONFIG
     launch(
         ecf_stat_kernel,
-        (triton.cdiv(K, cfg.block_k), V),
+        (cdiv(K, cfg.block_k), V),
         (partial, t.contiguous(), phi.contiguous(), weights.contiguous(), stat, base, N, K, partial.shape[1]),
         cfg,
         T=n_points,
@@ -143,7 +145,7 @@ def _launch_dp(proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.
     cfg = DP_CONFIG
     launch(
         ecf_grad_kernel,
-        (triton.cdiv(N, cfg.block_n), triton.cdiv(K, cfg.block_k), V),
+        (cdiv(N, cfg.block_n), cdiv(K, cfg.block_k), V),
         (proj, coef.contiguous(), out, N, K, coef.shape[2], delta),
         cfg,
         **cfg.constexprs(),

@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-import triton
 
 from ...kernels.sort_match import sort_match_kernel
 from ..sort_match import make_stages, view_columns
 from .configs import SORT_CONFIGS, CompileSpec, sort_config
-from .launch import launch
+from .launch import cdiv, launch
 from .visreg_terms import OPS
 
 
@@ -46,7 +45,7 @@ def sort_match_triton(proj: torch.Tensor, target: torch.Tensor) -> Tuple[torch.T
     grad = torch.empty_like(proj)
     launch(
         sort_match_kernel,
-        (triton.cdiv(K, cfg.block_s), V),
+        (cdiv(K, cfg.block_s), V),
         (proj, target, sum_sq, grad, N, K),
         cfg,
         BLOCK_N=cfg.block_n,

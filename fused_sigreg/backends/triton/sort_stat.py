@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-import triton
 
 from ...kernels.sort_stat import sort_stat_kernel
 from ..sort_match import view_columns
 from ..sort_stat import IDS, make_stages
 from .configs import MAX_STAT_N, STAT_CONFIGS, CompileSpec, sort_config
-from .launch import launch
+from .launch import cdiv, launch
 
 # Anderson-Darling is the CPU extension's only (kernels/sort_stat.py says why)
 TRITON_IDS = {name: i for name, i in IDS.items() if name != "anderson_darling"}
@@ -50,7 +49,7 @@ def sort_stat_triton(
     grad = torch.empty_like(proj)
     launch(
         sort_stat_kernel,
-        (triton.cdiv(K, cfg.block_s), V),
+        (cdiv(K, cfg.block_s), V),
         (proj, proj if weights is None else weights.contiguous(), value, grad, N, K, m, eps, int(closed)),
         cfg,
         BLOCK_N=cfg.block_n,

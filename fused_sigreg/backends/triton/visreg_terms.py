@@ -11,11 +11,10 @@ from typing import Tuple
 
 import numpy
 import torch
-import triton
 
 from ...kernels.visreg_terms import visreg_terms_backward_kernel, visreg_terms_kernel
 from .configs import TERMS_CONFIG, CompileSpec
-from .launch import launch
+from .launch import cdiv, launch
 
 
 def _check(t: torch.Tensor, name: str) -> None:
@@ -36,7 +35,7 @@ FORWARD_OPTIONS = dict(enable_fp_fusion=False)
 
 
 def _grid(V: int, D: int):
-    return (triton.cdiv(D, TERMS_CONFIG.block_k), V)
+    return (cdiv(D, TERMS_CONFIG.block_k), V)
 
 
 def _root_n(n: int, reciprocal: bool) -> float:
