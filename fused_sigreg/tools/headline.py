@@ -1,14 +1,15 @@
 """SIGReg head to head, the first thing a GPU machine prints: ``python -m fused_sigreg headline``.
 
-At the sweep's base point, two LeJEPA training points (V = 10, bfloat16) and N = 32768, every way a
-user can compute SIGReg — our default path, the fully fused kernel (``memory="min"``), the eager
-reference, ``torch.compile`` (default settings) of the reference and ``torch.compile(fs.sigreg)`` —
-is judged against float64 (value and gradient) and timed forward + backward. On CUDA each row also
-has the GPU-busy time (the profiler's kernel sum per call), the device kernels per call and the host
-syncs per call (``torch.cuda.set_sync_debug_mode``). On a CPU (``--device cpu``) the same code runs
-at stand-in sizes: kernels are the aten ops dispatched per call, syncs the host reads
-(``_local_scalar_dense``), and GPU-busy is "n/a". Each measurement that fails says why in its cell
-and the rest still prints; the last line is the verdict.
+At the sweep's base point, two LeJEPA training points (V = 10, bfloat16) and N = 32768, every way a user
+can compute SIGReg — our default path, the fully fused kernel (``memory="min"``), the eager reference,
+``torch.compile`` (default settings) of the reference and ``torch.compile(fs.sigreg)``, and in the
+host-bound regime's terms our default path in a CUDA graph beside ``torch.compile(reference,
+mode="reduce-overhead")`` — is judged against float64 (value and gradient) and timed forward + backward.
+On CUDA each row also has the GPU-busy time (the profiler's kernel sum per call), the device kernels per
+call and the host syncs per call (``torch.cuda.set_sync_debug_mode``). On a CPU (``--device cpu``) the
+same code runs at stand-in sizes: kernels are the aten ops dispatched per call, syncs the host reads
+(``_local_scalar_dense``), and GPU-busy is "n/a". Each measurement that fails says why in its cell and
+the rest still prints; the last line is the verdict.
 """
 
 from __future__ import annotations
@@ -66,20 +67,55 @@ def _eager(x, a):
 
 
 # the ways that are this package's (their errors decide the verdict); the others are the peers
-OURS = ("fused_sigreg", "fully fused (memory='min')", "torch.compile(fs.sigreg)")
+OURS = ("fused_sigreg", "fully fused (memory='min')", "torch.compile(fs.sigreg)", "fused_sigreg in a CUDA graph")
+
+
+class _Graphed:
+    """f(x, directions) as ``torch.cuda.make_graphed_callables`` makes it: forward and backward each one
+    graph replay (plus the copy of x into the graph's input), captured once per point. At training sizes a
+    call is host-bound, and graph replay is how a training loop removes that (``torch.compile(...,
+    mode="reduce-overhead")`` does the same for the compiled reference)."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.key, self.graphed = fn, None, None
+
+    def __call__(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        if not x.is_cuda:
+            raise BackendUnavailableError("CUDA graphs need a CUDA device")
+        key = (x.shape, x.dtype, x.device, a.data_ptr())
+        if key != self.key:
+            fn = self.fn
+            sample = x.detach().clone().requires_grad_(x.requires_grad)
+            self.graphed = torch.cuda.make_graphed_callables(lambda v: fn(v, a), (sample,))
+            self.key = key
+        return self.graphed(x)
 
 
 def providers() -> Dict[str, Callable]:
     """Each way to compute SIGReg, as f(x, directions) -> scalar."""
     compiled_reference = torch.compile(_eager)
     compiled_op = torch.compile(lambda x, a: sigreg(x, directions=a))
+    reduce_overhead = torch.compile(_eager, mode="reduce-overhead")
     return {
         "fused_sigreg": lambda x, a: sigreg(x, directions=a),
         "fully fused (memory='min')": lambda x, a: sigreg(x, directions=a, memory="min"),
         "eager reference": _eager,
         "torch.compile(reference)": compiled_reference,
         "torch.compile(fs.sigreg)": compiled_op,
+        "fused_sigreg in a CUDA graph": _Graphed(lambda x, a: sigreg(x, directions=a)),
+        "torch.compile(reference, mode='reduce-overhead')": _cuda_only(reduce_overhead),
     }
+
+
+def _cuda_only(fn: Callable) -> Callable:
+    """fn for CUDA inputs; elsewhere the row says why it did not run (reduce-overhead is CUDA graphs)."""
+
+    def run(x, a):
+        if not x.is_cuda:
+            raise BackendUnavailableError("CUDA graphs need a CUDA device")
+        return fn(x, a)
+
+    return run
 
 
 class _Counter(TorchDispatchMode):

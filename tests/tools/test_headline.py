@@ -13,6 +13,8 @@ def test_every_way_is_judged_timed_and_counted():
     by_way = {r["way"]: r for r in rows}
     # memory="min" is the CUDA kernel: not available on a CPU, and that is not a failure
     assert by_way["fully fused (memory='min')"]["status"] == "not available"
+    for way in ("fused_sigreg in a CUDA graph", "torch.compile(reference, mode='reduce-overhead')"):
+        assert by_way[way]["status"] == "not available" and "CUDA graphs" in by_way[way]["why"]
     for way in ("fused_sigreg", "eager reference", "torch.compile(reference)", "torch.compile(fs.sigreg)"):
         row = by_way[way]
         assert row["status"] in ("ok", "over budget (peer)"), row
