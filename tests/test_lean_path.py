@@ -134,7 +134,7 @@ CASES = [(op, usage) for op in MODULES for usage in USAGES[op]]
 # the targets). VISReg: the reference's mean, centring and norm, the terms op, mm, the match op, sum,
 # add; backward: ones_like, multiply, batched matmul, the terms' backward op.
 KERNELS = {
-    "triton": {"sigreg": (8, 10), "sliced_wasserstein": (7, 9), "visreg": (12, 14), "rdmreg": (8, 10)},
+    "triton": {"sigreg": (7, 9), "sliced_wasserstein": (7, 9), "visreg": (12, 14), "rdmreg": (8, 10)},
     # the extension's layout adds a transpose copy of P (and of the targets' projections for RDMReg)
     "cpu": {"sigreg": (8, 10), "sliced_wasserstein": (8, 10), "visreg": (13, 15), "rdmreg": (10, 12)},
 }

@@ -28,8 +28,9 @@ class EcfPasses:
     sums(P, delta, n_points) -> (V, 2, T, K) float32 sums over N of cos / sin(j delta p);
     stat(P, delta, t, phi, weights) -> (stat (V, K), base (V, 2, T, K)) float32: SIGReg per slice from those
     sums and the coefficients of its derivative in p, (t, phi, weights) the (T,) quadrature;
-    grad(P, coef, delta) -> dP, with coef (V, 2, T, K) the coefficients of cos and sin;
-    grad_(P, coef, delta) -> None, the same written over P."""
+    grad(P, coef, delta, scale=None) -> dP, with coef (V, 2, T, K) the coefficients of cos and sin, times
+    scale (V, K) per slice when given (any strides);
+    grad_(P, coef, delta, scale=None) -> None, the same written over P."""
 
     name: str  # how errors name the backend, e.g. "the cpu backend"
     sums: Callable
@@ -90,9 +91,11 @@ class EcfStat(torch.autograd.Function):
         t_max, n_points, shape, dtype, passes = ctx.args
         views, directions, base = _saved(ctx, passes)
         V, _, K = views.shape
-        coef = base * grad_stat.reshape(V, 1, 1, K).float()  # (V, 2, T, K)
+        # the pass multiplies base (V, 2, T, K) by the statistic's gradient per slice itself: no kernel for
+        # the product (mean's backward hands an expanded gradient, which the pass reads through its strides)
+        scale = grad_stat.reshape(V, K).float()
         t = shared_quadrature(t_max, n_points, views.device).t
-        dx = _dx(views, directions, coef, t, t_max, passes, lambda: _batched(grad_stat))
+        dx = _dx(views, directions, base, t, t_max, passes, lambda: _batched(grad_stat), scale)
         return dx.reshape(shape).to(dtype), None, None, None, None
 
 
@@ -112,20 +115,23 @@ def _saved(ctx, passes: EcfPasses):
         ) from e
 
 
-def _dx(views, directions, coef, t, t_max: float, passes: EcfPasses, batched: Callable[[], bool]) -> torch.Tensor:
-    """dX (V, N, D) float32 = dP A^T, dP = sum_j coef[:, 0, j] cos(t_j p) + coef[:, 1, j] sin(t_j p);
-    ``batched()``: whether autograd vmaps this backward (asked only outside torch.compile)."""
+def _dx(
+    views, directions, coef, t, t_max: float, passes: EcfPasses, batched: Callable[[], bool], scale=None
+) -> torch.Tensor:
+    """dX (V, N, D) float32 = dP A^T, dP = g (sum_j coef[:, 0, j] cos(t_j p) + coef[:, 1, j] sin(t_j p)) with g
+    the (V, K) ``scale`` (1 when None); ``batched()``: whether autograd vmaps this backward (asked only
+    outside torch.compile)."""
     delta = t_max / (t.shape[0] - 1)
     if not torch.compiler.is_compiling() and batched():
         # a batched backward (is_grads_batched=True, jacobian(vectorize=True)) vmaps this function, and the
         # passes have no batching rule: form dP from the saved P with torch ops, which vmap batches
-        dp = _ecf_grad_torch(views, coef, t)
+        dp = _ecf_grad_torch(views, coef if scale is None else coef * scale[:, None, None, :], t)
     elif torch.compiler.is_compiling():
         # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
         # shapes are dynamic, and a compiled graph plans its buffers itself
-        dp = passes.grad(views, coef, delta)
+        dp = passes.grad(views, coef, delta, scale)
     else:
-        passes.grad_(views, coef, delta)  # views now holds dP
+        passes.grad_(views, coef, delta, scale)  # views now holds dP
         # a custom op does not bump the version counter itself: do it, so that reusing this graph raises
         torch.autograd.graph.increment_version(views)
         dp = views

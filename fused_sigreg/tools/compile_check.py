@@ -54,7 +54,7 @@ def expected_counts() -> Dict[str, int]:
         "sigreg_fused_backward_kernel": (len(configs.BACKWARD_CONFIGS) + len(configs.BACKWARD_ALIGNED_CONFIGS))
         * variants,
         "ecf_sums_kernel": 1,
-        "ecf_grad_kernel": 1,
+        "ecf_grad_kernel": 2,  # scaled by the statistic's gradient (SIGReg) or not (the ECF means)
         "ecf_stat_kernel": len(sigreg_passes.STAT_CHECKED_POINTS),
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
         "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic

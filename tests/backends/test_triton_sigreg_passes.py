@@ -154,3 +154,38 @@ def test_ecf_stat_is_the_statistic_and_its_derivative(rng, V, N, K):
     stat, base = STAT_OP(proj, 3.0 / 16, quad.t, quad.phi, quad.weights)
     assert stat[-1, -1].isnan() and base[-1, :, 1:, -1].isnan().all()
     assert stat[:, :-1].isfinite().all() and stat[:-1].isfinite().all() and base[..., :-1].isfinite().all()
+
+
+def _dp_formula(proj, coef, delta, scale=None):
+    """float64 dP = g (sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p))."""
+    p, c = proj.double().cpu(), coef.double().cpu()
+    j = torch.arange(c.shape[2], dtype=torch.float64)
+    angles = p.unsqueeze(-2) * (j * delta)[:, None]  # (V, N, T, K)
+    dp = (angles.cos() * c[:, 0].unsqueeze(1) + angles.sin() * c[:, 1].unsqueeze(1)).sum(-2)
+    return dp if scale is None else dp * scale.double().cpu()[:, None, :]
+
+
+@pytest.mark.parametrize("scale", [None, "contiguous", "expanded", "transposed"])
+def test_ecf_grad_scales_each_slice_by_any_strides(rng, scale):
+    """The dP pass against the float64 formula, with the per-slice scale SIGReg's backward hands it: none,
+    contiguous, mean's expanded gradient (strides 0) or a transposed one; in place equals out of place, and
+    both ops pass opcheck. (2, 37, 70): a partial row tile and three column tiles."""
+    V, N, K, T, delta = 2, 37, 70, 17, 3.0 / 16
+    proj = (torch.randn(V, N, K, generator=rng) * 1.5).to(DEVICE)
+    coef = torch.randn(V, 2, T, K, generator=rng).to(DEVICE)
+    g = {
+        None: None,
+        "contiguous": torch.randn(V, K, generator=rng),
+        "expanded": torch.randn((), generator=rng).expand(V, K),
+        "transposed": torch.randn(K, V, generator=rng).t(),
+    }[scale]
+    g = None if g is None else g.to(DEVICE)
+    dp = sigreg_passes.ecf_grad_triton(proj, coef, delta, g)
+    assert rel_err(dp, _dp_formula(proj, coef, delta, g)) <= 1e-5
+    inplace = proj.clone()
+    sigreg_passes.ecf_grad_triton_inplace(inplace, coef, delta, g)
+    assert torch.equal(inplace, dp)
+    torch.library.opcheck(sigreg_passes.ecf_grad_triton, (proj, coef, delta, g))
+    torch.library.opcheck(sigreg_passes.ecf_grad_triton_inplace, (proj.clone(), coef, delta, g))
+    with pytest.raises(ValueError, match="scale must be float32"):
+        sigreg_passes.ecf_grad_triton(proj, coef, delta, torch.ones(V, K + 1, device=DEVICE))

@@ -10,7 +10,7 @@ the forward's partial sums are O(SMs x BLOCK_K x T), whatever N (``partial_shape
 from __future__ import annotations
 
 import functools
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -138,44 +138,60 @@ def _(proj, delta, t, phi, weights):
     return proj.new_empty((V, K)), proj.new_empty((V, 2, t.shape[0], K))
 
 
-def _launch_dp(proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.Tensor) -> None:
+def _check_scale(proj: torch.Tensor, scale: Optional[torch.Tensor]) -> None:
+    V, _, K = proj.shape
+    if scale is not None and (scale.shape != (V, K) or scale.dtype != torch.float32 or scale.device != proj.device):
+        raise ValueError(f"scale must be float32 (V, K) = ({V}, {K}) on proj's device, got {scale}")
+
+
+def _launch_dp(
+    proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.Tensor, scale: Optional[torch.Tensor]
+) -> None:
     _check_proj(proj)
     _check_coef(proj, coef)
+    _check_scale(proj, scale)
     V, N, K = proj.shape
     cfg = DP_CONFIG
+    strides = (0, 0) if scale is None else scale.stride()
     launch(
         ecf_grad_kernel,
         (cdiv(N, cfg.block_n), cdiv(K, cfg.block_k), V),
-        (proj, coef.contiguous(), out, N, K, coef.shape[2], delta),
+        (proj, coef.contiguous(), out, coef if scale is None else scale, N, K, coef.shape[2], *strides, delta),
         cfg,
         **cfg.constexprs(),
         RESEED=RESEED,
+        SCALED=scale is not None,
         num_warps=cfg.num_warps,
     )
 
 
 @torch.library.custom_op("fused_sigreg::ecf_grad_triton", mutates_args=())
-def ecf_grad_triton(proj: torch.Tensor, coef: torch.Tensor, delta: float) -> torch.Tensor:
-    """dP (V, N, K) float32 = sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p)."""
+def ecf_grad_triton(
+    proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """dP (V, N, K) float32 = g[v, k] sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p), g
+    the (V, K) float32 ``scale`` in any strides (1 when None)."""
     out = torch.empty_like(proj)
-    _launch_dp(proj, coef, delta, out)
+    _launch_dp(proj, coef, delta, out, scale)
     return out
 
 
 @ecf_grad_triton.register_fake
-def _(proj, coef, delta):
+def _(proj, coef, delta, scale=None):
     _fake_check(proj, coef)
     return torch.empty_like(proj)
 
 
 @torch.library.custom_op("fused_sigreg::ecf_grad_triton_inplace", mutates_args=("proj",))
-def ecf_grad_triton_inplace(proj: torch.Tensor, coef: torch.Tensor, delta: float) -> None:
+def ecf_grad_triton_inplace(
+    proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None
+) -> None:
     """``ecf_grad_triton`` written over proj: backward's dP takes the place of the saved P."""
-    _launch_dp(proj, coef, delta, proj)
+    _launch_dp(proj, coef, delta, proj, scale)
 
 
 @ecf_grad_triton_inplace.register_fake
-def _(proj, coef, delta):
+def _(proj, coef, delta, scale=None):
     _fake_check(proj, coef)
 
 
@@ -251,23 +267,22 @@ def compile_specs():
         aligned_pointers=("p_ptr", "out_ptr"),
     )
     cfg = DP_CONFIG
-    constexprs = dict(cfg.constexprs(), RESEED=RESEED)
-    yield CompileSpec(
-        ecf_grad_kernel,
-        f"BN{cfg.block_n} BK{cfg.block_k} w{cfg.num_warps}",
-        "fp32 P",
-        {
-            "p_ptr": "*fp32",
-            "coef_ptr": "*fp32",
-            "dp_ptr": "*fp32",
-            **{n: "i32" for n in ("N", "K", "T")},
-            "delta": "fp32",
-            **{c: "constexpr" for c in constexprs},
-        },
-        constexprs,
-        cfg.num_warps,
-        aligned_pointers=("p_ptr", "coef_ptr", "dp_ptr"),
-    )
+    for scaled in (True, False):  # SIGReg's backward scales by the statistic's gradient; the ECF means' does not
+        constexprs = dict(cfg.constexprs(), RESEED=RESEED, SCALED=scaled)
+        yield CompileSpec(
+            ecf_grad_kernel,
+            f"BN{cfg.block_n} BK{cfg.block_k} w{cfg.num_warps}",
+            "fp32 P, scaled" if scaled else "fp32 P",
+            {
+                **{n: "*fp32" for n in ("p_ptr", "coef_ptr", "dp_ptr", "scale_ptr")},
+                **{n: "i32" for n in ("N", "K", "T", "scale_sv", "scale_sk")},
+                "delta": "fp32",
+                **{c: "constexpr" for c in constexprs},
+            },
+            constexprs,
+            cfg.num_warps,
+            aligned_pointers=("p_ptr", "coef_ptr", "dp_ptr"),
+        )
     cfg = STAT_CONFIG
     for n_points in STAT_CHECKED_POINTS:
         constexprs = dict(T=n_points, BLOCK_K=cfg.block_k)
