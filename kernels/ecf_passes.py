@@ -80,6 +80,7 @@ def ecf_grad_kernel(
     scale_sv,
     scale_sk,
     delta,
+    alpha,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     RESEED: tl.constexpr,
@@ -87,9 +88,10 @@ def ecf_grad_kernel(
 ):
     """Grid (row tiles, column tiles, views). p and dp (V, N, K) fp32, coef (V, 2, T, K) fp32:
     dp[v, n, k] = g[v, k] sum_j coef[v, 0, j, k] cos(j delta p[v, n, k]) + coef[v, 1, j, k] sin(j delta p[v, n, k]),
-    g the (V, K) fp32 scale at scale_ptr with strides (scale_sv, scale_sk) where SCALED (the statistic's
-    gradient per slice, in any strides: an expanded one reads one value), else 1. So backward needs no
-    kernel that multiplies the coefficients first. dp may be p itself: each program reads its tile before
+    g = alpha times the (V, K) fp32 scale at scale_ptr with strides (scale_sv, scale_sk) where SCALED (the
+    statistic's gradient per slice, in any strides: a reduced statistic's scalar gradient expanded, with
+    alpha = 1 / (V K) for a mean), else 1. So backward needs no kernel that multiplies the coefficients
+    first, nor one for the mean's backward. dp may be p itself: each program reads its tile before
     it writes it, and tiles do not overlap."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -103,7 +105,7 @@ def ecf_grad_kernel(
     dp = dp_from_knots(p, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED)
     if SCALED:
         g = tl.load(scale_ptr + view * scale_sv + cols.to(tl.int64) * scale_sk, mask=col_ok, other=0.0)
-        dp = dp * g[None, :]
+        dp = dp * (g * alpha)[None, :]
     tl.store(dp_ptr + offsets, dp, mask=ok)
 
 

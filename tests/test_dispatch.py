@@ -15,9 +15,9 @@ A = torch.nn.functional.normalize(torch.randn(4, 6), dim=0)
 
 
 def _counting_stats(calls):
-    def stats(x, a, t_max, n_points):
+    def stats(x, a, t_max, n_points, reduction=None):
         calls.append(x.shape)
-        return dispatch.REGISTRY.backends["eager"].ops["sigreg_stats"](x, a, t_max, n_points)
+        return dispatch.REGISTRY.backends["eager"].ops["sigreg_stats"](x, a, t_max, n_points, reduction)
 
     return stats
 

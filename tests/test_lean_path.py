@@ -128,13 +128,14 @@ CASES = [(op, usage) for op in MODULES for usage in USAGES[op]]
 # Top-level kernels per warm fwd+bwd, directions given, measured with this test (a custom op counts
 # once; its launcher's own launches are not seen here). The triton rows are the CUDA path's Python.
 # #22's targets: SIGReg, SWD, RDMReg <= 8 (fp32) / 10 (16-bit); VISReg <= 12 / 14: the triton rows meet
-# them; 16-bit input adds a cast each way. SIGReg: mm, the ECF-and-statistic op, the mean; backward: the
-# mean's (ones_like, div), the coefficients' multiply, the dP op, mm. SWD: mm, the match op, sum, div;
+# them; 16-bit input adds a cast each way. SIGReg (triton): mm, the ECF-and-statistic op, the mean; backward:
+# ones_like, the dP op (which takes the mean's gradient as it is), mm; the cpu row multiplies the
+# coefficients by that gradient in torch (2 ops) before its C++ pass. SWD: mm, the match op, sum, div;
 # backward: ones_like, the saved gradient's multiply, one scaled batched matmul (RDMReg: one more mm, of
 # the targets). VISReg: the reference's mean, centring and norm, the terms op, mm, the match op, sum,
 # add; backward: ones_like, multiply, batched matmul, the terms' backward op.
 KERNELS = {
-    "triton": {"sigreg": (7, 9), "sliced_wasserstein": (7, 9), "visreg": (12, 14), "rdmreg": (8, 10)},
+    "triton": {"sigreg": (6, 8), "sliced_wasserstein": (7, 9), "visreg": (12, 14), "rdmreg": (8, 10)},
     # the extension's layout adds a transpose copy of P (and of the targets' projections for RDMReg)
     "cpu": {"sigreg": (8, 10), "sliced_wasserstein": (8, 10), "visreg": (13, 15), "rdmreg": (10, 12)},
 }

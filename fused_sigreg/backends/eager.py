@@ -12,10 +12,11 @@ def _ecf_means(x, directions, t_max, n_points):
     return reference.ecf_means(reference.project(x, directions), t)
 
 
-def _sigreg_stats(x, directions, t_max, n_points):
+def _sigreg_stats(x, directions, t_max, n_points, reduction=None):
     quad = epps_pulley_quadrature(t_max, n_points, device=x.device)
     cos_mean, sin_mean = reference.ecf_means(reference.project(x, directions), quad.t)
-    return reference.epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2])
+    stats = reference.epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2])
+    return reference.reduce_statistics(stats, reduction)
 
 
 EAGER = Backend(

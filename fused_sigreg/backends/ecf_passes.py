@@ -28,9 +28,9 @@ class EcfPasses:
     sums(P, delta, n_points) -> (V, 2, T, K) float32 sums over N of cos / sin(j delta p);
     stat(P, delta, t, phi, weights) -> (stat (V, K), base (V, 2, T, K)) float32: SIGReg per slice from those
     sums and the coefficients of its derivative in p, (t, phi, weights) the (T,) quadrature;
-    grad(P, coef, delta, scale=None) -> dP, with coef (V, 2, T, K) the coefficients of cos and sin, times
-    scale (V, K) per slice when given (any strides);
-    grad_(P, coef, delta, scale=None) -> None, the same written over P."""
+    grad(P, coef, delta, scale=None, alpha=1.0) -> dP, with coef (V, 2, T, K) the coefficients of cos and
+    sin, times alpha * scale (V, K) per slice when given (any strides);
+    grad_(P, coef, delta, scale=None, alpha=1.0) -> None, the same written over P."""
 
     name: str  # how errors name the backend, e.g. "the cpu backend"
     sums: Callable
@@ -72,31 +72,34 @@ class EcfMeans(torch.autograd.Function):
 
 
 class EcfStat(torch.autograd.Function):
-    """(x (..., N, D), directions (D, K), t_max, n_points, passes) -> SIGReg per slice (..., K) float32 on one
-    batch (no average over ranks), N sum_j w_j |ECF(t_j) - phi_j|^2: the projection, one custom op for the
-    knot sums and the statistic, and in backward one multiply, the dP pass and dX = dP A^T."""
+    """(x (..., N, D), directions (D, K), t_max, n_points, passes, reduction) -> SIGReg per slice (..., K)
+    float32 on one batch (no average over ranks), N sum_j w_j |ECF(t_j) - phi_j|^2, or its "mean" / "sum":
+    the projection, one custom op for the knot sums and the statistic (and the reduction, as the reference
+    reduces), and in backward the dP pass, which scales by the incoming gradient itself (the reduction's
+    backward included: no kernel for either), and dX = dP A^T."""
 
     @staticmethod
-    def forward(ctx, x, directions, t_max: float, n_points: int, passes: EcfPasses):
+    def forward(ctx, x, directions, t_max: float, n_points: int, passes: EcfPasses, reduction=None):
         proj = reference.project(x, directions).float()
         views = (proj if proj.dim() == 3 else proj.unsqueeze(0)).contiguous()
         quad = shared_quadrature(t_max, n_points, views.device)
         stat, base = passes.stat(views, t_max / (n_points - 1), quad.t, quad.phi, quad.weights)
         ctx.save_for_backward(views, directions, base)
-        ctx.args = (t_max, n_points, x.shape, x.dtype, passes)
-        return stat if x.dim() == 3 else stat[0]
+        ctx.args = (t_max, n_points, x.shape, x.dtype, passes, reduction)
+        return reference.reduce_statistics(stat if x.dim() == 3 else stat[0], reduction)
 
     @staticmethod
     def backward(ctx, grad_stat):
-        t_max, n_points, shape, dtype, passes = ctx.args
+        t_max, n_points, shape, dtype, passes, reduction = ctx.args
         views, directions, base = _saved(ctx, passes)
         V, _, K = views.shape
-        # the pass multiplies base (V, 2, T, K) by the statistic's gradient per slice itself: no kernel for
-        # the product (mean's backward hands an expanded gradient, which the pass reads through its strides)
-        scale = grad_stat.reshape(V, K).float()
+        # the pass multiplies base (V, 2, T, K) by the statistic's gradient per slice itself, read through
+        # its strides: a reduced statistic's scalar gradient is expanded, with the mean's 1 / (V K) as alpha
+        alpha = 1.0 / (V * K) if reduction == "mean" else 1.0
+        scale = (grad_stat.expand(V, K) if reduction is not None else grad_stat.reshape(V, K)).float()
         t = shared_quadrature(t_max, n_points, views.device).t
-        dx = _dx(views, directions, base, t, t_max, passes, lambda: _batched(grad_stat), scale)
-        return dx.reshape(shape).to(dtype), None, None, None, None
+        dx = _dx(views, directions, base, t, t_max, passes, lambda: _batched(grad_stat), scale, alpha)
+        return dx.reshape(shape).to(dtype), None, None, None, None, None
 
 
 def _saved(ctx, passes: EcfPasses):
@@ -116,22 +119,30 @@ def _saved(ctx, passes: EcfPasses):
 
 
 def _dx(
-    views, directions, coef, t, t_max: float, passes: EcfPasses, batched: Callable[[], bool], scale=None
+    views,
+    directions,
+    coef,
+    t,
+    t_max: float,
+    passes: EcfPasses,
+    batched: Callable[[], bool],
+    scale=None,
+    alpha: float = 1.0,
 ) -> torch.Tensor:
     """dX (V, N, D) float32 = dP A^T, dP = g (sum_j coef[:, 0, j] cos(t_j p) + coef[:, 1, j] sin(t_j p)) with g
-    the (V, K) ``scale`` (1 when None); ``batched()``: whether autograd vmaps this backward (asked only
-    outside torch.compile)."""
+    alpha times the (V, K) ``scale`` (1 when None); ``batched()``: whether autograd vmaps this backward
+    (asked only outside torch.compile)."""
     delta = t_max / (t.shape[0] - 1)
     if not torch.compiler.is_compiling() and batched():
         # a batched backward (is_grads_batched=True, jacobian(vectorize=True)) vmaps this function, and the
         # passes have no batching rule: form dP from the saved P with torch ops, which vmap batches
-        dp = _ecf_grad_torch(views, coef if scale is None else coef * scale[:, None, None, :], t)
+        dp = _ecf_grad_torch(views, coef if scale is None else coef * (scale * alpha)[..., None, None, :], t)
     elif torch.compiler.is_compiling():
         # the functional op: inductor's pass that decomposes a traced in-place op fails on it when
         # shapes are dynamic, and a compiled graph plans its buffers itself
-        dp = passes.grad(views, coef, delta, scale)
+        dp = passes.grad(views, coef, delta, scale, alpha)
     else:
-        passes.grad_(views, coef, delta, scale)  # views now holds dP
+        passes.grad_(views, coef, delta, scale, alpha)  # views now holds dP
         # a custom op does not bump the version counter itself: do it, so that reusing this graph raises
         torch.autograd.graph.increment_version(views)
         dp = views
@@ -164,10 +175,10 @@ def make_ecf_means(passes: EcfPasses) -> Callable:
 
 
 def make_sigreg_stats(passes: EcfPasses) -> Callable:
-    """The ``sigreg_stats`` stage (x (..., N, D), directions (D, K), t_max, n_points) -> SIGReg per slice
-    (..., K) on this batch alone, on ``passes``."""
+    """The ``sigreg_stats`` stage (x (..., N, D), directions (D, K), t_max, n_points, reduction=None) -> SIGReg
+    per slice (..., K) on this batch alone, or its "mean" / "sum", on ``passes``."""
 
-    def sigreg_stats(x, directions, t_max, n_points):
-        return EcfStat.apply(x, directions, float(t_max), int(n_points), passes)
+    def sigreg_stats(x, directions, t_max, n_points, reduction=None):
+        return EcfStat.apply(x, directions, float(t_max), int(n_points), passes, reduction)
 
     return sigreg_stats

@@ -80,6 +80,10 @@ def sigreg(
     x = flatten_views(x)
     if _across_ranks(sync):
         stats = _synced_stats(x, a, float(t_max), n_points, backend, memory)
+    elif memory == "auto" and clip_value is None and reduction is not None:
+        # one batch, reduced: the backend forms and reduces the statistic itself (cpu / triton: inside
+        # its ECF op, whose backward's dP pass takes the reduction's gradient as it is: no kernel for it)
+        return dispatch.run("sigreg_stats", (x, a), backend, x, a, float(t_max), n_points, reduction)
     elif memory == "auto":
         # one batch: the backend forms the statistic itself (cpu / triton: inside its ECF op, whose
         # backward builds the knot coefficients), no eager step between ECF and statistic

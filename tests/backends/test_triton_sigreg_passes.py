@@ -168,8 +168,9 @@ def _dp_formula(proj, coef, delta, scale=None):
 @pytest.mark.parametrize("scale", [None, "contiguous", "expanded", "transposed"])
 def test_ecf_grad_scales_each_slice_by_any_strides(rng, scale):
     """The dP pass against the float64 formula, with the per-slice scale SIGReg's backward hands it: none,
-    contiguous, mean's expanded gradient (strides 0) or a transposed one; in place equals out of place, and
-    both ops pass opcheck. (2, 37, 70): a partial row tile and three column tiles."""
+    contiguous, a mean's expanded scalar gradient (strides 0, alpha = 1 / (V K)) or a transposed one; in
+    place equals out of place, and both ops pass opcheck. (2, 37, 70): a partial row tile and three column
+    tiles."""
     V, N, K, T, delta = 2, 37, 70, 17, 3.0 / 16
     proj = (torch.randn(V, N, K, generator=rng) * 1.5).to(DEVICE)
     coef = torch.randn(V, 2, T, K, generator=rng).to(DEVICE)
@@ -180,12 +181,13 @@ def test_ecf_grad_scales_each_slice_by_any_strides(rng, scale):
         "transposed": torch.randn(K, V, generator=rng).t(),
     }[scale]
     g = None if g is None else g.to(DEVICE)
-    dp = sigreg_passes.ecf_grad_triton(proj, coef, delta, g)
-    assert rel_err(dp, _dp_formula(proj, coef, delta, g)) <= 1e-5
+    alpha = 1.0 / (V * K) if scale == "expanded" else 1.0  # a mean's gradient: the scalar, expanded, and 1 / (V K)
+    dp = sigreg_passes.ecf_grad_triton(proj, coef, delta, g, alpha)
+    assert rel_err(dp, _dp_formula(proj, coef, delta, None if g is None else g * alpha)) <= 1e-5
     inplace = proj.clone()
-    sigreg_passes.ecf_grad_triton_inplace(inplace, coef, delta, g)
+    sigreg_passes.ecf_grad_triton_inplace(inplace, coef, delta, g, alpha)
     assert torch.equal(inplace, dp)
-    torch.library.opcheck(sigreg_passes.ecf_grad_triton, (proj, coef, delta, g))
-    torch.library.opcheck(sigreg_passes.ecf_grad_triton_inplace, (proj.clone(), coef, delta, g))
+    torch.library.opcheck(sigreg_passes.ecf_grad_triton, (proj, coef, delta, g, alpha))
+    torch.library.opcheck(sigreg_passes.ecf_grad_triton_inplace, (proj.clone(), coef, delta, g, alpha))
     with pytest.raises(ValueError, match="scale must be float32"):
         sigreg_passes.ecf_grad_triton(proj, coef, delta, torch.ones(V, K + 1, device=DEVICE))

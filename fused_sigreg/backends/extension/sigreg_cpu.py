@@ -10,17 +10,21 @@ import torch
 from ..ecf_passes import EcfPasses, make_ecf_means, make_sigreg_stats
 
 
-def _scaled(coef: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
-    """coef (V, 2, T, K) times the per-slice scale (V, K): the C++ pass takes the product (one small op)."""
-    return coef if scale is None else coef * scale[:, None, None, :]
+def _scaled(coef: torch.Tensor, scale: Optional[torch.Tensor], alpha: float) -> torch.Tensor:
+    """coef (V, 2, T, K) times alpha and the per-slice scale (V, K): the C++ pass takes the product."""
+    return coef if scale is None else coef * (scale * alpha)[:, None, None, :]
 
 
 _PASSES = EcfPasses(
     name="the cpu backend",
     sums=lambda proj, delta, n_points: torch.ops.fused_sigreg.ecf_sums(proj, delta, n_points),
     stat=lambda proj, delta, t, phi, weights: torch.ops.fused_sigreg.ecf_stat(proj, delta, t, phi, weights),
-    grad=lambda proj, coef, delta, scale=None: torch.ops.fused_sigreg.ecf_grad(proj, _scaled(coef, scale), delta),
-    grad_=lambda proj, coef, delta, scale=None: torch.ops.fused_sigreg.ecf_grad_(proj, _scaled(coef, scale), delta),
+    grad=lambda proj, coef, delta, scale=None, alpha=1.0: torch.ops.fused_sigreg.ecf_grad(
+        proj, _scaled(coef, scale, alpha), delta
+    ),
+    grad_=lambda proj, coef, delta, scale=None, alpha=1.0: torch.ops.fused_sigreg.ecf_grad_(
+        proj, _scaled(coef, scale, alpha), delta
+    ),
 )
 
 # what the dispatcher's cpu backend calls

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 
 from ...kernels.ecf_passes import ecf_grad_kernel, ecf_stat_kernel, ecf_sums_kernel
-from ...reference import epps_pulley_from_ecf
+from ...reference import epps_pulley_from_ecf, reduce_statistics
 from ...slicing import shared_quadrature
 from ..ecf_passes import EcfPasses, make_ecf_means, make_sigreg_stats
 from .configs import (
@@ -145,7 +145,7 @@ def _check_scale(proj: torch.Tensor, scale: Optional[torch.Tensor]) -> None:
 
 
 def _launch_dp(
-    proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.Tensor, scale: Optional[torch.Tensor]
+    proj: torch.Tensor, coef: torch.Tensor, delta: float, out: torch.Tensor, scale: Optional[torch.Tensor], alpha: float
 ) -> None:
     _check_proj(proj)
     _check_coef(proj, coef)
@@ -156,7 +156,7 @@ def _launch_dp(
     launch(
         ecf_grad_kernel,
         (cdiv(N, cfg.block_n), cdiv(K, cfg.block_k), V),
-        (proj, coef.contiguous(), out, coef if scale is None else scale, N, K, coef.shape[2], *strides, delta),
+        (proj, coef.contiguous(), out, coef if scale is None else scale, N, K, coef.shape[2], *strides, delta, alpha),
         cfg,
         **cfg.constexprs(),
         RESEED=RESEED,
@@ -167,31 +167,31 @@ def _launch_dp(
 
 @torch.library.custom_op("fused_sigreg::ecf_grad_triton", mutates_args=())
 def ecf_grad_triton(
-    proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None
+    proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None, alpha: float = 1.0
 ) -> torch.Tensor:
     """dP (V, N, K) float32 = g[v, k] sum_j coef[:, 0, j] cos(j delta p) + coef[:, 1, j] sin(j delta p), g
-    the (V, K) float32 ``scale`` in any strides (1 when None)."""
+    alpha times the (V, K) float32 ``scale`` in any strides (1 when None)."""
     out = torch.empty_like(proj)
-    _launch_dp(proj, coef, delta, out, scale)
+    _launch_dp(proj, coef, delta, out, scale, alpha)
     return out
 
 
 @ecf_grad_triton.register_fake
-def _(proj, coef, delta, scale=None):
+def _(proj, coef, delta, scale=None, alpha=1.0):
     _fake_check(proj, coef)
     return torch.empty_like(proj)
 
 
 @torch.library.custom_op("fused_sigreg::ecf_grad_triton_inplace", mutates_args=("proj",))
 def ecf_grad_triton_inplace(
-    proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None
+    proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None, alpha: float = 1.0
 ) -> None:
     """``ecf_grad_triton`` written over proj: backward's dP takes the place of the saved P."""
-    _launch_dp(proj, coef, delta, proj, scale)
+    _launch_dp(proj, coef, delta, proj, scale, alpha)
 
 
 @ecf_grad_triton_inplace.register_fake
-def _(proj, coef, delta, scale=None):
+def _(proj, coef, delta, scale=None, alpha=1.0):
     _fake_check(proj, coef)
 
 
@@ -224,12 +224,12 @@ def ecf_means(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points:
     return fused_ecf_means(x, directions, t_max, n_points)
 
 
-def sigreg_stats(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
+def sigreg_stats(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int, reduction=None):
     """The ``sigreg_stats`` stage (memory="auto", one batch): the passes over stored P with the statistic
     formed by the pass's own op, or the fully fused kernel's means when P would not fit."""
     if p_fits(x, directions):
-        return sigreg_stats_over_p(x, directions, t_max, n_points)
-    return sigreg_stats_fused(x, directions, t_max, n_points)
+        return sigreg_stats_over_p(x, directions, t_max, n_points, reduction)
+    return reduce_statistics(sigreg_stats_fused(x, directions, t_max, n_points), reduction)
 
 
 def sigreg_stats_fused(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
@@ -277,6 +277,7 @@ def compile_specs():
                 **{n: "*fp32" for n in ("p_ptr", "coef_ptr", "dp_ptr", "scale_ptr")},
                 **{n: "i32" for n in ("N", "K", "T", "scale_sv", "scale_sk")},
                 "delta": "fp32",
+                "alpha": "fp32",
                 **{c: "constexpr" for c in constexprs},
             },
             constexprs,
