@@ -23,6 +23,7 @@ import torch
 
 from ..backends.triton.configs import fp32_matmul_uses_tf32
 from .check import backends_for, unmeasured_backends
+from .counts import cuda_counts
 from .problems import Problem, Shape, fresh_compiles, make_problem
 from .roofline import roofline
 
@@ -111,6 +112,22 @@ def time_phases(problem: Problem, backend: str, warmup: int, repeats: int) -> Di
     return {phase: _percentiles(s) for phase, s in samples.items()}
 
 
+def call_counts(problem: Problem, backend: str) -> Dict[str, object]:
+    """Whether a row's time is the GPU's or the host's: on CUDA the GPU-busy ms and device kernels per warm
+    fwd+bwd (the profiler's, every provider alike); empty on a CPU, where no count means the same for every
+    provider (a dispatch mode sees aten ops, not kernels, and makes torch.compile run eager)."""
+    if problem.x.device.type != "cuda":
+        return {"gpu_busy_ms": "", "kernels_per_call": ""}
+
+    def fwd_bwd():
+        problem.x.grad = None
+        problem.loss(problem.x, backend).backward()
+
+    busy_ms, kernels, _ = cuda_counts(fwd_bwd)
+    problem.x.grad = None
+    return {"gpu_busy_ms": round(busy_ms, 4), "kernels_per_call": kernels}
+
+
 def saved_tensor_bytes(problem: Problem, backend: str) -> Dict[str, int]:
     """Bytes of the unique storages saved for backward: all of them, and those beyond the inputs."""
     storages: Dict[int, int] = {}
@@ -186,6 +203,7 @@ def bench_case(
         for phase, stats in time_phases(problem, backend, warmup, repeats).items():
             for name, value in stats.items():
                 row[f"{phase}_ms_{name}"] = round(value, 3)
+        row.update(call_counts(problem, backend))
         if op == "sigreg":
             row["matmul_floor_ms"] = round(matmul_floor_ms(problem, warmup, repeats), 3)
         if problem.x.device.type == "cuda":

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import statistics
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import reference
 from ..dispatch import BackendUnavailableError
 from ..ops.sigreg import sigreg
 from ..slicing import random_directions
 from .check import relative_error
+from .counts import cpu_counts, cuda_counts
 
 
 @dataclass(frozen=True)
@@ -118,21 +117,6 @@ def _cuda_only(fn: Callable) -> Callable:
     return run
 
 
-class _Counter(TorchDispatchMode):
-    """aten ops dispatched (the CPU stand-in for kernels) and host reads (``_local_scalar_dense``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = 0
-        self.reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _fwd_bwd(fn, x, a):
     x.grad = None
     fn(x, a).backward()
@@ -152,34 +136,14 @@ def _time_ms(fn, x, a, device, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _cuda_counts(fn, x, a, calls: int = 5):
+def _cuda_counts(fn, x, a):
     """(GPU-busy ms per call, device kernels per call, host syncs per call)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            _fwd_bwd(fn, x, a)
-        torch.cuda.synchronize()
-    device_events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    busy_us = sum(e.self_device_time_total for e in device_events)
-    # per call over several calls: a sync in every call reads 1, a one-time event of the process (the
-    # H200 run saw one in its first window only, never again at any point) a fraction
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            for _ in range(calls):
-                _fwd_bwd(fn, x, a)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = sum("synchronizing" in str(w.message) for w in caught)
-    return busy_us / 1e3 / calls, len(device_events) / calls, syncs / calls
+    return cuda_counts(lambda: _fwd_bwd(fn, x, a))
 
 
 def _cpu_counts(fn, x, a):
-    with _Counter() as counter:
-        _fwd_bwd(fn, x, a)
-    return "n/a", counter.ops, counter.reads
+    ops, reads = cpu_counts(lambda: _fwd_bwd(fn, x, a))
+    return "n/a", ops, reads
 
 
 def _reason(e: Exception) -> str:
