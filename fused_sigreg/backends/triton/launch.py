@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from typing import Callable
 
 import numpy
 import torch
@@ -34,6 +35,30 @@ def sm_count(device: torch.device) -> int:
 @functools.lru_cache(maxsize=None)
 def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+# The hot ops' registrations (``kernel_op``); the package's other ops use torch.library.custom_op.
+_LIBRARY = torch.library.Library("fused_sigreg", "FRAGMENT")
+
+
+def kernel_op(schema: str):
+    """Decorator: ``fn`` as the operator ``fused_sigreg::<schema>`` for CUDA tensors (and CPU ones, which
+    Triton's interpreter runs), returned as its OpOverload; add its fake with ``torch.library.register_fake``.
+
+    Registered with torch.library's low-level ``Library`` rather than ``custom_op``: at training sizes a
+    SIGReg call is host-bound, and custom_op's Python layers (autograd, in-place and dynamo wrappers) cost
+    ~28 us a call on the development machine where this costs ~13 (SIGReg's fwd+bwd, launches stubbed:
+    186 -> 155 us). These ops need no autograd of their own: they run inside the autograd functions of
+    ``backends/ecf_passes.py``, which also bump the version of what an in-place op writes."""
+
+    def register(fn: Callable) -> torch._ops.OpOverload:
+        name = schema.split("(", 1)[0]
+        _LIBRARY.define(schema)
+        for key in ("CUDA", "CPU"):
+            _LIBRARY.impl(name, fn, key)
+        return getattr(torch.ops.fused_sigreg, name).default
+
+    return register
 
 
 def device_of(t: torch.Tensor):

@@ -27,7 +27,7 @@ from .configs import (
     STAT_CONFIG,
     CompileSpec,
 )
-from .launch import cdiv, launch, sm_count
+from .launch import cdiv, kernel_op, launch, sm_count
 from .sigreg_fused import ecf_means as fused_ecf_means
 
 
@@ -77,14 +77,14 @@ def _partial_sums(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tens
     return partial
 
 
-@torch.library.custom_op("fused_sigreg::ecf_sums_triton", mutates_args=())
+@kernel_op("ecf_sums_triton(Tensor proj, float delta, int n_points) -> Tensor")
 def ecf_sums_triton(proj: torch.Tensor, delta: float, n_points: int) -> torch.Tensor:
     """proj (V, N, K) float32 -> (V, 2, n_points, K) float32: sums over N of cos / sin(j delta p), in fp64
     partial sums over row splits reduced in a fixed order (deterministic)."""
     return _partial_sums(proj, delta, n_points).sum(dim=1).float()
 
 
-@torch.library.custom_op("fused_sigreg::ecf_stat_triton", mutates_args=())
+@kernel_op("ecf_stat_triton(Tensor proj, float delta, Tensor t, Tensor phi, Tensor weights) -> (Tensor, Tensor)")
 def ecf_stat_triton(
     proj: torch.Tensor, delta: float, t: torch.Tensor, phi: torch.Tensor, weights: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +125,13 @@ def _fake_check(proj: torch.Tensor, coef=None) -> None:
         )
 
 
-@ecf_sums_triton.register_fake
+@torch.library.register_fake(ecf_sums_triton)
 def _(proj, delta, n_points):
     _fake_check(proj)
     return proj.new_empty((proj.shape[0], 2, n_points, proj.shape[2]))
 
 
-@ecf_stat_triton.register_fake
+@torch.library.register_fake(ecf_stat_triton)
 def _(proj, delta, t, phi, weights):
     _fake_check(proj)
     V, _, K = proj.shape
@@ -165,7 +165,7 @@ def _launch_dp(
     )
 
 
-@torch.library.custom_op("fused_sigreg::ecf_grad_triton", mutates_args=())
+@kernel_op("ecf_grad_triton(Tensor proj, Tensor coef, float delta, Tensor? scale=None, float alpha=1.0) -> Tensor")
 def ecf_grad_triton(
     proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None, alpha: float = 1.0
 ) -> torch.Tensor:
@@ -176,13 +176,15 @@ def ecf_grad_triton(
     return out
 
 
-@ecf_grad_triton.register_fake
+@torch.library.register_fake(ecf_grad_triton)
 def _(proj, coef, delta, scale=None, alpha=1.0):
     _fake_check(proj, coef)
     return torch.empty_like(proj)
 
 
-@torch.library.custom_op("fused_sigreg::ecf_grad_triton_inplace", mutates_args=("proj",))
+@kernel_op(
+    "ecf_grad_triton_inplace(Tensor(a!) proj, Tensor coef, float delta, Tensor? scale=None, float alpha=1.0) -> ()"
+)
 def ecf_grad_triton_inplace(
     proj: torch.Tensor, coef: torch.Tensor, delta: float, scale: Optional[torch.Tensor] = None, alpha: float = 1.0
 ) -> None:
@@ -190,7 +192,7 @@ def ecf_grad_triton_inplace(
     _launch_dp(proj, coef, delta, proj, scale, alpha)
 
 
-@ecf_grad_triton_inplace.register_fake
+@torch.library.register_fake(ecf_grad_triton_inplace)
 def _(proj, coef, delta, scale=None, alpha=1.0):
     _fake_check(proj, coef)
 
