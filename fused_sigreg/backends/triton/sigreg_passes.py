@@ -231,13 +231,15 @@ def sigreg_stats(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_poin
     formed by the pass's own op, or the fully fused kernel's means when P would not fit."""
     if p_fits(x, directions):
         return sigreg_stats_over_p(x, directions, t_max, n_points, reduction)
-    return reduce_statistics(sigreg_stats_fused(x, directions, t_max, n_points), reduction)
+    return sigreg_stats_fused(x, directions, t_max, n_points, reduction)
 
 
-def sigreg_stats_fused(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int):
-    """SIGReg per slice on one batch from the fully fused kernel's ECF means (nothing of size N K kept)."""
+def sigreg_stats_fused(x: torch.Tensor, directions: torch.Tensor, t_max: float, n_points: int, reduction=None):
+    """SIGReg per slice on one batch (or its "mean" / "sum") from the fully fused kernel's ECF means (nothing
+    of size N K kept)."""
     cos_mean, sin_mean = fused_ecf_means(x, directions, t_max, n_points)
-    return epps_pulley_from_ecf(cos_mean, sin_mean, shared_quadrature(t_max, n_points, x.device), x.shape[-2])
+    quad = shared_quadrature(t_max, n_points, x.device)
+    return reduce_statistics(epps_pulley_from_ecf(cos_mean, sin_mean, quad, x.shape[-2]), reduction)
 
 
 # what the dispatcher's triton backend calls; "ecf_means_min" is sigreg(memory="min")
