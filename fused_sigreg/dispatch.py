@@ -27,7 +27,8 @@ BACKEND_NAMES = ("auto", "eager", "triton", "cuda", "cpu")
 KERNEL_DTYPES = ("float32", "bfloat16", "float16")
 SORT_STAGES = ("sliced_wasserstein", "visreg", "rdmreg")
 # The stage each public op dispatches: what a backend must implement to serve it. SIGReg on one batch
-# dispatches "sigreg_stats" (the statistic per slice); averaged over ranks (torch.distributed, sync=True)
+# dispatches "sigreg_stats" (the statistic per slice: (x, directions, t_max, n_points, reduction=None), reduced
+# by the stage itself when the op passes "mean" / "sum"); averaged over ranks (torch.distributed, sync=True)
 # "ecf_means", and with memory="min" "ecf_means_min"; a backend serving SIGReg serves the first two. The
 # one table; tools and tests read it from here.
 OP_STAGES = {

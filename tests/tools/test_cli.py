@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from fused_sigreg import reference
 from fused_sigreg.tools import bench, check, cli
 from fused_sigreg.tools.problems import Shape, make_problem
 
@@ -196,9 +197,9 @@ def test_nan_never_passes_check(registry):
 
     assert check.relative_error(torch.tensor([float("nan")]), torch.tensor([1.0])) == float("inf")
 
-    def nan_stats(x, a, t_max, n_points):  # differentiable, all NaN
+    def nan_stats(x, a, t_max, n_points, reduction=None):  # differentiable, all NaN
         nan = x.float().sum() * float("nan")
-        return nan.expand(*x.shape[:-2], a.shape[1])
+        return reference.reduce_statistics(nan.expand(*x.shape[:-2], a.shape[1]), reduction)
 
     registry.register(Backend("cpu", priority=-1, ops={"sigreg_stats": nan_stats}))
     rows = check.check_problem(make_problem("sigreg", Shape(1, 20, 4, 6)))
