@@ -31,21 +31,6 @@ def block_end(j0, T, RESEED: tl.constexpr):
 
 
 @triton.jit
-def sincos(theta):
-    """(cos, sin)(theta) of a tile: ``restart``'s one Cody-Waite reduction and minimax pair (~30
-    instructions an element) where every finite |theta| of the tile is at most 2^13, libdevice's cos and
-    sin (~84, with the slow path of a large argument) otherwise. The branch is uniform over the program,
-    so a tile runs one of the two; NaN and inf give NaN either way."""
-    if tl.max(tl.where(tl.abs(theta) > 8192.0, 1.0, 0.0)) > 0.0:
-        c = tl.cos(theta)
-        s = tl.sin(theta)
-    else:
-        nan = theta * 0.0  # NaN where theta is NaN (inf takes the branch above), kept where restart declines
-        c, s = restart(theta, nan, nan)
-    return c, s
-
-
-@triton.jit
 def restart(arg, c, s):
     """(cos, sin)(arg) where |arg| <= 2^13, else (c, s) unchanged (NaN/inf stay what they are).
 
@@ -68,11 +53,13 @@ def restart(arg, c, s):
 
 
 @triton.jit
-def dp_from_knots(p, c1, s1, coef, col_ok, K, T, delta, RESEED: tl.constexpr):
+def dp_from_knots(p, coef, col_ok, K, T, delta, RESEED: tl.constexpr):
     """dL/dp of a (rows, columns) fp32 tile: sum_j coef[j K] cos(j delta p) + coef[(T + j) K] sin(j delta p),
     coef pointing at the tile's columns of one view's (2, T, K) coefficients (columns past K masked to 0),
-    (c1, s1) = (cos, sin)(delta p) from the caller (``sincos``, or libdevice where registers are short), the
-    knots walked with the recurrence restarted every RESEED knots but the last."""
+    the knots walked with the recurrence restarted every RESEED knots but the last."""
+    theta = p * delta
+    c1 = tl.cos(theta)
+    s1 = tl.sin(theta)
     c = tl.zeros_like(p) + 1.0
     s = tl.zeros_like(p)
     dp = tl.zeros_like(p)

@@ -11,7 +11,7 @@ over the chunk's rows stays inside a thread (no shuffles, no barriers).
 import triton
 import triton.language as tl
 
-from .common import block_end, dp_from_knots, restart, sincos
+from .common import block_end, dp_from_knots, restart
 
 _SIZES = ["N", "K", "T", "rows_per_split", "n_splits"]
 
@@ -49,7 +49,9 @@ def ecf_sums_kernel(
         rows = n0 + tl.arange(0, BLOCK_N)
         ok = (rows[:, None] < row_end) & col_ok[None, :]
         p = tl.load(p_view + rows[:, None].to(tl.int64) * K + cols[None, :], mask=ok, other=0.0)
-        c1, s1 = sincos(p * delta)
+        theta = p * delta
+        c1 = tl.cos(theta)
+        s1 = tl.sin(theta)
         # Masked elements start at (0, 0) and stay there under the recurrence: they add nothing.
         c = tl.where(ok, 1.0, 0.0)
         s = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -100,8 +102,7 @@ def ecf_grad_kernel(
     ok = (rows[:, None] < N) & col_ok[None, :]
     offsets = view * N * K + rows[:, None].to(tl.int64) * K + cols[None, :]
     p = tl.load(p_ptr + offsets, mask=ok, other=0.0)
-    c1, s1 = sincos(p * delta)
-    dp = dp_from_knots(p, c1, s1, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED)
+    dp = dp_from_knots(p, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED)
     if SCALED:
         g = tl.load(scale_ptr + view * scale_sv + cols.to(tl.int64) * scale_sk, mask=col_ok, other=0.0)
         dp = dp * (g * alpha)[None, :]

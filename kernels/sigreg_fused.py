@@ -19,7 +19,7 @@ binary per (config, dtype) serves every shape (see ``fused_sigreg.tools.compile_
 import triton
 import triton.language as tl
 
-from .common import block_end, dp_from_knots, restart, round_to_tf32, sincos
+from .common import block_end, dp_from_knots, restart, round_to_tf32
 
 _SIZES = ["N", "D", "K", "T", "n_row_tiles"]
 
@@ -168,7 +168,9 @@ def sigreg_fused_forward_kernel(
     )
     col_ok = cols < K
     row_ok = rows[None, :] < N
-    c1, s1 = sincos(p * delta)
+    theta = p * delta
+    c1 = tl.cos(theta)
+    s1 = tl.sin(theta)
     # Rows past N start at (0, 0) and stay there under the recurrence: they add nothing.
     c = tl.where(row_ok, 1.0, 0.0) + tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     s = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
@@ -238,9 +240,7 @@ def sigreg_fused_backward_kernel(
         p = _projection_tile(
             x_tile_ptr, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
         )
-        # libdevice's cos and sin here: sincos's uniform branch spills the 4-warp tf32 config on sm_90
-        theta = p * delta
-        dp = dp_from_knots(p, tl.cos(theta), tl.sin(theta), coef + cols, col_ok, K, T, delta, RESEED)
+        dp = dp_from_knots(p, coef + cols, col_ok, K, T, delta, RESEED)
         # Columns past K have zero coefficients, hence dp = 0 there; rows past N are masked on store.
         # dp stays fp32 (never rounded to a 16-bit dtype); for 16-bit inputs DX_PRECISION is tf32x2,
         # which keeps dp to about fp32 precision on tensor cores.

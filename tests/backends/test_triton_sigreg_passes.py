@@ -10,11 +10,8 @@ import torch
 
 triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 
-import triton.language as tl  # noqa: E402
-
 import fused_sigreg as fs  # noqa: E402
 from fused_sigreg.backends.triton import sigreg_passes  # noqa: E402
-from fused_sigreg.kernels.common import sincos  # noqa: E402
 from fused_sigreg.slicing import shared_quadrature  # noqa: E402
 from fused_sigreg.tools import bench, memory  # noqa: E402
 from fused_sigreg.tools.problems import Shape, make_problem  # noqa: E402
@@ -194,32 +191,3 @@ def test_ecf_grad_scales_each_slice_by_any_strides(rng, scale):
     torch.library.opcheck(sigreg_passes.ecf_grad_triton_inplace, (proj.clone(), coef, delta, g, alpha))
     with pytest.raises(ValueError, match="scale must be float32"):
         sigreg_passes.ecf_grad_triton(proj, coef, delta, torch.ones(V, K + 1, device=DEVICE))
-
-
-@triton.jit
-def _sincos_kernel(theta_ptr, c_ptr, s_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.arange(0, BLOCK)
-    c, s = sincos(tl.load(theta_ptr + offs, mask=offs < n, other=0.0))
-    tl.store(c_ptr + offs, c, mask=offs < n)
-    tl.store(s_ptr + offs, s, mask=offs < n)
-
-
-def _sincos(theta: torch.Tensor):
-    theta = theta.to(DEVICE)
-    c, s = torch.empty_like(theta), torch.empty_like(theta)
-    _sincos_kernel[(1,)](theta, c, s, theta.numel(), BLOCK=triton.next_power_of_2(theta.numel()))
-    return c.cpu(), s.cpu()
-
-
-def test_sincos_of_a_tile_is_within_ulps_on_both_paths(rng):
-    """The passes' sincos: Cody-Waite where every finite |theta| of the tile is at most 2^13 (up to |p| ~ 44000
-    at lejepa's delta), libdevice's where one is past it; within 2e-7 absolute of the float64 values on the
-    fast path, NaN and inf give NaN on both."""
-    theta = torch.cat([torch.randn(60, generator=rng) * 40, torch.tensor([0.0, 8192.0, -8192.0, 1e-30])])
-    for tile in (theta, torch.cat([theta, torch.tensor([1e5])])):  # fast path, then the libdevice one
-        c, s = _sincos(tile)
-        want = tile.double()
-        assert (c.double() - want.cos()).abs().max() <= 2e-7 and (s.double() - want.sin()).abs().max() <= 2e-7
-    for odd in (float("nan"), float("inf"), float("-inf")):
-        c, s = _sincos(torch.tensor([0.5, odd, -3.0]))
-        assert c[1].isnan() and s[1].isnan() and c[[0, 2]].isfinite().all() and s[[0, 2]].isfinite().all()
