@@ -47,8 +47,8 @@ def kernel_op(schema: str):
 
     Registered with torch.library's low-level ``Library`` rather than ``custom_op``: at training sizes a
     SIGReg call is host-bound, and custom_op's Python layers (autograd, in-place and dynamo wrappers) cost
-    ~28 us a call on the development machine where this costs ~13 (SIGReg's fwd+bwd, launches stubbed:
-    186 -> 155 us). These ops need no autograd of their own: they run inside the autograd functions of
+    host time on every call (SIGReg's fwd+bwd, launches stubbed, ~230 -> ~190 us on the development machine:
+    ``benchmarks/host_time.py``). These ops need no autograd of their own: they run inside the autograd functions of
     ``backends/ecf_passes.py``, which also bump the version of what an in-place op writes."""
 
     def register(fn: Callable) -> torch._ops.OpOverload:
