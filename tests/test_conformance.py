@@ -219,9 +219,8 @@ def test_matches_eager(rng, backend, stage, index):
         ref_value, ref_grad = value_and_grad(fn("eager"), sample.x, weight)
         assert rel_err(value, ref_value) <= FP32_TOL
         if sample.judge64:  # the gradient cancels at |p| ~ 50: both fp32 results judged against float64
-            s64 = dataclasses.replace(sample, directions=sample.directions.double())
-            _, grad64 = value_and_grad(lambda v: call(stage, s64, v, "eager"), sample.x.double(), weight.double())
-            assert rel_err(grad, grad64) <= fp32_budget(ref_grad, grad64, tol=ULP_150)
+            grad64, eager_err = _eager_gradient_error(stage, sample, weight)
+            assert rel_err(grad, grad64) <= max(ULP_150, 4.0 * eager_err)
         else:
             assert rel_err(grad, ref_grad) <= FP32_TOL
         return
@@ -251,6 +250,24 @@ def test_matches_eager(rng, backend, stage, index):
     value, grad = value_and_grad(fn(backend), sample.x)
     ref_value, ref_grad = sort_reference(stage, sample.x, sample.directions, sample.kwargs.get("target_samples"))
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= FP32_TOL
+
+
+def _eager_gradient_error(stage: str, sample: Sample, weight: torch.Tensor, neighbours: int = 7):
+    """(float64 gradient at the sample, the eager fp32 gradient's largest error against float64 at the
+    sample and at ``neighbours`` inputs a few ulp away). Where the gradient cancels, eager's error at one
+    point is partly luck (its terms' rounding errors can cancel too): 4x eager's error at the sample alone
+    failed 1 of 300 draws of (1, 4)-K3-large_p with the fully fused kernel at 0.58x eager's error on median;
+    against the largest of 8 nearby points the kernel's worst ratio in the same 300 draws was 2.1 (the cpu
+    backend's 2.3 in 400)."""
+    s64 = dataclasses.replace(sample, directions=sample.directions.double())
+    grad64, worst = None, 0.0
+    for k in range(neighbours + 1):
+        x = sample.x * (1 + k * 2.0**-22)
+        _, g32 = value_and_grad(lambda v: call(stage, sample, v, "eager"), x, weight)
+        _, g64 = value_and_grad(lambda v: call(stage, s64, v, "eager"), x.double(), weight.double())
+        grad64 = g64 if k == 0 else grad64
+        worst = max(worst, rel_err(g32, g64))
+    return grad64, worst
 
 
 def test_fully_fused_gradient_at_a_pinned_ill_conditioned_case():
