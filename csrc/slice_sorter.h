@@ -14,54 +14,72 @@
 namespace fused_sigreg {
 
 struct SliceSorter {
-  std::vector<uint32_t> keys, keys_tmp;
-  std::vector<int32_t> rows, rows_tmp;
+  std::vector<uint32_t> keys;
+  std::vector<int32_t> rows;
+  std::vector<uint64_t> packed, packed_tmp;  // the radix sort's (image << 32 | row) items
 
   // Sorts values[0..n) by ordered_bits(canonical_key(.)); afterwards keys[i] is the image of the
-  // i-th smallest value and rows[i] its original position (stable: ties keep row order). 8-bit digits,
-  // passes whose digit is the same for every key are skipped.
+  // i-th smallest value and rows[i] its original position (stable: ties keep row order).
   void sort(const float* values, int64_t n) {
-    keys.resize(n), keys_tmp.resize(n), rows.resize(n), rows_tmp.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      keys[i] = ordered_bits(canonical_key(values[i]));
-      rows[i] = static_cast<int32_t>(i);
-    }
-    if (n <= kInsertionSortMax) {
-      insertion_sort(n);
-      return;
-    }
-    for (int shift = 0; shift < 32; shift += 8) {
-      std::array<int64_t, 257> start{};
-      for (int64_t i = 0; i < n; ++i) ++start[((keys[i] >> shift) & 0xff) + 1];
-      if (*std::max_element(start.begin(), start.end()) == n) continue;
-      for (int d = 0; d < 256; ++d) start[d + 1] += start[d];
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t dst = start[(keys[i] >> shift) & 0xff]++;
-        keys_tmp[dst] = keys[i];
-        rows_tmp[dst] = rows[i];
-      }
-      keys.swap(keys_tmp);
-      rows.swap(rows_tmp);
+    keys.resize(n), rows.resize(n);
+    if (n <= kRankSortMax) {
+      rank_sort(values, n);
+    } else {
+      radix_sort(values, n);
     }
   }
 
-  // Below this many rows a radix pass costs more in its 257-entry histogram (cleared, scanned and
-  // summed, up to 4 times per slice) than the whole sort: at N = 16 that overhead was most of a
-  // slice's time, and the cpu backend fell behind torch.sort. Insertion sort moves a key only past
-  // strictly greater ones, so it is stable like the radix sort.
-  static constexpr int64_t kInsertionSortMax = 64;
+  // Up to this many rows each key's rank is counted against every other key: n^2 compares with no
+  // branches, which the compiler vectorises, cost less than a radix sort's four 256-bucket histograms
+  // or an insertion sort's mispredicted branches (docs/results.md, "Sort ops at small batches").
+  static constexpr int64_t kRankSortMax = 64;
 
-  void insertion_sort(int64_t n) {
-    for (int64_t i = 1; i < n; ++i) {
-      const uint32_t key = keys[i];
-      const int32_t row = rows[i];
-      int64_t j = i;
-      for (; j > 0 && keys[j - 1] > key; --j) {
-        keys[j] = keys[j - 1];
-        rows[j] = rows[j - 1];
+  // Stable: key i goes after every smaller key and every equal key of a smaller row.
+  void rank_sort(const float* values, int64_t n) {
+    int32_t signed_keys[kRankSortMax];  // ordered images with the top bit flipped: a signed compare orders them
+    for (int64_t i = 0; i < n; ++i) {
+      signed_keys[i] = static_cast<int32_t>(ordered_bits(canonical_key(values[i])) ^ 0x80000000u);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t key = signed_keys[i];
+      int32_t rank = 0;
+      for (int64_t j = 0; j < i; ++j) rank += signed_keys[j] <= key;
+      for (int64_t j = i + 1; j < n; ++j) rank += signed_keys[j] < key;
+      keys[rank] = static_cast<uint32_t>(key) ^ 0x80000000u;
+      rows[rank] = static_cast<int32_t>(i);
+    }
+  }
+
+  // LSD radix sort, 8-bit digits, of (image << 32 | row): one 8-byte move per key and pass, all four
+  // histograms from one read of the keys, and passes whose digit is the same for every key skipped.
+  void radix_sort(const float* values, int64_t n) {
+    packed.resize(n), packed_tmp.resize(n);
+    std::array<std::array<uint32_t, 256>, 4> count{};
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t key = ordered_bits(canonical_key(values[i]));
+      packed[i] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i);
+      ++count[0][key & 0xff], ++count[1][(key >> 8) & 0xff], ++count[2][(key >> 16) & 0xff], ++count[3][key >> 24];
+    }
+    for (int digit = 0; digit < 4; ++digit) {
+      bool constant = false;
+      uint32_t start = 0;
+      for (auto& c : count[digit]) {
+        constant |= c == static_cast<uint32_t>(n);
+        const uint32_t here = c;
+        c = start;
+        start += here;
       }
-      keys[j] = key;
-      rows[j] = row;
+      if (constant) continue;
+      const int shift = 32 + 8 * digit;
+      for (int64_t i = 0; i < n; ++i) {
+        const uint64_t item = packed[i];
+        packed_tmp[count[digit][(item >> shift) & 0xff]++] = item;
+      }
+      packed.swap(packed_tmp);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      keys[i] = static_cast<uint32_t>(packed[i] >> 32);
+      rows[i] = static_cast<int32_t>(packed[i] & 0xffffffffu);
     }
   }
 };

@@ -63,7 +63,7 @@ def _eager_match(proj, target):
     return loss.detach(), p.grad
 
 
-# 64 and 65 straddle the CPU sort's switch from insertion sort to radix passes
+# 64 and 65 straddle the CPU sort's switch from counting ranks to radix passes
 SIZES = [(N, K) for N in (2, 3, 64, 65, 1000, 100_000) for K in (1, 7, 512)]
 
 
@@ -80,7 +80,7 @@ def test_sort_match_matches_eager(rng, N, K, two_sample, device):
     assert rel_err(grad / proj.numel(), ref_grad) <= 1e-5
 
 
-@pytest.mark.parametrize("n", [64, 200])  # the CPU sort's insertion-sort and radix paths
+@pytest.mark.parametrize("n", [64, 200])  # the CPU sort's rank-counting and radix paths
 @pytest.mark.parametrize("device", DEVICES)
 def test_sort_match_with_ties_and_infinities(rng, device, n):
     proj = hard_values(rng, 5, n)
