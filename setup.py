@@ -112,6 +112,7 @@ def extensions():
     sources = [
         "csrc/ops.cpp",
         "csrc/sort_match_cpu.cpp",
+        "csrc/sort_match_loss.cpp",
         "csrc/sort_stat_cpu.cpp",
         "csrc/moment_stat_cpu.cpp",
         "csrc/sigreg_cpu.cpp",

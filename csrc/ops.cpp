@@ -14,6 +14,12 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // inside, per slice; each sorted ascending with -0 == +0, NaN last, ties in row order) -> (sum_sq (S,) float32, grad (S, N) float32): sum_sq[s] = sum_i (sort(proj[s])_i
   // - t_i)^2 and grad = d sum_sq[s] / d proj[s], written at the original positions.
   m.def("sort_match(Tensor proj, Tensor target) -> (Tensor, Tensor)");
+  // x (V, N, D) float32, directions (D, K), target as sort_match's for proj (V K, N) = x @ W one slice per
+  // row -> (loss () float32 = sum of sort_match's sums / (V N K), grad (V K, N) sort_match's gradient)
+  // (csrc/sort_match_loss.cpp). The backward: grad, directions, grad_out () -> scale * grad_out * the
+  // gradient in x (V, N, D) of those sums.
+  m.def("sort_match_loss(Tensor x, Tensor directions, Tensor target) -> (Tensor, Tensor)");
+  m.def("sort_match_loss_backward(Tensor grad, Tensor directions, Tensor grad_out, float scale) -> Tensor");
   // proj (S, N) float32, sorted per slice as sort_match does -> (value (S,) float32, grad (S, N) float32):
   // lejepa's EDF-family statistic of each slice and its gradient at the original positions (csrc/sort_stat.h).
   // statistic: 0 Cramer-von Mises, 1 Watson, 2 Anderson-Darling, 3 Shapiro-Wilk (weights (N,) float32,

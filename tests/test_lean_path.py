@@ -51,6 +51,10 @@ NO_KERNEL = {
     "lift_fresh",
 }
 SYNCS = {"_local_scalar_dense", "item", "is_nonzero", "equal"}
+# the extension's composite ops (csrc/sort_match_loss.cpp): one call here, their aten kernels below the
+# mode, counted as those kernels (forward: mm, the layout's copy, sort_match, sum, div; backward: the
+# multiply by grad_out, baddbmm)
+COMPOSITE_KERNELS = {"sort_match_loss": 5, "sort_match_loss_backward": 2}
 ALLOCATOR_QUERIES = ("memory_stats", "mem_get_info", "memory_allocated", "memory_reserved", "max_memory_allocated")
 
 
@@ -182,7 +186,7 @@ def test_kernels_per_call_stay_within_the_ratchet(op, dtype, backend, monkeypatc
     ops = _record(_call(op, "directions", backend, x, a, extra), monkeypatch)
     kernels = [o for o in ops if o not in NO_KERNEL]
     limit = KERNELS[backend][op][0 if dtype == torch.float32 else 1]
-    assert len(kernels) <= limit, collections.Counter(kernels)
+    assert sum(COMPOSITE_KERNELS.get(o, 1) for o in kernels) <= limit, collections.Counter(kernels)
 
 
 @pytest.mark.skipif(not GPU, reason="a CUDA device runs the same calls under set_sync_debug_mode('error')")

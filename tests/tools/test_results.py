@@ -128,3 +128,31 @@ def test_sweep_measures_where_people_train_first(monkeypatch, tmp_path):
     trained = [i for i, (_, axis) in enumerate(done) if axis in results_run.TRAINING_AXES]
     assert trained == list(range(len(trained))) and len(trained) < len(done)
     assert sorted(done) == sorted((op, axis) for op in SWEEPS["cpu"] for _, axis in SWEEPS["cpu"][op])
+
+
+def test_host_time_script_times_every_backend_it_is_given():
+    """benchmarks/host_time.py (the host-time numbers in docs/design.md and docs/results.md) runs and
+    prints a row per op and backend and the floor; in a subprocess, since it stubs the Triton launches."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/host_time.py",
+            "--op",
+            "sliced_wasserstein,rdmreg",
+            "--backend",
+            "triton,cpu,eager",
+            "--calls",
+            "1",
+        ],
+        cwd=REPO,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[-1] == "fwd+bwd"]
+    assert [(r[0], r[1]) for r in rows] == [
+        (op, b) for op in ("sliced_wasserstein", "rdmreg") for b in ("triton", "cpu", "eager")
+    ]
+    assert all(float(r[-4]) > 0 for r in rows) and "floor" in out

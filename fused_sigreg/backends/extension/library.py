@@ -47,6 +47,23 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
         )
         return proj.new_empty((proj.shape[0],)), proj.new_empty(proj.shape)
 
+    @torch.library.register_fake("fused_sigreg::sort_match_loss")
+    def _(x, directions, target):
+        torch._check(
+            x.dim() == 3 and x.dtype == torch.float32, lambda: f"x must be (V, N, D) float32, got {tuple(x.shape)}"
+        )
+        torch._check(
+            directions.dim() == 2 and directions.shape[0] == x.shape[2],
+            lambda: f"directions must be (D, K) with D = {x.shape[2]}, got {tuple(directions.shape)}",
+        )
+        V, N, _ = x.shape
+        return x.new_empty(()), x.new_empty((V * directions.shape[1], N))
+
+    @torch.library.register_fake("fused_sigreg::sort_match_loss_backward")
+    def _(grad, directions, grad_out, scale):
+        K = directions.shape[1]
+        return grad.new_empty((grad.shape[0] // K, grad.shape[1], directions.shape[0]))
+
     @torch.library.register_fake("fused_sigreg::sort_stat")
     def _(proj, statistic, eps, m, weights, closed):
         _check_proj(proj, 2)

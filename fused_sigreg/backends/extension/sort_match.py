@@ -24,4 +24,8 @@ def _terms_for(z):
     return _TERMS.get(z.device.type)
 
 
-STAGES = make_stages(_extension_match, slice_rows, _terms_for)  # what the dispatcher's cpu and cuda backends call
+# SWD's and RDMReg's forward and backward, each one op (csrc/sort_match_loss.cpp)
+_LOSS_OPS = (torch.ops.fused_sigreg.sort_match_loss, torch.ops.fused_sigreg.sort_match_loss_backward)
+
+# what the dispatcher's cpu and cuda backends call
+STAGES = make_stages(_extension_match, slice_rows, _terms_for, _LOSS_OPS)
