@@ -11,7 +11,7 @@ over the chunk's rows stays inside a thread (no shuffles, no barriers).
 import triton
 import triton.language as tl
 
-from .common import block_end, dp_from_knots, restart
+from .common import KNOT_UNROLL, block_end, dp_from_knots, restart
 
 _SIZES = ["N", "K", "T", "rows_per_split", "n_splits"]
 
@@ -60,7 +60,7 @@ def ecf_sums_kernel(
                 c, s = restart(p * (j0 * delta), c, s)
                 c = tl.where(ok, c, 0.0)
                 s = tl.where(ok, s, 0.0)
-            for j in range(j0, block_end(j0, T, RESEED)):
+            for j in tl.range(j0, block_end(j0, T, RESEED), loop_unroll_factor=KNOT_UNROLL):
                 cos_sum = tl.load(out + j * K, mask=col_ok & later, other=0.0)
                 tl.store(out + j * K, cos_sum + tl.sum(c, axis=0).to(tl.float64), mask=col_ok)
                 sin_sum = tl.load(out + (T + j) * K, mask=col_ok & later, other=0.0)

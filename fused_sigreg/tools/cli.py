@@ -240,7 +240,8 @@ def cmd_compile_check(args) -> int:
         r["ok"] = "PASS" if r["ok"] else "FAIL"
     print(
         "ahead-of-time Triton compile (no GPU needed); registers and spills from ptxas -v, shared memory from"
-        " Triton, shuffles and barriers counted in the PTX (a loop body once)"
+        " Triton, shuffles and barriers counted in the PTX (a loop body once); the ECF passes' static SASS per"
+        " element of P a thread holds, outside the knot loop and in it (compile_check.sass_counts)"
     )
     print(
         format_table(
@@ -256,6 +257,8 @@ def cmd_compile_check(args) -> int:
                 "shared_bytes",
                 "shuffles",
                 "barriers",
+                "sass_per_elem",
+                "sass_per_knot",
                 "compile_s",
                 "ok",
                 "error",

@@ -100,6 +100,42 @@ def ptx_counts(ptx: str) -> Dict[str, int]:
     )
 
 
+def sass_counts(cubin: bytes, elements: int, knots: int = 1) -> Dict[str, object]:
+    """Static SASS of a kernel with a knot loop (``cuobjdump -sass``; a loop body counts once), per element of P
+    a thread holds: ``sass_per_knot`` the knot loop's body (the largest loop with no loop inside; a backward
+    branch closes a loop) over the ``knots`` one iteration walks, ``sass_per_elem`` everything else (the
+    first angle's sin/cos with libdevice's never-taken large-argument paths, loads, stores, set-up, an
+    unrolled loop's remainder). Blank where cuobjdump is not at hand."""
+    from triton import knobs
+
+    tool = os.path.join(os.path.dirname(knobs.nvidia.ptxas.path), "cuobjdump")
+    if not os.path.exists(tool):
+        return dict(sass_per_elem="", sass_per_knot="")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([tool, "-sass", path], capture_output=True, text=True, check=True).stdout
+    return sass_loop_counts(sass, elements, knots)
+
+
+def sass_loop_counts(sass: str, elements: int, knots: int = 1) -> Dict[str, object]:
+    """``sass_counts`` on ``cuobjdump -sass`` text."""
+    addresses = []
+    loops = []
+    for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass):
+        addr = int(m.group(1), 16)
+        addresses.append(addr)
+        branch = re.search(r"\bBRA\b[^;]*?(0x[0-9a-f]+)", m.group(2))
+        if branch and int(branch.group(1), 16) < addr:
+            loops.append((int(branch.group(1), 16), addr))
+    size = lambda lo, hi: sum(lo <= a <= hi for a in addresses)  # noqa: E731
+    innermost = [(lo, hi) for lo, hi in loops if not any(lo <= a and b <= hi and (a, b) != (lo, hi) for a, b in loops)]
+    knot = max((size(lo, hi) for lo, hi in innermost), default=0)
+    per_elem, per_knot = (len(addresses) - knot) / elements, knot / elements / knots
+    return dict(sass_per_elem=round(per_elem, 1), sass_per_knot=round(per_knot, 1))
+
+
 def compile_spec(spec: CompileSpec, capability: int):
     """The Triton compilation of ``spec`` for sm_``capability``, as the launchers launch it."""
     import triton
@@ -123,6 +159,8 @@ def compile_one(spec: CompileSpec, capability: int) -> Dict:
         arch = re.search(r"^\.target (\S+)", compiled.asm["ptx"], re.M).group(1)
         row.update(_ptxas_report(compiled.asm["ptx"], arch))
         row.update(ptx_counts(compiled.asm["ptx"]))
+        if spec.knot_elements:
+            row.update(sass_counts(compiled.asm["cubin"], spec.knot_elements, spec.knots_per_iteration))
         row["shared_bytes"] = int(compiled.metadata.shared)
         row["ok"] = row["spill_stores"] == 0 and row["spill_loads"] == 0 and row["shared_bytes"] <= ARCHS[capability]
         row["error"] = ""

@@ -45,7 +45,7 @@ def test_command_fails_on_a_spill_or_a_missing_config(monkeypatch, capsys, broke
     assert cli.main(["compile-check", "--jobs", "1"]) == (0 if broken == "none" else 1)
     out = capsys.readouterr().out
     assert ("configurations compiled, the launchers have" in out) == (broken == "missing")
-    assert {"shuffles", "barriers"} <= set(
+    assert {"shuffles", "barriers", "sass_per_elem", "sass_per_knot"} <= set(
         next(line.split() for line in out.splitlines() if line.split()[:1] == ["kernel"])
     )
 
@@ -59,3 +59,25 @@ def test_ptx_counts():
         shfl.sync.idx.b32 %r3, %r4, 0, 31, -1;
     """
     assert compile_check.ptx_counts(ptx) == dict(shuffles=2, barriers=2)
+
+
+def test_sass_loop_counts_take_the_largest_innermost_loop_as_the_knot_loop():
+    """Three loops: a small innermost one (libdevice's large-argument path), the knot loop (innermost,
+    6 instructions) and one around it; 4 elements a thread, 2 knots an iteration."""
+    lines = [
+        "ISETP.GE.AND P0, PT, R0, RZ, PT",  # 0x00
+        "FMUL R1, R1, R2",  # 0x10 small loop 0x10-0x20
+        "@P0 BRA 0x10",  # 0x20
+        "FFMA R3, R3, R4, R5",  # 0x30 outer loop starts
+        "FFMA R4, R4, R3, R5",  # 0x40 knot loop 0x40-0x90
+        "FMUL R5, R5, R6",
+        "FADD R7, R7, R5",
+        "FFMA R8, R8, R4, R7",
+        "VIADD R9, R9, 0x1",
+        "@P1 BRA 0x40",  # 0x90
+        "@P2 BRA 0x30",  # 0xa0
+        "EXIT",  # 0xb0
+    ]
+    sass = "\n".join(f"        /*{16 * i:04x}*/                   {text} ;" for i, text in enumerate(lines))
+    counts = compile_check.sass_loop_counts(sass, elements=4, knots=2)
+    assert counts == dict(sass_per_elem=round((12 - 6) / 4, 1), sass_per_knot=round(6 / 4 / 2, 1))

@@ -166,3 +166,7 @@ class CompileSpec:
     num_warps: int
     aligned_pointers: tuple = field(default=())  # arg names launched 16-byte aligned
     options: Dict[str, object] = field(default_factory=dict)  # compile options the launch passes too
+    # elements of P each thread holds, for a kernel with a knot loop (compile-check's SASS per element and
+    # per knot); 0 for the others
+    knot_elements: int = 0
+    knots_per_iteration: int = 1  # the knot loop's unroll factor

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from ...kernels.common import KNOT_UNROLL
 from ...kernels.ecf_passes import ecf_grad_kernel, ecf_stat_kernel, ecf_sums_kernel
 from ...reference import epps_pulley_from_ecf, reduce_statistics
 from ...slicing import shared_quadrature
@@ -269,6 +270,8 @@ def compile_specs():
         constexprs,
         cfg.num_warps,
         aligned_pointers=("p_ptr", "out_ptr"),
+        knot_elements=cfg.block_n * cfg.block_k // (32 * cfg.num_warps),
+        knots_per_iteration=KNOT_UNROLL.value,
     )
     cfg = DP_CONFIG
     for scaled in (True, False):  # SIGReg's backward scales by the statistic's gradient; the ECF means' does not
@@ -287,6 +290,8 @@ def compile_specs():
             constexprs,
             cfg.num_warps,
             aligned_pointers=("p_ptr", "coef_ptr", "dp_ptr"),
+            knot_elements=cfg.block_n * cfg.block_k // (32 * cfg.num_warps),
+            knots_per_iteration=KNOT_UNROLL.value,
         )
     cfg = STAT_CONFIG
     for n_points in STAT_CHECKED_POINTS:
