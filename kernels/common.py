@@ -4,8 +4,10 @@ the knot walk (angle-addition recurrence restarted every RESEED knots but the la
 import triton
 import triton.language as tl
 
-# knots per iteration of the backward's knot loop: unrolled by two, the recurrence's loop-carried (cos, sin)
-# need no register moves (compile-check's sass_per_knot: 8.9 -> 7.5 on sm_90; four gave 7.4)
+# knots per iteration of the ECF passes' knot loops: unrolled by two, the recurrence's loop-carried (cos, sin)
+# need no register moves (compile-check's sass_per_knot, dP pass: 8.9 -> 7.5 on sm_90; four gave 7.4). The
+# fully fused backward keeps 1 and the product-sum form: unrolled, three of its configurations spill on
+# triton 3.8; in FMA form, three on 3.6.
 KNOT_UNROLL = tl.constexpr(2)
 
 
@@ -57,10 +59,10 @@ def restart(arg, c, s):
 
 
 @triton.jit
-def dp_from_knots(p, coef, col_ok, K, T, delta, RESEED: tl.constexpr):
+def dp_from_knots(p, coef, col_ok, K, T, delta, RESEED: tl.constexpr, UNROLL: tl.constexpr):
     """dL/dp of a (rows, columns) fp32 tile: sum_j coef[j K] cos(j delta p) + coef[(T + j) K] sin(j delta p),
     coef pointing at the tile's columns of one view's (2, T, K) coefficients (columns past K masked to 0),
-    the knots walked with the recurrence restarted every RESEED knots but the last."""
+    the knots walked with the recurrence restarted every RESEED knots but the last, UNROLL knots an iteration."""
     theta = p * delta
     c1 = tl.cos(theta)
     s1 = tl.sin(theta)
@@ -70,11 +72,13 @@ def dp_from_knots(p, coef, col_ok, K, T, delta, RESEED: tl.constexpr):
     for j0 in range(0, T - 1, RESEED):
         if j0 > 0:
             c, s = restart(p * (j0 * delta), c, s)
-        for j in tl.range(j0, block_end(j0, T, RESEED), loop_unroll_factor=KNOT_UNROLL):
+        for j in tl.range(j0, block_end(j0, T, RESEED), loop_unroll_factor=UNROLL):
             w_cos = tl.load(coef + j * K, mask=col_ok, other=0.0)
             w_sin = tl.load(coef + (T + j) * K, mask=col_ok, other=0.0)
-            # two FMAs (a product-sum then an add would be three instructions per element and knot)
-            dp = tl.fma(w_cos[None, :], c, dp)
-            dp = tl.fma(w_sin[None, :], s, dp)
+            if UNROLL > 1:  # two FMAs (a product-sum then an add is three instructions per element and knot)
+                dp = tl.fma(w_cos[None, :], c, dp)
+                dp = tl.fma(w_sin[None, :], s, dp)
+            else:  # the fully fused backward (registers tight: see KNOT_UNROLL)
+                dp += w_cos[None, :] * c + w_sin[None, :] * s
             c, s = c * c1 - s * s1, s * c1 + c * s1
     return dp

@@ -102,7 +102,7 @@ def ecf_grad_kernel(
     ok = (rows[:, None] < N) & col_ok[None, :]
     offsets = view * N * K + rows[:, None].to(tl.int64) * K + cols[None, :]
     p = tl.load(p_ptr + offsets, mask=ok, other=0.0)
-    dp = dp_from_knots(p, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED)
+    dp = dp_from_knots(p, coef_ptr + view * 2 * T * K + cols, col_ok, K, T, delta, RESEED, KNOT_UNROLL)
     if SCALED:
         g = tl.load(scale_ptr + view * scale_sv + cols.to(tl.int64) * scale_sk, mask=col_ok, other=0.0)
         dp = dp * (g * alpha)[None, :]

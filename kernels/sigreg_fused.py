@@ -240,7 +240,7 @@ def sigreg_fused_backward_kernel(
         p = _projection_tile(
             x_tile_ptr, a_ptr, rows, cols, N, D, K, BLOCK_N, BLOCK_K, BLOCK_D, DOT_PRECISION, EMULATE_16BIT_DOT
         )
-        dp = dp_from_knots(p, coef + cols, col_ok, K, T, delta, RESEED)
+        dp = dp_from_knots(p, coef + cols, col_ok, K, T, delta, RESEED, 1)
         # Columns past K have zero coefficients, hence dp = 0 there; rows past N are masked on store.
         # dp stays fp32 (never rounded to a 16-bit dtype); for 16-bit inputs DX_PRECISION is tf32x2,
         # which keeps dp to about fp32 precision on tensor cores.
