@@ -161,3 +161,17 @@ def test_import_without_the_extension_falls_back_to_eager():
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
     assert out.stderr.count("the compiled extension is not available") == 1
+
+
+def test_every_op_of_the_schema_file_is_checked_at_load():
+    """library.OPS is what a load checks for (a library built from older sources lacks some: the backends
+    are then off, with the rebuild named); it lists every op csrc/ops.cpp defines."""
+    source = open(os.path.join(os.path.dirname(fs.__file__), "..", "csrc", "ops.cpp")).read()
+    assert set(re.findall(r'm\.def\(\s*"(\w+)\(', source)) == set(extension.OPS)
+    if extension.available()[0]:
+        assert extension.missing_ops(ops) == []
+
+    class Older:  # a namespace with the first two ops only
+        sort_match = sort_stat = object()
+
+    assert extension.missing_ops(Older, ("sort_match", "sort_match_loss", "sort_stat")) == ["sort_match_loss"]

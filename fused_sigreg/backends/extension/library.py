@@ -9,14 +9,43 @@ import warnings
 
 import torch
 
+# every op of csrc/ops.cpp the Python side calls
+OPS = (
+    "sort_match",
+    "sort_match_loss",
+    "sort_match_loss_backward",
+    "sort_stat",
+    "moment_stat",
+    "moment_stat_backward",
+    "ecf_sums",
+    "ecf_stat",
+    "ecf_grad",
+    "ecf_grad_",
+    "visreg_terms",
+    "visreg_terms_backward",
+)
+
+
+def missing_ops(namespace, names=OPS) -> list:
+    """The names ``namespace`` (``torch.ops.fused_sigreg``) lacks: a library built from older sources."""
+    return [name for name in names if not hasattr(namespace, name)]
+
+
 try:
     from ... import _C  # noqa: F401  (loading the library registers the fused_sigreg::* ops)
 
-    _LOAD_ERROR = None
+    _missing = missing_ops(torch.ops.fused_sigreg)
+    _LOAD_ERROR = (
+        f"it was built from older sources and lacks fused_sigreg::{', '.join(_missing)} (rebuild it: "
+        "pip install -e . or make install)"
+        if _missing
+        else None
+    )
 except ImportError as e:  # not built (FUSED_SIGREG_BUILD_EXT=0, no compiler) or built for another torch
     _LOAD_ERROR = str(e)
+if _LOAD_ERROR is not None:
     warnings.warn(
-        f"fused_sigreg: the compiled extension is not available ({e}); the 'cpu' and 'cuda' backends "
+        f"fused_sigreg: the compiled extension is not available ({_LOAD_ERROR}); the 'cpu' and 'cuda' backends "
         "are off and their ops run on eager",
         RuntimeWarning,
         stacklevel=2,
