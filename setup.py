@@ -114,6 +114,7 @@ def extensions():
         "csrc/sort_match_cpu.cpp",
         "csrc/sort_match_loss.cpp",
         "csrc/sort_stat_cpu.cpp",
+        "csrc/sort_nll_cpu.cpp",
         "csrc/moment_stat_cpu.cpp",
         "csrc/sigreg_cpu.cpp",
         "csrc/visreg_terms_cpu.cpp",

@@ -26,6 +26,12 @@ TORCH_LIBRARY(fused_sigreg, m) {
   // eps), 4 / 5 entropy centred / right (m, eps). closed: the reference's clamps pass the gradient at
   // their bounds (torch's clamp did up to 2.11).
   m.def("sort_stat(Tensor proj, int statistic, float eps, int m, Tensor? weights, bool closed) -> (Tensor, Tensor)");
+  // proj (S, N) float32 -> (loss, slope, source), (S, N) each: lejepa's per-sample order-statistic NLL of
+  // every slice (csrc/sort_nll_cpu.cpp) in lejepa's order, d loss / d proj at the one row each output depends
+  // on, and per row the output it feeds (int64; backward is (grad * slope).gather(1, source)). constant (N,)
+  // float32: each rank's log multinomial constant; cutoffs (2, N) float32: each rank's central interval,
+  // NaN strictly inside (alpha < 0.5), or None; closed as for sort_stat.
+  m.def("sort_nll(Tensor proj, Tensor constant, Tensor? cutoffs, bool closed) -> (Tensor, Tensor, Tensor)");
   // proj (B, N, K) float32 -> (value (B, K) float32, coef (B, degree, K) float64, centre (B, K) float32):
   // lejepa's moment-family statistic of each column, and its gradient as the polynomial
   // sum_q coef[:, q] (proj - centre)^q (csrc/moment_stat.h). statistic: 0 Moments (k_max in [1, 16],

@@ -102,6 +102,15 @@ inline double anderson_darling(const float* s, int64_t n, const Elementwise<doub
   return -static_cast<double>(n) - sum / n;
 }
 
+// lejepa's NLL of the rank-j (0-based) order statistic of n N(0,1) samples at x, and its derivative in x
+// (univariate.nll): -(c_j + j log Phi(x) + (n - 1 - j) log Phi(-x) - x^2 / 2 - log sqrt(2 pi)), c_j the
+// log multinomial constant (the reference's float32 value, passed in). a / b: log Phi(+-x) by log_norm_cdf.
+inline LogCdf order_nll(double x, int64_t j, int64_t n, double c, const LogCdf& a, const LogCdf& b) {
+  const double below = static_cast<double>(j), above = static_cast<double>(n - 1 - j);
+  return {-(c + a.value * below + b.value * above - x * x / 2.0 - 0.5 * kLog2Pi),
+          -(a.slope * below - b.slope * above - x)};
+}
+
 // 1 - |cos(a, s)| as torch.nn.functional.cosine_similarity computes it: each norm clamped to eps
 // without a gradient through the clamp (the norm's own gradient s / |s| is kept).
 inline double shapiro_wilk(const float* s, const float* weights, int64_t n, double eps, double* grad) {

@@ -43,7 +43,9 @@ OPS = tuple(OP_STAGES)
 # them as ops on the projections x @ W (TOOL_OPS, STAGE_OF).
 EDF_STATISTICS = ("anderson_darling", "cramer_von_mises", "watson", "shapiro_wilk", "entropy")
 MOMENT_STATISTICS = ("moments", "vcreg", "extended_jarque_bera")
-STATISTICS = EDF_STATISTICS + MOMENT_STATISTICS
+# lejepa's NLL: a value per sample (..., N, K), not per column, from one sort per column
+SAMPLE_STATISTICS = ("nll",)
+STATISTICS = EDF_STATISTICS + MOMENT_STATISTICS + SAMPLE_STATISTICS
 TOOL_OPS = OPS + STATISTICS
 STAGE_OF = {**OP_STAGES, **{name: name for name in STATISTICS}}
 

@@ -38,6 +38,7 @@ EAGER = Backend(
         "moments": univariate.moments,
         "vcreg": univariate.vcreg,
         "extended_jarque_bera": univariate.extended_jarque_bera,
+        "nll": univariate.nll,
     },
 )
 register_backend(EAGER)

@@ -8,7 +8,8 @@ directions at every step. With an ``EppsPulley`` inside, the projection and the 
 (``fused_sigreg.sigreg``); the EDF-family tests (``AndersonDarling``, ``CramerVonMises``, ``Watson``,
 ``ShapiroWilk``, ``Entropy``) sort each slice once and form the statistic and its gradient in one pass
 (``fused_sigreg.ops.univariate``); the moment tests (``Moments``, ``VCReg``, ``ExtendedJarqueBera``) read
-each slice once for its power sums and once for the gradient; ``NLL`` runs its eager reference.
+each slice once for its power sums and once for the gradient; ``NLL`` sorts each slice once and writes
+every sample's loss and slope in the same pass.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ class UnivariateTest(nn.Module):
         return self.statistic(x)
 
     def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-        """The statistic per column on ``backend`` (``SlicingUnivariateTest`` passes its own). A test
-        without a fused pass (``NLL``) defines ``forward`` and runs its reference on any backend."""
+        """The statistic per column (per sample for ``NLL``) on ``backend`` (``SlicingUnivariateTest``
+        passes its own)."""
         return self.forward(x)
 
     def extra_repr(self) -> str:
@@ -225,12 +226,14 @@ class NLL(UnivariateTest):
         if self.k is not None and self.N is not None and self.k > self.N:
             raise ValueError(f"k must be at most N (the rank of one of N order statistics), got k={k}, N={N}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def statistic(self, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
         x = self._samples(x)
         n = self.N if self.N is not None else x.shape[-2]
         if self.k is not None and self.k > n:
             raise ValueError(f"k must be at most the sample count {n}, got {self.k}")
-        return univariate.nll(x, self.alpha, self.k, n)
+        if self.k is None and n != x.shape[-2]:  # lejepa's constants of N ranks cannot broadcast against N' samples
+            return univariate.nll(x, self.alpha, None, n)
+        return fused.nll(x, self.alpha, self.k, n, backend=backend)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha:g}, k={self.k}, N={self.N}"

@@ -5,7 +5,8 @@ Samples (..., N, K) -> one statistic per column (..., K), float32 (float64 for f
 family (Anderson-Darling, Cramer-von Mises, Watson, Shapiro-Wilk, entropy) sorts each column once and forms
 the statistic and its gradient in the same pass (``csrc/sort_stat.h``, ``kernels/sort_stat.py``); the
 moment family (Moments, VCReg, Extended Jarque-Bera) reads each column once for its power sums and once
-more in backward for the gradient (``csrc/moment_stat.h``, ``kernels/moment_stat.py``). Other dtypes, forward-mode
+more in backward for the gradient (``csrc/moment_stat.h``, ``kernels/moment_stat.py``). ``nll`` returns a
+value per sample (..., N, K) from one sort per column (``csrc/sort_nll_cpu.cpp``). Other dtypes, forward-mode
 AD and torch.func run the reference. ``sorted_input=True`` (the samples are already sorted) needs no
 sort: it runs the reference.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "entropy",
     "extended_jarque_bera",
     "moments",
+    "nll",
     "shapiro_wilk",
     "vcreg",
     "watson",
@@ -129,3 +131,30 @@ def extended_jarque_bera(x: torch.Tensor, backend: Optional[str] = None) -> torc
     (``fused_sigreg.univariate.extended_jarque_bera``)."""
     _check_samples(x)
     return dispatch.run("extended_jarque_bera", (x,), backend, x)
+
+
+def nll(
+    x: torch.Tensor,
+    alpha: float = 0.5,
+    rank: Optional[int] = None,
+    n: Optional[int] = None,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    """Per-sample NLL of each sample as its order statistic under N(0,1), (..., N, K) -> (..., N, K), in
+    lejepa's order (``fused_sigreg.univariate.nll``). ``rank``: x holds that one order statistic of ``n``
+    samples (elementwise, no sort: it runs the reference); ``alpha < 0.5`` writes NaN into the central samples."""
+    _check_samples(x)
+    check_number(alpha, "alpha", 0.0)
+    if alpha > 0.5:
+        raise ValueError(f"alpha must be a number in [0, 0.5] (the mass of each masked tail), got {alpha!r}")
+    n_samples = x.shape[-2] if n is None else as_int(n, "n", 1)
+    if rank is None:
+        if n_samples != x.shape[-2]:
+            raise ValueError(
+                f"n must be the sample count N = {x.shape[-2]} when rank is None (every rank is scored), got {n}"
+            )
+        return dispatch.run("nll", (x,), backend, x, float(alpha), None, n_samples)
+    rank = as_int(rank, "rank", 1)
+    if rank > n_samples:
+        raise ValueError(f"rank must be at most n = {n_samples} (one of n order statistics), got {rank}")
+    return univariate.nll(x, alpha, rank, n_samples)

@@ -1,6 +1,7 @@
 """The ``cpu`` and ``cuda`` backends: the compiled extension (``csrc/``, loaded by ``library.py``):
 sort-and-match for SWD, VISReg and RDMReg on both (``sort_match.py``), SIGReg's ECF stage and
-lejepa's EDF- and moment-family statistics on CPU (``sigreg_cpu.py``, ``sort_stat.py``, ``moment_stat.py``).
+lejepa's EDF- and moment-family statistics and NLL on CPU (``sigreg_cpu.py``, ``sort_stat.py``,
+``moment_stat.py``, ``order_nll.py``).
 Registering them loads the library but imports no stage module."""
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def _moment_stages():
     return moment_stat.STAGES
 
 
+def _nll_stages():
+    from . import order_nll
+
+    return order_nll.STAGES
+
+
 def _sigreg_cpu_stages():
     from . import sigreg_cpu
 
@@ -72,6 +79,7 @@ register_backend(
             sigreg_stats=lazy_op(_sigreg_cpu_stages, "sigreg_stats"),
             **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS},
             **{name: lazy_op(_moment_stages, name) for name in MOMENT_STATISTICS},
+            nll=lazy_op(_nll_stages, "nll"),
         ),
         available=_available_on("CPU"),
         supports=_supports_on("cpu"),

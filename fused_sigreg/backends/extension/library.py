@@ -15,6 +15,7 @@ OPS = (
     "sort_match_loss",
     "sort_match_loss_backward",
     "sort_stat",
+    "sort_nll",
     "moment_stat",
     "moment_stat_backward",
     "ecf_sums",
@@ -97,6 +98,15 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
     def _(proj, statistic, eps, m, weights, closed):
         _check_proj(proj, 2)
         return proj.new_empty((proj.shape[0],)), proj.new_empty(proj.shape)
+
+    @torch.library.register_fake("fused_sigreg::sort_nll")
+    def _(proj, constant, cutoffs, closed):
+        _check_proj(proj, 2)
+        torch._check(
+            constant.shape == (proj.shape[1],),
+            lambda: f"constant must be ({proj.shape[1]},), got {tuple(constant.shape)}",
+        )
+        return proj.new_empty(proj.shape), proj.new_empty(proj.shape), proj.new_empty(proj.shape, dtype=torch.int64)
 
     @torch.library.register_fake("fused_sigreg::moment_stat")
     def _(proj, statistic, k_max, closed):
