@@ -2,7 +2,9 @@
 the losses written in lejepa's order (output i holds the loss of rank o[i], o the sort permutation: the
 reference's ``gather`` by o). Output i depends on the one input row o[o[i]], so backward is a multiply and
 a gather with what forward saved (eager keeps the sorted values, int64 indices and every elementwise
-intermediate). The op (``fused_sigreg::sort_nll``, ``csrc/sort_nll_cpu.cpp``) takes (S, N) slices as rows.
+intermediate). Two ops, each in its own layout (as ``sort_match.py``): ``fused_sigreg::sort_nll`` (compiled
+extension, ``csrc/sort_nll_cpu.cpp``, CPU), (S, N) slices as rows; ``fused_sigreg::sort_nll_triton``
+(``backends/triton/order_nll.py``, N <= 1024), (V, N, K).
 
 Only the sorting form is fused: ``rank=`` (the input is that one order statistic) is elementwise and runs
 the reference, as does an ``n`` other than the sample count (which the reference cannot broadcast).

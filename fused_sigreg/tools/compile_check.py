@@ -29,13 +29,22 @@ ARCHS = {80: 166912, 90: 232448}
 
 def all_specs() -> List[CompileSpec]:
     # imported here, not at the top: the launchers import triton, which this module's users may lack
-    from ..backends.triton import moment_stat, sigreg_fused, sigreg_passes, sort_match, sort_stat, visreg_terms
+    from ..backends.triton import (
+        moment_stat,
+        order_nll,
+        sigreg_fused,
+        sigreg_passes,
+        sort_match,
+        sort_stat,
+        visreg_terms,
+    )
 
     return [
         *sigreg_fused.compile_specs(),
         *sigreg_passes.compile_specs(),
         *sort_match.compile_specs(),
         *sort_stat.compile_specs(),
+        *order_nll.compile_specs(),
         *moment_stat.compile_specs(),
         *visreg_terms.compile_specs(),
     ]
@@ -58,6 +67,7 @@ def expected_counts() -> Dict[str, int]:
         "ecf_stat_kernel": len(sigreg_passes.STAT_CHECKED_POINTS),
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
         "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic
+        "sort_nll_kernel": len(configs.NLL_CONFIGS) * 2,  # with and without alpha's masking
         # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera; backward per degree (4, 16)
         "moment_stat_kernel": len(MOMENT_IDS) + 1,
         "moment_stat_backward_kernel": 2,

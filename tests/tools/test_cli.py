@@ -52,7 +52,7 @@ def test_backends_command():
     statistics = f"anderson_darling,cramer_von_mises,watson,shapiro_wilk,entropy,{moments}"
     assert rows["eager"][1] == rows["cpu"][1] == f"sigreg,sliced_wasserstein,visreg,rdmreg,{statistics},nll"
     assert rows["triton"][1] == (
-        f"sigreg,sliced_wasserstein,visreg,rdmreg,cramer_von_mises,watson,shapiro_wilk,entropy,{moments}"
+        f"sigreg,sliced_wasserstein,visreg,rdmreg,cramer_von_mises,watson,shapiro_wilk,entropy,{moments},nll"
     )
     assert rows["cuda"][1] == "sliced_wasserstein,visreg,rdmreg"
 

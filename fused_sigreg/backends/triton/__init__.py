@@ -44,7 +44,7 @@ def _supports(op, tensors):
     n = tensors[0].shape[-2]
     if ok and op in SORT_STAGES and n > MAX_SORT_N:
         return False, f"its sort kernel takes N <= {MAX_SORT_N} rows per slice, got N = {n}"
-    if ok and op in EDF_STATISTICS and n > MAX_STAT_N:
+    if ok and (op in EDF_STATISTICS or op == "nll") and n > MAX_STAT_N:
         return False, f"its statistics kernel takes N <= {MAX_STAT_N} rows per slice, got N = {n}"
     return ok, why
 
@@ -67,6 +67,12 @@ def _statistic_stages():
     return sort_stat.STAGES
 
 
+def _nll_stages():
+    from . import order_nll
+
+    return order_nll.STAGES
+
+
 def _moment_stages():
     from . import moment_stat
 
@@ -81,6 +87,7 @@ _OPS = {
     # Anderson-Darling on CUDA runs the reference: kernels/sort_stat.py says why
     **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS if name != "anderson_darling"},
     **{name: lazy_op(_moment_stages, name) for name in MOMENT_STATISTICS},
+    "nll": lazy_op(_nll_stages, "nll"),
 }
 register_backend(
     Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports, emulated=interpreter_mode)

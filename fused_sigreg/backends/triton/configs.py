@@ -138,10 +138,20 @@ MAX_SORT_N = SORT_CONFIGS[-1].block_n  # widest sort (rows per slice) the kernel
 # variant spills 8 bytes for sm_90 under triton 3.6.
 STAT_CONFIGS = tuple(cfg for cfg in SORT_CONFIGS if cfg.block_n <= 1024)
 MAX_STAT_N = STAT_CONFIGS[-1].block_n
+# NLL's kernel (kernels/order_nll.py) on the same widths with half the columns, 4 keys per thread: its float64
+# erf and logs at 8 keys per thread spilled 4-188 bytes in 22 of 24 configurations under triton 3.6.
+NLL_CONFIGS = tuple(SortConfig(cfg.block_n, cfg.block_s // 2, cfg.num_warps) for cfg in STAT_CONFIGS)
 
 # The moment statistics' kernel (kernels/moment_stat.py) walks any N in chunks of block_n rows: one
 # config, 32 columns (a 128-byte row segment) per program. Not timed on a GPU.
 MOMENT_CONFIG = SortConfig(32, 32, 4)
+
+
+def nll_config(n: int) -> SortConfig:
+    for cfg in NLL_CONFIGS:
+        if n <= cfg.block_n:
+            return cfg
+    raise ValueError(f"sort_nll_triton sorts at most {MAX_STAT_N} values per slice, got N = {n}")
 
 
 def sort_config(n: int) -> SortConfig:
