@@ -16,40 +16,11 @@ import triton
 import triton.language as tl
 
 from .sort_match import _sorted_columns
+from .sort_stat import _log_norm_cdf
 
 _INV_SQRT2 = tl.constexpr(0.70710678118654752440)
 _INV_SQRT2PI = tl.constexpr(0.39894228040143267794)
 _HALF_LOG_2PI = tl.constexpr(0.91893853320467274178)
-_TAIL = tl.constexpr(3.0)  # lejepa's log Phi switches to its tail forms beyond +-3
-
-
-@triton.jit
-def _tail_q(y):
-    # the square of the Mills-ratio denominator lejepa's tails use
-    return 0.656 * y + 0.344 * y * y + 5.334
-
-
-@triton.jit
-def _log_norm_cdf(x, cdf, pdf, closed):
-    """(log Phi(x) in float64, its slope in float32) as lejepa computes log Phi (univariate.log_norm_cdf),
-    branch by branch; cdf: Phi(x) in float64 (the central branch's log, which the rank weights multiply),
-    pdf: the density at x."""
-    y = tl.minimum(x, -_TAIL)
-    q_left = _tail_q(-y)
-    left = -(y * y) * 0.5 - _HALF_LOG_2PI - 0.5 * tl.log(q_left)
-    left_slope = -y + 0.5 * (0.656 - 0.688 * y) / q_left
-    z = tl.maximum(x, _TAIL)
-    q_right = _tail_q(z)
-    g = pdf / tl.sqrt(q_right)  # <= 0.0016 beyond 3: log1p(-g) to float32 by three terms of its series
-    right = -g * (1.0 + g * (0.5 + g / 3.0))
-    right_slope = g * (z + 0.5 * (0.656 + 0.688 * z) / q_right) / (1.0 - g)
-    # at +-3 exactly the reference's clamp decides whether the central slope passes (closed)
-    inside = (closed != 0) | ((x != _TAIL) & (x != -_TAIL))
-    middle = tl.log(cdf)
-    middle_slope = tl.where(inside, pdf / cdf.to(tl.float32), 0.0)
-    value = tl.where(x < -_TAIL, left.to(tl.float64), tl.where(x > _TAIL, right.to(tl.float64), middle))
-    slope = tl.where(x < -_TAIL, left_slope, tl.where(x > _TAIL, right_slope, middle_slope))
-    return value, slope
 
 
 @triton.jit(do_not_specialize=["N", "K", "closed"])

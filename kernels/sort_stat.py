@@ -6,9 +6,9 @@ Shapiro-Wilk variant spills 8 bytes under triton 3.6); slice s = v * K + k is th
 program sorts its columns in registers (``sort_match._sorted_columns``: a stable order, NaN last), forms
 the statistic of every column and its gradient in rank order, and writes the gradient at the original
 rows, so backward is one multiply. Shapiro-Wilk's 1 - |cos| cancels: its sums are float64; Cramer-von
-Mises and Watson sum float32 terms in float64. Anderson-Darling is not here: its log Phi(+-x) terms need
-float64 (-n + sum cancels about log10(n) digits), and in float64 the kernel spilled under triton 3.6 at
-every width (255 registers; 8-32 bytes); on CUDA it runs the reference (the CPU extension fuses it).
+Mises and Watson sum float32 terms in float64. Anderson-Darling's log Phi(+-x) terms are float64 (-n + sum
+cancels about log10(n) digits): with 8 keys per thread that spilled under triton 3.6 at every width, so its
+launcher gives it 4 (``configs.F64_STAT_CONFIGS``).
 
 Entropy needs each rank's neighbour m or 2m ranks on: the program writes its sorted columns in rank order
 into its own (N, BLOCK_S) block of ``grad`` (no other program touches it), reads them back shifted after a
@@ -22,14 +22,48 @@ from .sort_match import _sorted_columns
 
 CRAMER_VON_MISES = tl.constexpr(0)
 WATSON = tl.constexpr(1)
+ANDERSON_DARLING = tl.constexpr(2)
 SHAPIRO_WILK = tl.constexpr(3)
 ENTROPY_CENTERED = tl.constexpr(4)
 ENTROPY_RIGHT = tl.constexpr(5)
 
 _INV_SQRT2 = tl.constexpr(0.70710678118654752440)
 _INV_SQRT2PI = tl.constexpr(0.39894228040143267794)
+_HALF_LOG_2PI = tl.constexpr(0.91893853320467274178)
+_TAIL = tl.constexpr(3.0)  # lejepa's log Phi switches to its tail forms beyond +-3
 _H_NORMAL = tl.constexpr(1.41893853320467274178)  # 0.5 log(2 pi e), the N(0, 1) entropy (added last:
 # the interpreter cannot subtract a tensor from a constexpr)
+
+
+@triton.jit
+def _tail_q(y):
+    # the square of the Mills-ratio denominator lejepa's tails use
+    return 0.656 * y + 0.344 * y * y + 5.334
+
+
+@triton.jit
+def _log_norm_cdf(x, cdf, pdf, closed):
+    """(log Phi(x) in float64, its slope in float32) as lejepa computes log Phi (univariate.log_norm_cdf),
+    branch by branch; cdf: Phi(x) in float64, pdf: the density at x. The value is what rank weights (up to
+    n) multiply: the central log and the left tail (|log Phi| >= 5.4) in float64; the right tail is
+    log1p(-g), g <= 0.0016, whose float32 error is ~1e-10 absolute."""
+    y = tl.minimum(x, -_TAIL)
+    q_left = _tail_q(-y)
+    y64 = y.to(tl.float64)
+    left = -(y64 * y64) * 0.5 - _HALF_LOG_2PI - 0.5 * tl.log(_tail_q(-y64))
+    left_slope = -y + 0.5 * (0.656 - 0.688 * y) / q_left
+    z = tl.maximum(x, _TAIL)
+    q_right = _tail_q(z)
+    g = pdf / tl.sqrt(q_right)  # <= 0.0016 beyond 3: log1p(-g) to float32 by three terms of its series
+    right = -g * (1.0 + g * (0.5 + g / 3.0))
+    right_slope = g * (z + 0.5 * (0.656 + 0.688 * z) / q_right) / (1.0 - g)
+    # at +-3 exactly the reference's clamp decides whether the central slope passes (closed)
+    inside = (closed != 0) | ((x != _TAIL) & (x != -_TAIL))
+    middle = tl.log(cdf)
+    middle_slope = tl.where(inside, pdf / cdf.to(tl.float32), 0.0)
+    value = tl.where(x < -_TAIL, left, tl.where(x > _TAIL, right.to(tl.float64), middle))
+    slope = tl.where(x < -_TAIL, left_slope, tl.where(x > _TAIL, right_slope, middle_slope))
+    return value, slope
 
 
 @triton.jit
@@ -132,6 +166,20 @@ def sort_stat_kernel(
             centre = tl.sum(tl.where(valid, cdf, 0.0).to(tl.float64), axis=1) / N - 0.5
             value -= centre * centre
             grad -= (2.0 * centre.to(tl.float32))[:, None] * pdf / n
+    elif STAT == ANDERSON_DARLING:
+        # -n - sum_i [(2i + 1) log Phi(s_i) + (2n - 2i - 1) log Phi(-s_i)] / n, the CPU op's pairing; Phi(+-x)
+        # and the logs in float64 (the sum cancels ~log10(n) digits against n), one side at a time
+        e = tl.erf(values.to(tl.float64) * _INV_SQRT2)
+        pdf = _INV_SQRT2PI * tl.exp(-0.5 * values * values)
+        low = 2.0 * rank.to(tl.float32) + 1.0
+        high = 2.0 * (N - rank).to(tl.float32) - 1.0
+        a, a_slope = _log_norm_cdf(values, 0.5 * (1.0 + e), pdf, closed)
+        terms = tl.where(valid, a * low, 0.0)
+        grad = a_slope * low
+        b, b_slope = _log_norm_cdf(-values, 0.5 * (1.0 - e), pdf, closed)
+        terms += tl.where(valid, b * high, 0.0)
+        grad = -(grad - b_slope * high) / n
+        value = -N - tl.sum(terms, axis=1) / N
     elif STAT == SHAPIRO_WILK:
         w = tl.load(weights_ptr + rows, mask=rows < N, other=0.0)[None, :]
         s = tl.where(valid, values, 0.0)

@@ -54,8 +54,8 @@ def expected_counts() -> Dict[str, int]:
     """Configurations per architecture of each kernel, counted from the launchers' own tables (not from
     ``all_specs``): a launchable configuration missing from the specs makes the check fail."""
     from ..backends.moment_stat import IDS as MOMENT_IDS
+    from ..backends.sort_stat import IDS as SORT_IDS
     from ..backends.triton import configs, sigreg_fused, sigreg_passes
-    from ..backends.triton.sort_stat import TRITON_IDS
 
     variants = len(sigreg_fused.INPUT_VARIANTS)
     return {
@@ -66,8 +66,8 @@ def expected_counts() -> Dict[str, int]:
         "ecf_grad_kernel": 2,  # scaled by the statistic's gradient (SIGReg) or not (the ECF means)
         "ecf_stat_kernel": len(sigreg_passes.STAT_CHECKED_POINTS),
         "sort_match_kernel": len(configs.SORT_CONFIGS) * 2,  # quantiles / two-sample
-        "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(TRITON_IDS),  # one variant per statistic
-        "sort_nll_kernel": len(configs.NLL_CONFIGS) * 2,  # with and without alpha's masking
+        "sort_stat_kernel": len(configs.STAT_CONFIGS) * len(SORT_IDS),  # one variant per statistic
+        "sort_nll_kernel": len(configs.F64_STAT_CONFIGS) * 2,  # with and without alpha's masking
         # one config; Moments at k_max 4 and MAX_ORDER, VCReg, Extended Jarque-Bera; backward per degree (4, 16)
         "moment_stat_kernel": len(MOMENT_IDS) + 1,
         "moment_stat_backward_kernel": 2,

@@ -18,9 +18,15 @@ from fused_sigreg.tools.check import StableSort
 from helpers import TRITON_DEVICE as DEVICE
 from helpers import fp32_budget, rel_err, value_and_grad
 
-pytestmark = pytest.mark.usefixtures("triton_device")
+pytestmark = [
+    pytest.mark.usefixtures("triton_device"),
+    # the interpreter evaluates every branch of log Phi: the tail's division where the CDF underflows
+    pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
 
 CASES = [
+    ("anderson_darling", {}),
     ("cramer_von_mises", {}),
     ("watson", {}),
     ("shapiro_wilk", {}),
@@ -74,19 +80,13 @@ def test_entropy_spacings_at_eps_follow_torch(rng, opts):
     _check("entropy", opts, torch.randint(-6, 7, (16, 3), generator=rng).float() * 0.5, rng)
 
 
-def test_anderson_darling_is_not_its_own():
-    x = torch.empty(10, 2, device=DEVICE)
-    ok, why = dispatch.REGISTRY.verdict(dispatch.REGISTRY.backends["triton"], "anderson_darling", (x,))
-    assert not ok and "no implementation" in why
-
-
 def test_op_checks_and_opcheck(rng):
     proj = torch.randn(2, 11, 3, generator=rng).to(DEVICE)
     weights = univariate.shapiro_wilk_weights(11, device=DEVICE)
     # (the conformance suite opchecks the op through watson; here the weights argument)
     torch.library.opcheck(sort_stat_triton, (proj, IDS["shapiro_wilk"], 1e-5, 1, weights, True))
     with pytest.raises(ValueError, match="statistic must be an id"):
-        sort_stat_triton(proj, IDS["anderson_darling"], 1e-5, 1, None, True)
+        sort_stat_triton(proj, 9, 1e-5, 1, None, True)
     with pytest.raises(ValueError, match="Shapiro-Wilk needs its weights"):
         sort_stat_triton(proj, IDS["shapiro_wilk"], 1e-5, 1, None, True)
 

@@ -84,8 +84,7 @@ _OPS = {
     "sigreg_stats": lazy_op(_sigreg_stages, "sigreg_stats"),
     "ecf_means_min": lazy_op(_sigreg_stages, "ecf_means_min"),
     **{name: lazy_op(_sort_stages, name) for name in SORT_STAGES},
-    # Anderson-Darling on CUDA runs the reference: kernels/sort_stat.py says why
-    **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS if name != "anderson_darling"},
+    **{name: lazy_op(_statistic_stages, name) for name in EDF_STATISTICS},
     **{name: lazy_op(_moment_stages, name) for name in MOMENT_STATISTICS},
     "nll": lazy_op(_nll_stages, "nll"),
 }

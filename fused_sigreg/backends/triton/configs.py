@@ -138,20 +138,23 @@ MAX_SORT_N = SORT_CONFIGS[-1].block_n  # widest sort (rows per slice) the kernel
 # variant spills 8 bytes for sm_90 under triton 3.6.
 STAT_CONFIGS = tuple(cfg for cfg in SORT_CONFIGS if cfg.block_n <= 1024)
 MAX_STAT_N = STAT_CONFIGS[-1].block_n
-# NLL's kernel (kernels/order_nll.py) on the same widths with half the columns, 4 keys per thread: its float64
-# erf and logs at 8 keys per thread spilled 4-188 bytes in 22 of 24 configurations under triton 3.6.
-NLL_CONFIGS = tuple(SortConfig(cfg.block_n, cfg.block_s // 2, cfg.num_warps) for cfg in STAT_CONFIGS)
+# Anderson-Darling (kernels/sort_stat.py) and NLL (kernels/order_nll.py) on the same widths with half the
+# columns, 4 keys per thread: their float64 erf and logs at 8 keys per thread spilled under triton 3.6 (NLL
+# 4-188 bytes in 22 of 24 configurations; Anderson-Darling 8-32 bytes at every width).
+F64_STAT_CONFIGS = tuple(SortConfig(cfg.block_n, cfg.block_s // 2, cfg.num_warps) for cfg in STAT_CONFIGS[:-1]) + (
+    SortConfig(1024, 1, 16),  # 2 keys per thread: at 4 Anderson-Darling spilled 8 bytes for sm_90 under triton 3.6
+)
 
 # The moment statistics' kernel (kernels/moment_stat.py) walks any N in chunks of block_n rows: one
 # config, 32 columns (a 128-byte row segment) per program. Not timed on a GPU.
 MOMENT_CONFIG = SortConfig(32, 32, 4)
 
 
-def nll_config(n: int) -> SortConfig:
-    for cfg in NLL_CONFIGS:
+def f64_stat_config(n: int) -> SortConfig:
+    for cfg in F64_STAT_CONFIGS:
         if n <= cfg.block_n:
             return cfg
-    raise ValueError(f"sort_nll_triton sorts at most {MAX_STAT_N} values per slice, got N = {n}")
+    raise ValueError(f"the float64 statistics sort at most {MAX_STAT_N} values per slice, got N = {n}")
 
 
 def sort_config(n: int) -> SortConfig:

@@ -14,7 +14,7 @@ import torch
 from ...kernels.order_nll import sort_nll_kernel
 from ..order_nll import make_stage
 from ..sort_match import view_columns
-from .configs import MAX_STAT_N, NLL_CONFIGS, CompileSpec, nll_config
+from .configs import F64_STAT_CONFIGS, MAX_STAT_N, CompileSpec, f64_stat_config
 from .launch import cdiv, launch
 
 
@@ -33,7 +33,7 @@ def sort_nll_triton(
         raise ValueError(f"constant must be float32 ({N},), got {tuple(constant.shape)} {constant.dtype}")
     if cutoffs is not None and (cutoffs.shape != (2, N) or cutoffs.dtype != torch.float32):
         raise ValueError(f"cutoffs must be float32 (2, {N}), got {tuple(cutoffs.shape)} {cutoffs.dtype}")
-    cfg = nll_config(N)
+    cfg = f64_stat_config(N)
     proj = proj.contiguous()
     loss, slope = torch.empty_like(proj), torch.empty_like(proj)
     source = torch.empty(proj.shape, dtype=torch.int64, device=proj.device)
@@ -67,7 +67,7 @@ STAGES = make_stage(_triton_nll)
 def compile_specs():
     """Every (config, masking) the launcher can pick, for ``compile_check``."""
     pointers = ("proj_ptr", "constant_ptr", "cutoffs_ptr", "loss_ptr", "slope_ptr", "source_ptr")
-    for cfg in NLL_CONFIGS:
+    for cfg in F64_STAT_CONFIGS:
         for masked in (False, True):
             constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_S=cfg.block_s, MASKED=masked)
             signature = {

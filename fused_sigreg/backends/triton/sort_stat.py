@@ -14,18 +14,24 @@ import torch
 from ...kernels.sort_stat import sort_stat_kernel
 from ..sort_match import view_columns
 from ..sort_stat import IDS, make_stages
-from .configs import MAX_STAT_N, STAT_CONFIGS, CompileSpec, sort_config
+from .configs import F64_STAT_CONFIGS, MAX_STAT_N, STAT_CONFIGS, CompileSpec, f64_stat_config, sort_config
 from .launch import cdiv, launch
 
-# Anderson-Darling is the CPU extension's only (kernels/sort_stat.py says why)
-TRITON_IDS = {name: i for name, i in IDS.items() if name != "anderson_darling"}
+
+def _config(statistic: int, n: int):
+    """Anderson-Darling's float64 log Phi terms take 4 keys per thread (kernels/sort_stat.py)."""
+    return f64_stat_config(n) if statistic == IDS["anderson_darling"] else sort_config(n)
+
+
+def _configs(statistic: int):
+    return F64_STAT_CONFIGS if statistic == IDS["anderson_darling"] else STAT_CONFIGS
 
 
 def _check(proj: torch.Tensor, statistic: int, weights: Optional[torch.Tensor]) -> None:
     if proj.dim() != 3 or proj.dtype != torch.float32:
         raise ValueError(f"proj must be (V, N, K) float32, got {tuple(proj.shape)} {proj.dtype}")
-    if statistic not in TRITON_IDS.values():
-        raise ValueError(f"statistic must be an id in {sorted(TRITON_IDS.values())}, got {statistic}")
+    if statistic not in IDS.values():
+        raise ValueError(f"statistic must be an id in {sorted(IDS.values())}, got {statistic}")
     if statistic == IDS["shapiro_wilk"] and (
         weights is None or weights.shape != (proj.shape[1],) or weights.dtype != torch.float32
     ):
@@ -43,7 +49,7 @@ def sort_stat_triton(
     V, N, K = proj.shape
     if N > MAX_STAT_N:
         raise ValueError(f"sort_stat_triton takes at most {MAX_STAT_N} values per slice, got N = {N}")
-    cfg = sort_config(N)
+    cfg = _config(statistic, N)
     proj = proj.contiguous()
     value = torch.empty((V, K), dtype=torch.float32, device=proj.device)
     grad = torch.empty_like(proj)
@@ -71,14 +77,14 @@ def _triton_stat(samples, statistic, eps, m, weights, closed):
     return value.reshape(samples.shape[:-2] + samples.shape[-1:]), grad.reshape(samples.shape)
 
 
-STAGES = {name: f for name, f in make_stages(_triton_stat).items() if name != "anderson_darling"}
+STAGES = make_stages(_triton_stat)
 
 
 def compile_specs():
     """Every (config, statistic) the launcher can pick, for ``compile_check``."""
     pointers = ("proj_ptr", "weights_ptr", "value_ptr", "grad_ptr")
-    for cfg in STAT_CONFIGS:
-        for name, statistic in TRITON_IDS.items():
+    for name, statistic in IDS.items():
+        for cfg in _configs(statistic):
             constexprs = dict(BLOCK_N=cfg.block_n, BLOCK_S=cfg.block_s, STAT=statistic)
             signature = {
                 **{p: "*fp32" for p in pointers},
