@@ -210,8 +210,10 @@ assert set(MODULES) == set(dispatch.OPS)
 # lejepa's univariate statistics on the projections x @ W (fused_sigreg.ops.univariate), one fwd+bwd of
 # their mean: the projection and its backward (2 mm), one custom op, the mean and its backward (3) and the
 # one-multiply backward of the op; the cpu sort op adds the extension's (S, N) layout (a copy each way).
-# Measured with this test; an op a backend does not fuse (Anderson-Darling on triton) is not listed for it.
+# NLL's backward is a multiply and a gather (its output i depends on one input row, not on a column).
+# Measured with this test.
 STATISTIC_KERNELS = {"cpu": 9, "triton": 7}
+BACKWARD_GATHER = {"nll": 1}
 
 
 def _statistic_cases():
@@ -235,7 +237,7 @@ def test_statistics_make_no_host_sync_and_few_kernels(backend, name, monkeypatch
     # Shapiro-Wilk's weights come from the cache: none of their builders run warm
     assert not {"linspace", "erfinv", "arange"} & set(ops), collections.Counter(ops)
     kernels = [o for o in ops if o not in NO_KERNEL]
-    assert len(kernels) <= STATISTIC_KERNELS[backend], collections.Counter(kernels)
+    assert len(kernels) <= STATISTIC_KERNELS[backend] + BACKWARD_GATHER.get(name, 0), collections.Counter(kernels)
 
 
 @pytest.mark.skipif(not GPU, reason="CUDA graphs need a CUDA device")
