@@ -3,10 +3,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "sort_match.h"
@@ -85,5 +87,28 @@ struct SliceSorter {
 };
 
 void check_proj(const at::Tensor& t, const char* name);
+
+// Every slice (row) of p, (S, N) float32 contiguous, sorted (at::parallel_for over slices): the sorted
+// canonical values (S, N) float32 and their original rows (S, N) int32. For ops whose per-rank step runs
+// after a pass over the whole sorted block (the statistics' vectorised transcendental functions).
+inline std::pair<at::Tensor, at::Tensor> sort_slices(const at::Tensor& p) {
+  const int64_t S = p.size(0), N = p.size(1);
+  auto sorted = at::empty({S, N}, p.options());
+  auto rows = at::empty({S, N}, p.options().dtype(at::kInt));
+  const float* p_in = p.data_ptr<float>();
+  float* sorted_out = sorted.data_ptr<float>();
+  int32_t* rows_out = rows.data_ptr<int32_t>();
+  at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
+    SliceSorter sorter;
+    for (int64_t s = begin; s < end; ++s) {
+      sorter.sort(p_in + element_offset(s, 0, N), N);
+      for (int64_t i = 0; i < N; ++i) {
+        sorted_out[element_offset(s, i, N)] = from_ordered_bits(sorter.keys[i]);
+        rows_out[element_offset(s, i, N)] = sorter.rows[i];
+      }
+    }
+  });
+  return {sorted, rows};
+}
 
 }  // namespace fused_sigreg

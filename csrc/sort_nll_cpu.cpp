@@ -39,21 +39,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sort_nll_cpu(const at::Tensor& pr
   auto slope = at::empty({S, N}, p.options());
   auto source = at::empty({S, N}, p.options().dtype(at::kLong));
   // 1. sort every slice
-  auto sorted = at::empty({S, N}, p.options());
-  auto rows = at::empty({S, N}, p.options().dtype(at::kInt));
-  const float* p_in = p.data_ptr<float>();
-  float* sorted_out = sorted.data_ptr<float>();
-  int32_t* rows_out = rows.data_ptr<int32_t>();
-  at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
-    SliceSorter sorter;
-    for (int64_t s = begin; s < end; ++s) {
-      sorter.sort(p_in + element_offset(s, 0, N), N);
-      for (int64_t i = 0; i < N; ++i) {
-        sorted_out[element_offset(s, i, N)] = from_ordered_bits(sorter.keys[i]);
-        rows_out[element_offset(s, i, N)] = sorter.rows[i];
-      }
-    }
-  });
+  const auto [sorted, rows] = sort_slices(p);
+  const float* sorted_out = sorted.data_ptr<float>();
+  const int32_t* rows_out = rows.data_ptr<int32_t>();
   // 2. Phi, the density and log Phi(+-x) of every sorted value, vectorised, in double: the loss sums
   // j log Phi(x) and (n - 1 - j) log Phi(-x), terms n times its size at the middle ranks
   const auto x = sorted.to(at::kDouble);

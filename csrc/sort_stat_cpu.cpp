@@ -47,21 +47,9 @@ std::tuple<at::Tensor, at::Tensor> sort_stat_cpu(const at::Tensor& proj, int64_t
   auto value = at::empty({S}, p.options());
   auto grad = at::empty({S, N}, p.options());
   // 1. sort every slice: sorted values and their original rows
-  auto sorted = at::empty({S, N}, p.options());
-  auto rows = at::empty({S, N}, p.options().dtype(at::kInt));
-  const float* p_in = p.data_ptr<float>();
-  float* sorted_out = sorted.data_ptr<float>();
-  int32_t* rows_out = rows.data_ptr<int32_t>();
-  at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
-    SliceSorter sorter;
-    for (int64_t s = begin; s < end; ++s) {
-      sorter.sort(p_in + element_offset(s, 0, N), N);
-      for (int64_t i = 0; i < N; ++i) {
-        sorted_out[element_offset(s, i, N)] = from_ordered_bits(sorter.keys[i]);
-        rows_out[element_offset(s, i, N)] = sorter.rows[i];
-      }
-    }
-  });
+  const auto [sorted, rows] = sort_slices(p);
+  const float* sorted_out = sorted.data_ptr<float>();
+  const int32_t* rows_out = rows.data_ptr<int32_t>();
   // 2. the transcendental functions of the CDF statistics, vectorised over the whole block
   sort_stat::Elementwise<float> ef{};
   sort_stat::Elementwise<double> ed{};
