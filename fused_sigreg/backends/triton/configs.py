@@ -139,8 +139,8 @@ MAX_SORT_N = SORT_CONFIGS[-1].block_n  # widest sort (rows per slice) the kernel
 STAT_CONFIGS = tuple(cfg for cfg in SORT_CONFIGS if cfg.block_n <= 1024)
 MAX_STAT_N = STAT_CONFIGS[-1].block_n
 # Anderson-Darling (kernels/sort_stat.py) and NLL (kernels/order_nll.py) on the same widths with half the
-# columns, 4 keys per thread: their float64 erf and logs at 8 keys per thread spilled under triton 3.6 (NLL
-# 4-188 bytes in 22 of 24 configurations; Anderson-Darling 8-32 bytes at every width).
+# columns, 4 keys per thread: their float64 erf and logs at 8 keys per thread spilled under triton 3.6 (NLL in
+# most configurations, Anderson-Darling at every width; compile-check before these configs).
 F64_STAT_CONFIGS = tuple(SortConfig(cfg.block_n, cfg.block_s // 2, cfg.num_warps) for cfg in STAT_CONFIGS[:-1]) + (
     SortConfig(1024, 1, 16),  # 2 keys per thread: at 4 Anderson-Darling spilled 8 bytes for sm_90 under triton 3.6
 )
