@@ -78,6 +78,10 @@ class Backend:
     emulated: Callable[[], bool] = lambda: False
     # Per-stage priorities that override ``priority`` under ``auto`` (e.g. the CUDA sort before Triton's).
     stage_priority: Dict[str, int] = field(default_factory=dict)
+    # The device types whose tensors ``auto`` may route to it (empty: any). ``auto`` skips the others
+    # before asking ``available``/``supports``: on the CPU at small batch those questions cost about
+    # as much as the difference between the cpu backend and eager (docs/design.md §4).
+    devices: Tuple[str, ...] = ()
 
     def priority_for(self, op: str) -> int:
         return self.stage_priority.get(op, self.priority)
@@ -91,6 +95,7 @@ class Registry:
         self.backends: Dict[str, Backend] = dict(backends or {})
         self.broken: Dict[Tuple[str, str], str] = {}
         self.logged: set = set()
+        self.orders: Dict[Tuple[str, str], tuple] = {}
 
     def copy(self) -> "Registry":
         """A registry with the same backends and fresh process state (nothing broken or logged)."""
@@ -134,7 +139,7 @@ class Registry:
                     f"backend {name!r} was requested for {op} but cannot serve this call: {why}"
                 )
             return name, impl.ops[op]
-        for impl in sorted(self.backends.values(), key=lambda b: -b.priority_for(op)):
+        for impl in self._auto_order(op, tensors[0].device.type):
             ok, why = self.verdict(impl, op, tensors)
             if ok and impl.emulated():
                 ok, why = False, "it runs in an emulator here, so it serves explicit requests only"
@@ -143,6 +148,23 @@ class Registry:
             self._log_once(op, impl.name, why)
         why = "the eager backend is missing" if "eager" not in self.backends else "no backend serves these inputs"
         raise BackendUnavailableError(f"no registered backend serves {op} ({why})")
+
+    def _auto_order(self, op: str, device: str) -> Tuple[Backend, ...]:
+        """The backends ``auto`` asks for stage ``op`` on ``device`` tensors, highest priority first:
+        worked out once per (op, device) and registry content, since asking costs a few µs per call."""
+        backends = tuple(self.backends.values())
+        cached = self.orders.get((op, device))
+        if cached is not None and cached[0] == backends:
+            return cached[1]
+        order = []
+        for impl in sorted(backends, key=lambda b: -b.priority_for(op)):
+            if impl.devices and device not in impl.devices:
+                self._log_once(op, impl.name, f"it runs on {'/'.join(impl.devices)} tensors, got {device}")
+            else:
+                order.append(impl)
+        if not torch.compiler.is_compiling():  # a trace logs nothing: the next eager call logs and caches
+            self.orders[(op, device)] = (backends, tuple(order))
+        return tuple(order)
 
     def run(self, op: str, tensors: tuple, backend: Optional[str], *args):
         """Select a backend for ``op`` and call it with ``args``.

@@ -204,3 +204,38 @@ def test_import_and_run_without_triton():
         "backend 'triton' was requested for sigreg_stats but cannot serve this call: triton is not installed"
         in (lines[2])
     )
+
+
+def test_auto_skips_a_backend_for_other_devices_without_asking_it(registry, caplog):
+    asked = []
+
+    def supports(op, tensors):
+        asked.append(op)
+        return True, ""
+
+    calls = []
+    registry.register(
+        Backend("cuda", priority=30, ops={"sigreg_stats": _counting_stats(calls)}, supports=supports, devices=("cuda",))
+    )
+    with caplog.at_level(logging.INFO, logger="fused_sigreg"):
+        fs.sigreg(X, directions=A)
+        fs.sigreg(X, directions=A)
+    assert asked == [] and calls == []  # CPU tensors: never asked, never called
+    messages = [r.getMessage() for r in caplog.records if "'cuda' not used" in r.getMessage()]
+    assert messages == [
+        "fused_sigreg: sigreg_stats: backend 'cuda' not used (it runs on cuda tensors, got cpu); trying the next one"
+    ]
+    # an explicit request still asks it (and it accepts here)
+    fs.sigreg(X, directions=A, backend="cuda")
+    assert asked == ["sigreg_stats"] and calls == [X.shape]
+
+
+def test_auto_order_follows_changes_to_the_registry(registry):
+    calls = []
+    fs.sigreg(X, directions=A)  # caches the order for (sigreg_stats, cpu)
+    registry.backends["cpu"] = Backend("cpu", priority=50, ops={"sigreg_stats": _counting_stats(calls)})
+    fs.sigreg(X, directions=A)
+    assert calls == [X.shape]
+    del registry.backends["cpu"]
+    fs.sigreg(X, directions=A)
+    assert calls == [X.shape]

@@ -83,6 +83,7 @@ register_backend(
         ),
         available=_available_on("CPU"),
         supports=_supports_on("cpu"),
+        devices=("cpu",),
     )
 )
 # The sort stages go to the CUDA extension before Triton: on an H100 (benchmarks/results/cuda/, N = 2048,
@@ -97,5 +98,6 @@ register_backend(
         available=_available_on("CUDA"),
         supports=_supports_on("cuda"),
         stage_priority={name: 30 for name in SORT_STAGES},
+        devices=("cuda",),
     )
 )

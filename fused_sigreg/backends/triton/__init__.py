@@ -89,5 +89,13 @@ _OPS = {
     "nll": lazy_op(_nll_stages, "nll"),
 }
 register_backend(
-    Backend("triton", priority=20, ops=_OPS, available=_available, supports=_supports, emulated=interpreter_mode)
+    Backend(
+        "triton",
+        priority=20,
+        ops=_OPS,
+        available=_available,
+        supports=_supports,
+        emulated=interpreter_mode,
+        devices=("cuda",),  # in the interpreter (CPU tensors) it is emulated: explicit requests only
+    )
 )
