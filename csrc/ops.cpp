@@ -51,6 +51,9 @@ TORCH_LIBRARY(fused_sigreg, m) {
   m.def("ecf_grad(Tensor proj, Tensor coef, float delta) -> Tensor");
   // the same, written over proj (contiguous): backward's dP takes the place of the saved P
   m.def("ecf_grad_(Tensor(a!) proj, Tensor coef, float delta) -> ()");
+  // VISReg's centring (CPU): z (V, N, D) float32, mu (V, [1,] D) its mean over N -> (z - mu, its norm over N
+  // (V, D)), both bit for bit torch's for D > 1.
+  m.def("center_norm(Tensor z, Tensor mu) -> (Tensor, Tensor)");
   // VISReg's centre and scale terms (CPU). centered (V, N, D) float32 = z - mu, mu (V, [1,] D) the mean over N,
   // norm (V, D) = ||centered|| over N (torch's, as the reference's) -> (normalised = centered / sigma, terms () =
   // scale_weight * mean (sigma - 1)^2 + center_weight * mean mu^2, sigma (V, D) = norm / sqrt(N) + eps).

@@ -134,17 +134,20 @@ def ecf_stat_formula(proj: torch.Tensor, t: torch.Tensor, phi: torch.Tensor, wei
     return stat.detach(), base.detach()
 
 
-def check_visreg_terms(forward_op, backward_op, rng: torch.Generator, device, V: int, N: int, D: int) -> None:
-    """A VISReg terms op pair (``visreg_terms`` / ``visreg_terms_backward`` or their Triton twins) against the
-    reference's ``visreg_terms``: the normalised values bit for bit (they decide the shape term's ranks),
+def check_visreg_terms(
+    forward_op, backward_op, center_op, rng: torch.Generator, device, V: int, N: int, D: int
+) -> None:
+    """A backend's VISReg terms ops (``visreg_terms`` / ``visreg_terms_backward`` / the centring, or their
+    Triton twins) against the reference's ``visreg_terms``: the centred values and their norm bit for bit as
+    torch computes them, the normalised values bit for bit (they decide the shape term's ranks),
     sigma and the weighted terms to 1e-6, and the backward, grad of grad_out * terms + <factor * g,
     normalised>, against autograd through the reference (sigma held constant in the normalised values,
     as there) to 1e-5. Then a NaN reaches its own column only."""
     z = (torch.randn(V, N, D, generator=rng) * 1.7 + 0.3).to(device)
     sw, cw, factor = 0.7, 1.9, 0.37
     mu = z.mean(dim=-2, keepdim=True)
-    centered = z - mu
-    norm = centered.norm(dim=-2)
+    centered, norm = center_op(z, mu)
+    assert torch.equal(centered, z - mu) and torch.equal(norm, (z - mu).norm(dim=-2))
     normalised, terms, sigma = forward_op(centered, mu, norm, reference.VISREG_STD_EPS, sw, cw)
     zr = z.detach().clone().requires_grad_()
     center, scale, want = reference.visreg_terms(zr)

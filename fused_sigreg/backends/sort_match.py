@@ -27,8 +27,15 @@ from .. import reference
 from ..dispatch import check_first_order
 
 MatchOp = Callable[[torch.Tensor, torch.Tensor], tuple]
-# (forward, backward) with the contract of the extension's visreg_terms / visreg_terms_backward (csrc/ops.cpp)
-TermsOps = Tuple[Callable[..., tuple], Callable[..., torch.Tensor]]
+# (forward, backward, centring): the contract of the extension's visreg_terms / visreg_terms_backward /
+# center_norm (csrc/ops.cpp)
+TermsOps = Tuple[Callable[..., tuple], Callable[..., torch.Tensor], Callable[..., tuple]]
+
+
+def center_norm(z: torch.Tensor, mu: torch.Tensor) -> tuple:
+    """The reference's centring of z (V, N, D) by its mean mu (V, 1, D): (z - mu, its norm over N)."""
+    centered = z - mu
+    return centered, centered.norm(dim=-2)
 
 
 class QuantileMatchLoss(torch.autograd.Function):
@@ -72,12 +79,20 @@ class ProjectedMatchLoss(torch.autograd.Function):
         return ctx.backward_op(grad, directions, grad_out, 1.0 / grad.numel()), None, None, None
 
 
-def back_project(grad_proj: torch.Tensor, directions: torch.Tensor, grad_out: torch.Tensor, scale: float = 1.0):
+def back_project(
+    grad_proj: torch.Tensor, directions: torch.Tensor, grad_out: torch.Tensor, scale: float = 1.0, host: bool = False
+):
     """scale * grad_out * grad_proj @ W^T for grad_proj (V, N, K) in any strides (a transposed layout is
     read as it is): one batched matmul, W^T broadcast over the views, and grad_out multiplied into the
-    smaller of the (V, N, K) gradient and the (K, D) matrix (one small pass instead of a full one)."""
+    smaller of the (V, N, K) gradient and the (K, D) matrix (one small pass instead of a full one).
+    ``host``: the host's BLAS instead, which reads the transposed layout at full speed but a scaled copy
+    of it at half, and whose baddbmm applies alpha in a pass of its own: the GEMM, then one in-place scale
+    of its output (csrc/sort_match_loss.cpp does the same)."""
     V, N, K = grad_proj.shape
     w = directions.to(grad_proj.dtype).t()
+    if host:
+        out = torch.bmm(grad_proj, w.expand(V, K, w.shape[1]))
+        return out.mul_(grad_out if scale == 1.0 else grad_out * scale)
     if w.numel() <= grad_proj.numel():
         w = w * grad_out
     else:
@@ -97,17 +112,17 @@ class VisregLoss(torch.autograd.Function):
     (one batched matmul) and the terms' backward op."""
 
     @staticmethod
-    def forward(ctx, z, directions, target, weights, match: MatchOp, layout, terms: TermsOps):
+    def forward(ctx, z, directions, target, weights, match: MatchOp, layout, terms: TermsOps, host: bool):
         scale_weight, shape_weight, center_weight = weights
-        # the reference's reductions, op for op: their roundings decide the normalised values and the ranks
+        # the reference's reductions, bit for bit: their roundings decide the normalised values and the ranks
         mu = z.mean(dim=-2, keepdim=True)
-        centered = z - mu
-        norm = centered.norm(dim=-2)
+        centered, norm = terms[2](z, mu)
         normalised, value, sigma = terms[0](centered, mu, norm, reference.VISREG_STD_EPS, scale_weight, center_weight)
         proj = reference.project(normalised, directions)
         sum_sq, grad = match(layout.to(proj), target)
         ctx.save_for_backward(centered, mu, sigma, norm, grad, directions)
         ctx.weights, ctx.layout, ctx.terms_backward, ctx.proj_shape = weights, layout, terms[1], proj.shape
+        ctx.host = host
         ctx.shape_factor = shape_weight / proj.numel()
         return torch.add(value, sum_sq.sum(), alpha=ctx.shape_factor)
 
@@ -115,12 +130,12 @@ class VisregLoss(torch.autograd.Function):
     def backward(ctx, grad_out):
         check_first_order("VISReg")
         centered, mu, sigma, norm, grad, directions = ctx.saved_tensors
-        grad_normalised = back_project(ctx.layout.back(grad, ctx.proj_shape), directions, grad_out)
+        grad_normalised = back_project(ctx.layout.back(grad, ctx.proj_shape), directions, grad_out, host=ctx.host)
         scale_weight, _, center_weight = ctx.weights
         grad_z = ctx.terms_backward(
             grad_normalised, centered, mu, sigma, norm, grad_out, ctx.shape_factor, scale_weight, center_weight
         )
-        return grad_z, None, None, None, None, None, None
+        return grad_z, None, None, None, None, None, None, None
 
 
 class Layout:
@@ -152,11 +167,14 @@ def make_stages(
     layout: Layout,
     terms_for: Optional[Callable[[torch.Tensor], Optional[TermsOps]]] = None,
     loss_ops: Optional[Tuple[Callable[..., tuple], Callable[..., torch.Tensor]]] = None,
+    host_blas: bool = False,
 ) -> Dict[str, Callable]:
     """The dispatcher's ``sliced_wasserstein``, ``visreg`` and ``rdmreg`` stages over one match op,
     with the eager reference's signatures. ``terms_for(z)``: VISReg's terms ops for z's device, or None
     (the reference's terms around the match). ``loss_ops``: SWD's and RDMReg's forward and backward each
-    as one op (``ProjectedMatchLoss``; the match op in ``layout`` inside)."""
+    as one op (``ProjectedMatchLoss``; the match op in ``layout`` inside). ``host_blas``: CPU tensors are
+    real CPU work (the extension), whose backward GEMM ``back_project`` arranges for the host's BLAS; the
+    triton backend's CPU tensors stand in for CUDA ones in the interpreter and keep the CUDA arrangement."""
 
     def loss(x, directions, target):
         if loss_ops is not None:
@@ -173,7 +191,8 @@ def make_stages(
         terms = terms_for(z) if terms_for is not None else None
         if terms is not None:
             weights = (float(scale_weight), float(shape_weight), float(center_weight))
-            return VisregLoss.apply(views(z), directions, target.to(torch.float32), weights, match, layout, terms)
+            host = host_blas and z.device.type == "cpu"
+            return VisregLoss.apply(views(z), directions, target.to(torch.float32), weights, match, layout, terms, host)
         center, scale, normalised = reference.visreg_terms(z)
         shape = sliced_wasserstein(normalised, directions, target)
         return scale_weight * scale + shape_weight * shape + center_weight * center

@@ -22,6 +22,7 @@ OPS = (
     "ecf_stat",
     "ecf_grad",
     "ecf_grad_",
+    "center_norm",
     "visreg_terms",
     "visreg_terms_backward",
 )
@@ -141,6 +142,12 @@ if _LOAD_ERROR is None:  # output shapes for fake tensors (torch.compile, opchec
         _check_coef(proj, coef)
         return None
 
+    @torch.library.register_fake("fused_sigreg::center_norm")
+    def _(z, mu):
+        _check_proj(z, 3)
+        V, _, D = z.shape
+        return torch.empty_like(z), z.new_empty((V, D))
+
     @torch.library.register_fake("fused_sigreg::visreg_terms")
     def _(centered, mu, norm, eps, scale_weight, center_weight):
         _check_proj(centered, 3)
@@ -163,7 +170,7 @@ def available():
 _KERNELS = {
     (op, key): _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigreg::{op}", key)
     for op in ("sort_match", "sort_stat", "moment_stat", "moment_stat_backward")
-    + ("ecf_sums", "ecf_stat", "ecf_grad", "ecf_grad_", "visreg_terms", "visreg_terms_backward")
+    + ("ecf_sums", "ecf_stat", "ecf_grad", "ecf_grad_", "center_norm", "visreg_terms", "visreg_terms_backward")
     for key in ("CPU", "CUDA")
 }
 

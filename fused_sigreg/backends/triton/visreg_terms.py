@@ -13,6 +13,7 @@ import numpy
 import torch
 
 from ...kernels.visreg_terms import visreg_terms_backward_kernel, visreg_terms_kernel
+from ..sort_match import center_norm
 from .configs import TERMS_CONFIG, CompileSpec
 from .launch import cdiv, launch
 
@@ -165,7 +166,8 @@ def _(grad_normalised, centered, mu, sigma, norm, grad_out, shape_factor, scale_
     return torch.empty_like(centered)
 
 
-OPS = (visreg_terms_triton, visreg_terms_backward_triton)
+# (the centring is the reference's torch ops: on CUDA they read z once each and cost no more than a kernel)
+OPS = (visreg_terms_triton, visreg_terms_backward_triton, center_norm)
 
 
 def compile_specs():
