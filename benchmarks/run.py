@@ -79,6 +79,14 @@ def run(device, ops, warmup, repeats, quick=False, dtype=torch.float32, deadline
                     f"{row.get('fwd+bwd_ms_median', row['status'])}",
                     flush=True,
                 )
+            for provider, row in results.items():  # a second round on a CPU (bench.retime)
+                backend = None if provider == "fused" else provider
+                if bench.retime(problem, backend, warmup, repeats, row):
+                    print(
+                        f"{op:7s} {axis:4s} V={shape.V} N={shape.N} D={shape.D} K={shape.K} {provider:8s} "
+                        f"{row['fwd+bwd_ms_median']} (second round)",
+                        flush=True,
+                    )
             unmeasured = unmeasured_backends(problem)
             if op == "sigreg" and "triton" in unmeasured:
                 unmeasured[FULLY_FUSED] = unmeasured["triton"]

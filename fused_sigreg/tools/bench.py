@@ -34,6 +34,13 @@ NOT_MEASURED = "not measured"
 # measured 1.25x eager that way and 1.54x with 30 repeats side by side).
 MIN_CPU_TIMED_MS = 100.0
 MAX_CPU_REPEATS = 300
+# On a CPU the sweep times every provider of a point in a second round after the first (``retime``) and
+# keeps each provider's faster round (lower median fwd+bwd): load from outside the process comes in bursts
+# that land in one round of one provider. With one round, sweeps on this repo's 2-core machine reported the
+# same code 2-4x slower at one point in two runs (SWD at V=10, N=64, K=4096: auto 63 ms against the cpu
+# backend it resolves to at 17 ms). Rounds slower than MAX_RETIMED_MS are not repeated: their many samples
+# already span any burst, and the sweep's time goes there.
+MAX_RETIMED_MS = 2000.0
 
 # CPU sweep of ``bench`` with no size arguments: finishes in a few minutes on 2 cores.
 DEFAULT_CPU_SWEEP = {
@@ -119,6 +126,21 @@ def time_phases(problem: Problem, backend: str, warmup: int, repeats: int) -> Di
         i += 1
     problem.x.grad = None
     return {phase: _percentiles(s) for phase, s in samples.items()}
+
+
+def retime(problem: Problem, backend: str, warmup: int, repeats: int, row: Dict) -> bool:
+    """CPU: time ``row``'s provider again and keep the round with the lower median fwd+bwd (all three
+    phases from that round). Whether the second round was kept."""
+    first = row.get("fwd+bwd_ms_median")
+    if problem.x.device.type != "cpu" or row.get("status") != "ok" or not first or first > MAX_RETIMED_MS:
+        return False
+    again = time_phases(problem, backend, warmup, repeats)
+    if again["fwd+bwd"]["median"] >= first:
+        return False
+    for phase, stats in again.items():
+        for name, value in stats.items():
+            row[f"{phase}_ms_{name}"] = round(value, 3)
+    return True
 
 
 def call_counts(problem: Problem, backend: str) -> Dict[str, object]:

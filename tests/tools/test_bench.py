@@ -22,3 +22,24 @@ def test_short_calls_are_timed_until_the_minimum_is_held(monkeypatch, tick_ms, w
     phases = bench.time_phases(problem, "eager", warmup=1, repeats=3)
     assert len(calls) == 1 + want
     assert phases["fwd+bwd"]["median"] == pytest.approx(2 * tick_ms)
+
+
+@pytest.mark.parametrize("second_ms,kept", [(0.5, True), (2.0, False)])
+def test_a_second_round_replaces_the_first_only_when_faster(monkeypatch, second_ms, kept):
+    """The sweep's second round on a CPU: a row timed at 1 ms per phase keeps its numbers unless the second
+    round's median fwd+bwd is lower, and then takes all three phases from it."""
+    problem = make_problem("sliced_wasserstein", Shape(1, 8, 4, 3))
+    row = {"status": "ok", "fwd_ms_median": 1.0, "bwd_ms_median": 1.0, "fwd+bwd_ms_median": 2.0}
+    clock = itertools.count()
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock) * second_ms / 1e3)
+    assert bench.retime(problem, "eager", 1, 3, row) is kept
+    want = second_ms if kept else 1.0
+    assert row["fwd_ms_median"] == pytest.approx(want) and row["fwd+bwd_ms_median"] == pytest.approx(2 * want)
+    assert ("fwd_ms_p20" in row) is kept
+
+
+def test_long_and_failed_rows_are_not_timed_again(monkeypatch):
+    monkeypatch.setattr(bench, "time_phases", lambda *a: pytest.fail("timed again"))
+    problem = make_problem("sliced_wasserstein", Shape(1, 8, 4, 3))
+    assert not bench.retime(problem, "eager", 1, 3, {"status": "ok", "fwd+bwd_ms_median": bench.MAX_RETIMED_MS + 1})
+    assert not bench.retime(problem, "eager", 1, 3, {"status": "OOM"})
