@@ -25,6 +25,7 @@ import torch
 
 from .. import reference
 from ..dispatch import check_first_order
+from .ecf_passes import grads_batched
 
 MatchOp = Callable[[torch.Tensor, torch.Tensor], tuple]
 # (forward, backward, centring): the contract of the extension's visreg_terms / visreg_terms_backward /
@@ -92,7 +93,10 @@ def back_project(
     w = directions.to(grad_proj.dtype).t()
     if host:
         out = torch.bmm(grad_proj, w.expand(V, K, w.shape[1]))
-        return out.mul_(grad_out if scale == 1.0 else grad_out * scale)
+        factor = grad_out if scale == 1.0 else grad_out * scale
+        if not torch.compiler.is_compiling() and grads_batched(grad_out):
+            return out * factor  # a vmapped backward (is_grads_batched) batches grad_out, not out: no in-place
+        return out.mul_(factor)
     if w.numel() <= grad_proj.numel():
         w = w * grad_out
     else:

@@ -11,6 +11,7 @@ import torch
 triton = pytest.importorskip("triton", reason="the triton backend needs triton")
 
 import fused_sigreg as fs  # noqa: E402
+from fused_sigreg.backends import ecf_passes  # noqa: E402
 from fused_sigreg.backends.triton import sigreg_passes  # noqa: E402
 from fused_sigreg.slicing import shared_quadrature  # noqa: E402
 from fused_sigreg.tools import bench, memory  # noqa: E402
@@ -34,14 +35,23 @@ def _inputs(rng, shape, K, scale=1.0):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_16bit_inputs_project_as_eager(rng, dtype):
-    """P is torch's 16-bit matmul, as in eager, then the passes run in fp32: the value agrees to fp32
-    rounding, the gradient (cast back to the dtype) to the dtype's."""
+def test_16bit_inputs_project_on_tensor_cores(rng, dtype, monkeypatch):
+    """16-bit x multiplies the directions rounded to its dtype in one GEMM with float32 accumulation and
+    output (mm's out_dtype), then the passes run in fp32: the value is eager's with the directions so
+    rounded (what the fully fused kernel computes too) to fp32 rounding, the gradient (cast back to the
+    dtype) to the dtype's. Without an out_dtype kernel for the device (two casts and a float32 mm) the
+    numbers are the same."""
     x, a = _inputs(rng, (3, 40, 9), 11)
-    value, grad = sigreg_value_and_grad(x.to(dtype), a, "triton")
-    ref_value, ref_grad = sigreg_value_and_grad(x.to(dtype), a, "eager")
+    x = x.to(dtype)
+    value, grad = sigreg_value_and_grad(x, a, "triton")
+    ref_value, ref_grad = sigreg_value_and_grad(x, a.to(dtype).float(), "eager")
     assert grad.dtype == dtype
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= 2.0**-7
+    unrounded, _ = sigreg_value_and_grad(x, a, "eager")
+    assert not torch.equal(value, unrounded)  # the rounding is there: eager's own product differs
+    monkeypatch.setitem(ecf_passes._MM_FLOAT32_OUT, x.device.type, False)
+    fallback_value, fallback_grad = sigreg_value_and_grad(x, a, "triton")
+    assert rel_err(fallback_value, value) <= FP32_TOL and rel_err(fallback_grad, grad) <= 2.0**-7
 
 
 def test_memory_min_is_the_fully_fused_kernel(rng):

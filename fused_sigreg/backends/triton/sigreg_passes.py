@@ -198,7 +198,14 @@ def _(proj, coef, delta, scale=None, alpha=1.0):
     _fake_check(proj, coef)
 
 
-PASSES = EcfPasses("the triton backend", ecf_sums_triton, ecf_stat_triton, ecf_grad_triton, ecf_grad_triton_inplace)
+PASSES = EcfPasses(
+    "the triton backend",
+    ecf_sums_triton,
+    ecf_stat_triton,
+    ecf_grad_triton,
+    ecf_grad_triton_inplace,
+    tensor_cores=True,
+)
 ecf_means_over_p = make_ecf_means(PASSES)
 sigreg_stats_over_p = make_sigreg_stats(PASSES)
 
