@@ -11,20 +11,6 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-
-def _mm_float32_out_on_cpu(a, b, out_dtype):
-    """torch.mm(a, b, out_dtype=float32) of 16-bit a, b (the products exact in float32, summed in float32)."""
-    return torch.mm(a.to(out_dtype), b.to(out_dtype))
-
-
-# torch.mm's out_dtype has a CUDA kernel only: the CPU twin registered here lets the triton backend's
-# Python path run in the interpreter with the same aten calls as on a GPU (the lean-path trace counts
-# them), before fused_sigreg reads which devices have the kernel. Without it the path falls back to two
-# casts and a float32 mm (tests/backends/test_triton_sigreg_passes.py checks that branch).
-if not torch._C._dispatch_has_kernel_for_dispatch_key("aten::mm.dtype", "CPU"):
-    _ATEN_CPU = torch.library.Library("aten", "IMPL")
-    _ATEN_CPU.impl("mm.dtype", _mm_float32_out_on_cpu, "CPU")
-
 from fused_sigreg import dispatch  # noqa: E402
 from helpers import ECOSYSTEM, GOLDEN, GPU, TRITON_DEVICE  # noqa: E402
 

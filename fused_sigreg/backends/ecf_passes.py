@@ -42,28 +42,37 @@ class EcfPasses:
 
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
-# device type -> whether torch.mm has its out_dtype kernel there (read when this module loads, on the first
-# SIGReg call, so that torch.compile traces a dict lookup)
-_MM_FLOAT32_OUT = {
-    device: torch._C._dispatch_has_kernel_for_dispatch_key("aten::mm.dtype", key)
-    for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-}
+# whether torch.mm has its out_dtype kernel on CUDA (torch >= 2.8)
+_MM_FLOAT32_OUT_CUDA = torch._C._dispatch_has_kernel_for_dispatch_key("aten::mm.dtype", "CUDA")
+
+
+@torch.library.custom_op("fused_sigreg::mm_float32_out", mutates_args=())
+def mm_float32_out(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.mm(a, b, out_dtype=torch.float32)`` of 16-bit a, b where torch has no such kernel (CPU tensors:
+    Triton's interpreter; CUDA before torch 2.8): the products, exact in float32, summed in float32. One op,
+    as on CUDA, and opaque to torch.compile, whose CPU code would drop the rounding of b (Inductor elides a
+    to(bfloat16).to(float32) pair)."""
+    return torch.mm(a.float(), b.float())
+
+
+@mm_float32_out.register_fake
+def _(a, b):
+    return a.new_empty((a.shape[0], b.shape[1]), dtype=torch.float32)
 
 
 def project(x: torch.Tensor, directions: torch.Tensor, tensor_cores: bool = False) -> torch.Tensor:
     """P = x A (..., N, K) float32. With ``tensor_cores``, 16-bit x multiplies A rounded to x's dtype in one
     GEMM that accumulates and writes float32 (``torch.mm``'s out_dtype; the fully fused kernel's rounding):
-    on an H100 the bf16 GEMM runs at ~15x the float32 one's peak, where the reference converts x to float32
-    first. Otherwise the reference's float32 product. Where mm has no out_dtype kernel (CPU tensors: Triton's
-    interpreter) the same products, exact in float32, are summed in float32 by a float32 mm."""
+    on an H100 the 16-bit GEMM's peak is ~15x the float32 one's, where the reference converts x to float32
+    first. Otherwise the reference's float32 product."""
     if not (tensor_cores and x.dtype in LOW_PRECISION):
         return reference.project(x, directions).float()
     a = directions.to(x.dtype)
     rows = x.reshape(-1, x.shape[-1])
-    if _MM_FLOAT32_OUT.get(x.device.type, False):
+    if x.is_cuda and _MM_FLOAT32_OUT_CUDA:
         p = torch.mm(rows, a, out_dtype=torch.float32)
     else:
-        p = torch.mm(rows.float(), a.float())
+        p = mm_float32_out(rows, a)
     return p.view(*x.shape[:-1], a.shape[1])
 
 

@@ -35,12 +35,11 @@ def _inputs(rng, shape, K, scale=1.0):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_16bit_inputs_project_on_tensor_cores(rng, dtype, monkeypatch):
+def test_16bit_inputs_project_on_tensor_cores(rng, dtype):
     """16-bit x multiplies the directions rounded to its dtype in one GEMM with float32 accumulation and
-    output (mm's out_dtype), then the passes run in fp32: the value is eager's with the directions so
-    rounded (what the fully fused kernel computes too) to fp32 rounding, the gradient (cast back to the
-    dtype) to the dtype's. Without an out_dtype kernel for the device (two casts and a float32 mm) the
-    numbers are the same."""
+    output (mm's out_dtype; in the interpreter ``mm_float32_out``), then the passes run in fp32: the value
+    is eager's with the directions so rounded (what the fully fused kernel computes too) to fp32
+    rounding, the gradient (cast back to the dtype) to the dtype's; the torch op and its stand-in agree."""
     x, a = _inputs(rng, (3, 40, 9), 11)
     x = x.to(dtype)
     value, grad = sigreg_value_and_grad(x, a, "triton")
@@ -49,9 +48,26 @@ def test_16bit_inputs_project_on_tensor_cores(rng, dtype, monkeypatch):
     assert rel_err(value, ref_value) <= FP32_TOL and rel_err(grad, ref_grad) <= 2.0**-7
     unrounded, _ = sigreg_value_and_grad(x, a, "eager")
     assert not torch.equal(value, unrounded)  # the rounding is there: eager's own product differs
-    monkeypatch.setitem(ecf_passes._MM_FLOAT32_OUT, x.device.type, False)
-    fallback_value, fallback_grad = sigreg_value_and_grad(x, a, "triton")
-    assert rel_err(fallback_value, value) <= FP32_TOL and rel_err(fallback_grad, grad) <= 2.0**-7
+    rows, rounded = x.reshape(-1, 9), a.to(dtype)
+    assert rel_err(ecf_passes.mm_float32_out(rows, rounded), rows.float() @ rounded.float()) <= FP32_TOL
+    if x.is_cuda:
+        assert rel_err(ecf_passes.mm_float32_out(rows, rounded), torch.mm(rows, rounded, out_dtype=torch.float32)) <= (
+            FP32_TOL
+        )
+    torch.library.opcheck(ecf_passes.mm_float32_out, (rows, rounded))
+
+
+def test_16bit_projection_under_torch_compile(rng):
+    """torch.compile(fullgraph=True) of the 16-bit path equals the eager call, the directions' rounding
+    included (on CUDA Inductor lowers mm's out_dtype; elsewhere mm_float32_out is opaque to it)."""
+    x, a = _inputs(rng, (2, 30, 8), 7)
+    x = x.to(torch.bfloat16)
+    value, grad = sigreg_value_and_grad(x, a, "triton")
+    compiled = torch.compile(lambda v: fs.sigreg(v, directions=a, backend="triton"), fullgraph=True)
+    xc = x.detach().requires_grad_()
+    got = compiled(xc)
+    got.backward()
+    assert rel_err(got, value) <= FP32_TOL and rel_err(xc.grad, grad) <= 2.0**-7
 
 
 def test_memory_min_is_the_fully_fused_kernel(rng):
