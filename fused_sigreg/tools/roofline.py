@@ -1,13 +1,21 @@
-"""GPU roofline of one forward + backward (docs/design.md §8): the floor is the largest of three times,
-each an estimate from vendor peak rates (datasheet numbers, SXM parts) and a count of the work:
+"""GPU floor of one forward + backward of an op's CUDA path as built (docs/design.md §8): an estimate from
+vendor peak rates (datasheet numbers, SXM parts), the instruction counts ``compile-check`` measures and a
+count of the work. The path's kernels run one after another, so the floor is the sum of its terms:
 
-- tensor cores: the useful projection matmuls (P = X A forward, dX = dP A^T backward; RDMReg also
-  projects its target samples);
-- HBM: the bytes any implementation must move (X read twice, dX written, A, the (V, K, T) means; the
-  sort ops also write and read P and make one pass of (key, row) pairs for the sort);
-- CUDA cores: SIGReg's ECF work, counted in fp32 instructions per element (``ecf_instructions``). At
-  T = 17 it exceeds the tensor-core time, so a floor without it would flatter the kernels. The sort ops
-  have no ALU term: a radix sort's work is bounded by its memory passes, counted in the HBM term.
+- ``projection``: the GEMMs, each the larger of its FLOPs at the precision the path uses and its operands'
+  HBM bytes. P = X A: SIGReg's 16-bit input in its dtype on tensor cores (mm's out_dtype), everything else
+  in float32 as the reference (tf32 where torch's matmul setting allows it); dX = dP A^T in float32/tf32;
+  RDMReg also projects its target samples.
+- ``passes``: the passes over P. SIGReg's ECF sums (forward) and dP (backward), each the larger of its
+  instructions at the CUDA cores' issue rate and P's bytes; the instructions are compile-check's static
+  SASS per element and per knot (sm_90, triton 3.8), which count libdevice's never-taken large-argument
+  paths, so they overstate what issues by a little. The sort ops' sort-and-match: its bytes (P read,
+  (key, row) pairs written and read, the gradient written and read).
+- ``launches``: the path's kernels per fwd+bwd (the lean-path test's ratchet, ``KERNELS_PER_CALL``) times
+  LAUNCH_SECONDS, a dependent kernel's launch-to-launch time on the GPU.
+
+Host time (Python, the dispatcher, autograd: ~0.2 ms per fwd+bwd on the development machine,
+``benchmarks/host_time.py``) is not in the floor: a CUDA graph removes it.
 """
 
 from __future__ import annotations
@@ -23,13 +31,18 @@ PEAKS = {
     "A100": dict(bf16=312e12, fp16=312e12, tf32=156e12, fp32=19.5e12, hbm=2.0e12),
 }
 
-# fp32 instructions (an FMA is one) of one sin/cos pair: Cody-Waite reduction (3 FMAs), two minimax
-# polynomials (~10), quadrant selection and the range check (~10), rounded up.
-SINCOS_INSTRUCTIONS = 24
-# per element and knot: the recurrence (2 multiplies + 2 FMAs) and 2 accumulations (forward: the cos and
-# sin sums; backward: the dP terms)
-KNOT_INSTRUCTIONS = 6
+# Static SASS per element of P and per knot of the ECF passes, (outside the knot loop, per knot):
+# ``python -m fused_sigreg compile-check`` on sm_90 with triton 3.8 (docs/kernels.md, "Instructions").
+ECF_SASS = {"forward": (219.5, 7.0), "backward": (229.2, 7.4)}
+# a restart of the knot recurrence: one more cos/sin pair (two libdevice calls, ~84 SASS on sm_90)
+SINCOS_INSTRUCTIONS = 84
 RESEED = 16  # the kernels' restart interval (kernels/sigreg_fused.py, csrc/sigreg_cpu.cpp)
+# Kernels per fwd+bwd of each op's CUDA path with directions given, (float32, 16-bit input): the ratchet
+# tests/test_lean_path.py holds the triton backend's Python path to (lower both as the path gets leaner).
+KERNELS_PER_CALL = {"sigreg": (6, 8), "sliced_wasserstein": (7, 9), "visreg": (12, 14), "rdmreg": (8, 10)}
+# A dependent kernel's launch-to-launch time on the GPU (launch latency, ramp and tail): an estimate of
+# ~3 us for an H100-class part, not measured here.
+LAUNCH_SECONDS = 3e-6
 
 
 def device_peaks(device_name: str) -> Optional[Dict[str, float]]:
@@ -57,53 +70,65 @@ def ecf_restarts(T: int) -> int:
     return max(0, (T - 2) // RESEED)
 
 
-def ecf_instructions(V: int, N: int, K: int, T: int) -> int:
-    """fp32 instructions of SIGReg's forward and backward ECF passes: per element and pass one sin/cos
-    pair (plus one per restart) and T knot steps."""
-    per_pass = T * KNOT_INSTRUCTIONS + SINCOS_INSTRUCTIONS * (1 + ecf_restarts(T))
-    return 2 * V * N * K * per_pass
+def ecf_instructions(V: int, N: int, K: int, T: int) -> Dict[str, int]:
+    """SASS instructions of SIGReg's forward and backward ECF passes over P (V, N, K) at T knots."""
+    extra = SINCOS_INSTRUCTIONS * ecf_restarts(T)
+    return {name: int(V * N * K * (per_elem + extra + T * per_knot)) for name, (per_elem, per_knot) in ECF_SASS.items()}
 
 
-def min_bytes(V: int, N: int, D: int, K: int, T: int, itemsize: int, op: str = "sigreg") -> int:
-    """Bytes any fwd + bwd must move: read X twice, write dX, read A twice, the (V, K, T) means; the sort
-    ops write and read P (fp32) and read and write (key, row) pairs once for the sort (RDMReg twice, and
-    it reads its target samples)."""
-    total = itemsize * 3 * V * N * D + 4 * 2 * D * K
-    if op == "sigreg":
-        return total + 4 * 4 * V * K * T
-    sorts = 2 if op == "rdmreg" else 1
-    total += sorts * (4 * 2 * V * N * K + 8 * 2 * V * N * K)
+def projection_seconds(V, N, D, K, dtype, allow_tf32, peaks: Dict[str, float], op: str = "sigreg") -> float:
+    """The path's GEMMs in sequence, each max(FLOPs at its precision, its operands' HBM bytes)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    fp32 = precision_key(torch.float32, allow_tf32)
+    forward = precision_key(dtype, allow_tf32) if op == "sigreg" else fp32
+    flops = 2 * V * N * D * K
+    gemm = lambda rate, in_bytes: max(flops / peaks[rate], (in_bytes + 4 * V * N * K) / peaks["hbm"])  # noqa: E731
+    total = gemm(forward, itemsize * V * N * D + 4 * D * K)  # P = X A
+    total += gemm(fp32, 4 * (V * N * D + D * K))  # dX = dP A^T (dX written, counted as dP's size)
     if op == "rdmreg":
-        total += itemsize * V * N * D
+        total += gemm(fp32, itemsize * V * N * D + 4 * D * K)  # the target samples' projections
     return total
 
 
+def passes_seconds(op, V, N, K, T, peaks: Dict[str, float]) -> float:
+    """The passes over P in sequence: SIGReg's ECF passes (instructions or bytes), the sort ops' sort."""
+    p_bytes = 4 * V * N * K
+    if op == "sigreg":
+        issue_rate = peaks["fp32"] / 2  # instructions per second: an FMA is one instruction and 2 FLOPs
+        work = ecf_instructions(V, N, K, T)
+        forward = max(work["forward"] / issue_rate, p_bytes / peaks["hbm"])
+        backward = max(work["backward"] / issue_rate, 2 * p_bytes / peaks["hbm"])  # dP written over P
+        return forward + backward
+    sorts = 2 if op == "rdmreg" else 1
+    return sorts * (p_bytes + 2 * 8 * V * N * K + 2 * p_bytes) / peaks["hbm"]
+
+
 def floor_seconds(op, V, N, D, K, T, dtype, allow_tf32, device_name: str) -> Optional[Dict[str, float]]:
-    """Each term of the floor in seconds (``tensor_core``, ``hbm``, ``cuda_core``), or None for a GPU
-    without a peak table."""
+    """Each term of the floor in seconds (``projection``, ``passes``, ``launches``), or None for a GPU
+    without a peak table. The floor is their sum."""
     peaks = device_peaks(device_name)
     if peaks is None:
         return None
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    kernels = KERNELS_PER_CALL[op][0 if dtype == torch.float32 else 1]
     return {
-        "tensor_core": projection_flops(V, N, D, K, op) / peaks[precision_key(dtype, allow_tf32)],
-        "hbm": min_bytes(V, N, D, K, T, itemsize, op) / peaks["hbm"],
-        "cuda_core": ecf_instructions(V, N, K, T) / (peaks["fp32"] / 2) if op == "sigreg" else 0.0,
+        "projection": projection_seconds(V, N, D, K, dtype, allow_tf32, peaks, op),
+        "passes": passes_seconds(op, V, N, K, T, peaks),
+        "launches": kernels * LAUNCH_SECONDS,
     }
 
 
 def roofline(op, V, N, D, K, T, dtype, allow_tf32, seconds: float, device_name: str) -> Dict[str, object]:
-    """Projection TFLOP/s, the floor (ms) with the term that sets it, and the fraction of the floor
-    reached (floor / measured time)."""
+    """Projection TFLOP/s, the floor (ms, the sum of its terms) with the largest term, and the fraction of
+    the floor reached (floor / measured time)."""
     out = {"TFLOPs": round(projection_flops(V, N, D, K, op) / seconds / 1e12, 2)}
     terms = floor_seconds(op, V, N, D, K, T, dtype, allow_tf32, device_name)
     if terms is None:
         out["roofline_frac"] = "unknown GPU"
         return out
-    bound = max(terms, key=terms.get)
-    out["floor_ms"] = round(terms[bound] * 1e3, 4)
-    out["floor_bound"] = bound
-    out["roofline_frac"] = round(terms[bound] / seconds, 3)
+    floor = sum(terms.values())
+    out["floor_ms"] = round(floor * 1e3, 4)
+    out["floor_bound"] = max(terms, key=terms.get)
+    out["roofline_frac"] = round(floor / seconds, 3)
     return out
 
 

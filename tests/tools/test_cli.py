@@ -230,17 +230,28 @@ def test_roofline_arithmetic():
     assert roofline.projection_flops(1, 8192, 512, 512, "rdmreg") == 3 * 8_589_934_592 // 2
     # restarts at knots 16, 32, ... but never the last: none at T = 17, one at T = 18 and 33, two at 34
     assert [roofline.ecf_restarts(t) for t in (2, 17, 18, 33, 34)] == [0, 0, 1, 1, 2]
-    per_pass = 17 * roofline.KNOT_INSTRUCTIONS + roofline.SINCOS_INSTRUCTIONS
-    assert roofline.ecf_instructions(2, 100, 10, 17) == 2 * 2 * 100 * 10 * per_pass
-    # bf16 at the base point: the tensor-core time (8.7 us) is below the ECF's CUDA-core time, which sets the floor
-    r = roofline.roofline("sigreg", 1, 8192, 512, 512, 17, torch.bfloat16, False, 1e-3, "NVIDIA H100")
-    cuda_core = roofline.ecf_instructions(1, 8192, 512, 17) / (67e12 / 2)
-    assert r["TFLOPs"] == 8.59 and r["floor_bound"] == "cuda_core"
-    assert r["roofline_frac"] == round(cuda_core / 1e-3, 3) and r["floor_ms"] == round(cuda_core * 1e3, 4)
-    assert cuda_core > 8_589_934_592 / 989e12
-    # the sort ops have no ALU term: fp32 without tf32 is bound by the tensor-core (here plain fp32) matmuls
-    r = roofline.roofline("sliced_wasserstein", 1, 8192, 512, 512, 17, torch.float32, False, 1e-3, "NVIDIA H100")
-    assert r["floor_bound"] == "tensor_core" and r["roofline_frac"] == round(8_589_934_592 / 67e12 / 1e-3, 3)
+    # compile-check's static SASS per element and per knot; a restart adds a cos/sin pair
+    work = roofline.ecf_instructions(2, 100, 10, 17)
+    assert work == {"forward": int(2000 * (219.5 + 17 * 7.0)), "backward": int(2000 * (229.2 + 17 * 7.4))}
+    assert roofline.ecf_instructions(1, 1, 1, 18)["forward"] == int(219.5 + 84 + 18 * 7.0)
+    # the terms run one after another: the floor is their sum, and the largest names the bound
+    h100 = roofline.PEAKS["H100"]
+    terms = roofline.floor_seconds("sigreg", 10, 256, 128, 4096, 17, torch.bfloat16, False, "NVIDIA H100")
+    flops = 2 * 10 * 256 * 128 * 4096
+    # 16-bit SIGReg projects on tensor cores forward (here bound by HBM), dX in plain fp32
+    forward = max(flops / h100["bf16"], (2 * 10 * 256 * 128 + 4 * 128 * 4096 + 4 * 10 * 256 * 4096) / h100["hbm"])
+    backward = max(flops / h100["fp32"], 4 * (10 * 256 * 128 + 128 * 4096 + 10 * 256 * 4096) / h100["hbm"])
+    assert terms["projection"] == pytest.approx(forward + backward)
+    ecf = roofline.ecf_instructions(10, 256, 4096, 17)
+    assert terms["passes"] == pytest.approx((ecf["forward"] + ecf["backward"]) / (h100["fp32"] / 2))
+    assert terms["launches"] == 8 * roofline.LAUNCH_SECONDS  # 16-bit input: KERNELS_PER_CALL's 8
+    r = roofline.roofline("sigreg", 10, 256, 128, 4096, 17, torch.bfloat16, False, 1e-3, "NVIDIA H100")
+    assert r["floor_bound"] == "passes" and r["floor_ms"] == round(sum(terms.values()) * 1e3, 4)
+    assert r["roofline_frac"] == round(sum(terms.values()) / 1e-3, 3)
+    # a sort op projects in the reference's fp32 whatever the input, and has no ALU term
+    swd = roofline.floor_seconds("sliced_wasserstein", 1, 8192, 512, 512, 17, torch.bfloat16, False, "NVIDIA H100")
+    assert swd["projection"] >= 2 * 2 * 8192 * 512 * 512 / h100["fp32"]
+    assert swd["passes"] == pytest.approx(28 * 8192 * 512 / h100["hbm"])
     assert roofline.roofline("sigreg", 1, 8, 4, 4, 17, torch.float32, True, 1e-3, "Tesla V100")["roofline_frac"] == (
         "unknown GPU"
     )
