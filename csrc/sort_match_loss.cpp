@@ -43,9 +43,9 @@ at::Tensor sort_match_loss_backward(const at::Tensor& grad, const at::Tensor& di
   auto grad_proj = grad.view({V, K, N}).transpose(-1, -2);
   auto w = directions.to(grad.scalar_type()).t();
   if (grad.device().is_cpu()) {
-    // On the CPU the batched GEMM reads the match's transposed layout at full speed but a scaled copy of it
-    // at half (and baddbmm applies alpha in a pass of its own): one GEMM, then one in-place scale of its
-    // output, grad_out read on the host (no device to wait for).
+    // On the CPU baddbmm applies alpha in a pass of its own, and a scaled copy of the gradient is another:
+    // one GEMM on the match's layout as it is, then one in-place scale of its output, grad_out read on the
+    // host (no device to wait for).
     return at::bmm(grad_proj, w.expand({V, K, w.size(1)})).mul_(grad_out.item<double>() * scale);
   }
   if (w.numel() <= grad_proj.numel()) {

@@ -86,9 +86,8 @@ def back_project(
     """scale * grad_out * grad_proj @ W^T for grad_proj (V, N, K) in any strides (a transposed layout is
     read as it is): one batched matmul, W^T broadcast over the views, and grad_out multiplied into the
     smaller of the (V, N, K) gradient and the (K, D) matrix (one small pass instead of a full one).
-    ``host``: the host's BLAS instead, which reads the transposed layout at full speed but a scaled copy
-    of it at half, and whose baddbmm applies alpha in a pass of its own: the GEMM, then one in-place scale
-    of its output (csrc/sort_match_loss.cpp does the same)."""
+    ``host``: the host's BLAS instead, whose baddbmm applies alpha in a pass of its own: the GEMM on the
+    gradient as laid out, then one in-place scale of its output (csrc/sort_match_loss.cpp does the same)."""
     V, N, K = grad_proj.shape
     w = directions.to(grad_proj.dtype).t()
     if host:
